@@ -1,0 +1,285 @@
+//! The `macvlan` command line: the OCI hook and the admin verbs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::ipam;
+use crate::log::{Level, Logger};
+use crate::net::{self, Target};
+use crate::record::FlatRecord;
+use crate::request::{self, Field, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "macvlan",
+    version,
+    about = "Real LAN addresses for containers through macvlan"
+)]
+pub struct Cli {
+    /// Configuration file (also: MACVLAN_CONFIG).
+    #[arg(long, global = true, env = "MACVLAN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log step-by-step detail.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process: the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as an OCI hook; the OCI state JSON is read from stdin. Without a
+    /// stage, the stage follows from the state's status.
+    Hook {
+        /// createRuntime (alias prestart), poststop; other stages do nothing.
+        stage: Option<String>,
+    },
+    /// Give an already running process's network namespace an interface.
+    Attach(AttachArgs),
+    /// Remove the interface `attach` gave a process and release its address.
+    Detach {
+        #[arg(long, required_unless_present = "id")]
+        pid: Option<u32>,
+        /// Container id of the record (default: the one attached to --pid).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List the network records in the store.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one container's network record.
+    Inspect { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    #[arg(long)]
+    pub pid: u32,
+    /// Container id to record it under (default: pid-<PID>).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long = "type")]
+    pub network_type: String,
+    #[arg(long)]
+    pub host_interface: Option<String>,
+    #[arg(long)]
+    pub ip: Option<String>,
+    #[arg(long)]
+    pub gateway: Option<String>,
+    #[arg(long)]
+    pub vlan: Option<String>,
+    #[arg(long)]
+    pub mtu: Option<String>,
+    #[arg(long)]
+    pub mode: Option<String>,
+    #[arg(long)]
+    pub rate: Option<String>,
+    #[arg(long)]
+    pub burst: Option<String>,
+    #[arg(long)]
+    pub latency: Option<String>,
+}
+
+impl AttachArgs {
+    /// The options as the annotations they stand for.
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let fields = [
+            (Field::Type, Some(&self.network_type)),
+            (Field::HostInterface, self.host_interface.as_ref()),
+            (Field::Ip, self.ip.as_ref()),
+            (Field::Gateway, self.gateway.as_ref()),
+            (Field::Vlan, self.vlan.as_ref()),
+            (Field::Mtu, self.mtu.as_ref()),
+            (Field::Mode, self.mode.as_ref()),
+            (Field::Rate, self.rate.as_ref()),
+            (Field::Burst, self.burst.as_ref()),
+            (Field::Latency, self.latency.as_ref()),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(field, value)| value.map(|v| (field.annotation().to_string(), v.clone())))
+            .collect()
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let (path, explicit) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut config = Config::load(&path, explicit)?;
+    config.debug |= cli.debug;
+    Ok(config)
+}
+
+/// Runs one command line; the caller prints the error chain and exits non-zero.
+pub fn run(cli: Cli) -> Result<()> {
+    let config = load_config(&cli)?;
+    let logger = Logger::new(config.log.clone(), config.debug);
+    match cli.command {
+        Command::Hook { stage } => run_hook(stage.as_deref(), config, logger),
+        Command::Attach(args) => {
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("pid-{}", args.pid));
+            let settings = Settings::collect(&args.annotations(), &[], false)?;
+            let request = request::parse(&id, &settings, &config.policy)
+                .with_context(|| format!("container {id}"))?
+                .with_context(|| format!("container {id}: no network type given"))?;
+            let ctx = net::Context::new(config, logger)?;
+            let target = Target {
+                container_id: id.clone(),
+                pid: args.pid,
+            };
+            let attached = net::attach(&ctx, &request, &target).map_err(|e| {
+                log_failure(&ctx.logger, "attach", &id, &e);
+                e.context(format!("container {id}"))
+            })?;
+            println!(
+                "{id}: {} {} mac {} on {}",
+                attached.ifname, attached.address, attached.mac, attached.parent
+            );
+            Ok(())
+        }
+        Command::Detach { pid, id } => {
+            let ctx = net::Context::new(config, logger)?;
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let pid = pid.expect("clap requires --pid or --id");
+                    find_by_pid(&ctx, pid)?
+                        .with_context(|| format!("no container attached to pid {pid}"))?
+                }
+            };
+            let record = net::detach(&ctx, &id, pid).with_context(|| format!("container {id}"))?;
+            println!("{id}: released {}", record.ip);
+            Ok(())
+        }
+        Command::Ls { json } => {
+            let ctx = net::Context::new(config, logger)?;
+            let records = all_records(&ctx)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let list: Vec<serde_json::Value> =
+                    records.iter().map(|(id, r)| record_json(id, r)).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<24} {:<5} {:<9} {:<19} {:<17} {:<10} HOST",
+                    "CONTAINER", "TYPE", "STATE", "ADDRESS", "MAC", "PARENT"
+                )?;
+                for (id, r) in &records {
+                    let short: String = id.chars().take(24).collect();
+                    writeln!(
+                        out,
+                        "{short:<24} {:<5} {:<9} {:<19} {:<17} {:<10} {}",
+                        "flat",
+                        r.state.as_str(),
+                        r.ip,
+                        r.mac,
+                        r.host_interface,
+                        r.host
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        Command::Inspect { id } => {
+            let ctx = net::Context::new(config, logger)?;
+            let record = ipam::load_flat(ctx.store.as_ref(), &ctx.keys, &id)?
+                .with_context(|| format!("no network record for container {id}"))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&record_json(&id, &record))?
+            );
+            Ok(())
+        }
+    }
+}
+
+fn record_json(id: &str, record: &FlatRecord) -> serde_json::Value {
+    let mut value = serde_json::to_value(record).expect("record serialises");
+    if let Some(map) = value.as_object_mut() {
+        map.insert("id".into(), id.into());
+        map.insert("type".into(), "flat".into());
+    }
+    value
+}
+
+fn all_records(ctx: &net::Context) -> Result<Vec<(String, FlatRecord)>> {
+    let prefix = ctx.keys.flat_prefix();
+    ctx.store
+        .list(&prefix)?
+        .into_iter()
+        .map(|(key, value)| {
+            let id = key[prefix.len()..].to_string();
+            let record: FlatRecord =
+                serde_json::from_str(&value).with_context(|| format!("corrupt record {key}"))?;
+            Ok((id, record))
+        })
+        .collect()
+}
+
+fn find_by_pid(ctx: &net::Context, pid: u32) -> Result<Option<String>> {
+    Ok(all_records(ctx)?
+        .into_iter()
+        .find(|(_, r)| r.pid == Some(pid))
+        .map(|(id, _)| id))
+}
+
+fn log_failure(logger: &Logger, event: &str, id: &str, error: &anyhow::Error) {
+    logger.log(
+        Level::Error,
+        event,
+        &[("container", id), ("error", &format!("{error:#}"))],
+    );
+}
+
+fn run_hook(stage: Option<&str>, config: Config, logger: Logger) -> Result<()> {
+    let started = Instant::now();
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("read the OCI state from stdin")?;
+    let state = crate::oci::State::parse(&text)?;
+    let id = state.id.clone();
+    let stage_label = stage.unwrap_or(state.status.as_str()).to_string();
+    let debug = config.debug;
+    let result = crate::oci::hook::run_state(stage, state, config, &logger);
+    if let Err(e) = &result {
+        logger.log(
+            Level::Error,
+            "hook",
+            &[
+                ("container", &id),
+                ("stage", &stage_label),
+                (
+                    "duration_ms",
+                    &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+                ),
+                ("error", &format!("{e:#}")),
+            ],
+        );
+    } else if debug {
+        logger.log(
+            Level::Debug,
+            "hook",
+            &[("container", &id), ("stage", &stage_label)],
+        );
+    }
+    result.map_err(|e| e.context(format!("container {id}: {stage_label}")))
+}
+
+use std::io::Read;

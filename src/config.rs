@@ -1,0 +1,256 @@
+//! The configuration file (`/etc/macvlan-runc/config.toml`) and the host
+//! policy it carries.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cidr::Ipv4Cidr;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/macvlan-runc/config.toml";
+pub const DEFAULT_STORE: &str = "sqlite:///var/lib/macvlan-runc/state.db";
+pub const DEFAULT_LOG: &str = "/var/log/macvlan-runc.log";
+
+/// Which store holds the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// Embedded SQLite file: one host, no server.
+    Sqlite(PathBuf),
+}
+
+/// Where attach/detach lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    File(PathBuf),
+    /// The local syslog socket (`/dev/log`), which journald also serves.
+    Syslog,
+    Stderr,
+}
+
+/// What containers on this host may ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// Parent interfaces containers may use; empty allows any.
+    pub allowed_parents: Vec<String>,
+    /// Subnets container addresses must lie in; empty allows any.
+    pub allowed_subnets: Vec<Ipv4Cidr>,
+    /// Whether environment variables (not only annotations) may request a network.
+    pub allow_env: bool,
+}
+
+impl Policy {
+    pub fn parent_allowed(&self, parent: &str) -> bool {
+        self.allowed_parents.is_empty() || self.allowed_parents.iter().any(|p| p == parent)
+    }
+
+    pub fn subnet_allowed(&self, address: Ipv4Cidr) -> bool {
+        self.allowed_subnets.is_empty()
+            || self.allowed_subnets.iter().any(|allowed| {
+                allowed.contains(address.address) && allowed.prefix <= address.prefix
+            })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreLocation,
+    /// Key prefix in the store, `/macvlan` by default.
+    pub store_prefix: String,
+    /// The real runc, for the runtime wrapper.
+    pub runtime: String,
+    pub log: LogTarget,
+    pub debug: bool,
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: parse_store(DEFAULT_STORE).expect("default store"),
+            store_prefix: "/macvlan".into(),
+            runtime: "runc".into(),
+            log: LogTarget::File(DEFAULT_LOG.into()),
+            debug: false,
+            policy: Policy {
+                allow_env: true,
+                ..Policy::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: Option<String>,
+    store_prefix: Option<String>,
+    runtime: Option<String>,
+    log: Option<String>,
+    debug: Option<bool>,
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    allowed_parents: Option<Vec<String>>,
+    allowed_subnets: Option<Vec<String>>,
+    allow_env: Option<bool>,
+}
+
+fn parse_store(text: &str) -> Result<StoreLocation, String> {
+    if let Some(path) = text.strip_prefix("sqlite://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "store {text:?}: expected an absolute path, like sqlite:///var/lib/macvlan-runc/state.db"
+            ));
+        }
+        return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+    }
+    if text.starts_with("etcd://") {
+        return Err(format!(
+            "store {text:?}: etcd is not built into this version yet; use sqlite:///path"
+        ));
+    }
+    Err(format!(
+        "store {text:?}: expected sqlite:///absolute/path/state.db"
+    ))
+}
+
+fn parse_log(text: &str) -> Result<LogTarget, String> {
+    match text {
+        "syslog" | "journald" => Ok(LogTarget::Syslog),
+        "stderr" => Ok(LogTarget::Stderr),
+        path if path.starts_with('/') => Ok(LogTarget::File(path.into())),
+        other => Err(format!(
+            "log {other:?}: expected an absolute file path, \"syslog\", \"journald\" or \"stderr\""
+        )),
+    }
+}
+
+impl Config {
+    /// Loads `path`. A missing file at the default location means defaults;
+    /// a missing file that was named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let mut config = Config::default();
+        if let Some(store) = raw.store {
+            config.store = parse_store(&store)?;
+        }
+        if let Some(prefix) = raw.store_prefix {
+            if !prefix.starts_with('/') || prefix.ends_with('/') {
+                return Err(format!(
+                    "store_prefix {prefix:?}: expected a key prefix like /macvlan"
+                ));
+            }
+            config.store_prefix = prefix;
+        }
+        if let Some(runtime) = raw.runtime {
+            config.runtime = runtime;
+        }
+        if let Some(log) = raw.log {
+            config.log = parse_log(&log)?;
+        }
+        config.debug = raw.debug.unwrap_or(false);
+        if let Some(policy) = raw.policy {
+            if let Some(parents) = policy.allowed_parents {
+                config.policy.allowed_parents = parents;
+            }
+            if let Some(subnets) = policy.allowed_subnets {
+                config.policy.allowed_subnets = subnets
+                    .iter()
+                    .map(|s| {
+                        s.parse::<Ipv4Cidr>().map(Ipv4Cidr::subnet).map_err(|_| {
+                            format!("policy.allowed_subnets: {s:?} is not a CIDR like 192.0.2.0/24")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            if let Some(allow_env) = policy.allow_env {
+                config.policy.allow_env = allow_env;
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_config_parses_to_the_defaults() {
+        let text = include_str!("../config/config.toml");
+        let config = Config::parse(text).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.store, defaults.store);
+        assert_eq!(config.log, defaults.log);
+        assert_eq!(config.policy, defaults.policy);
+        assert_eq!(config.store_prefix, "/macvlan");
+    }
+
+    #[test]
+    fn full_config() {
+        let config = Config::parse(
+            r#"
+            store = "sqlite:///tmp/x.db"
+            log = "syslog"
+            debug = true
+            [policy]
+            allowed_parents = ["lan0"]
+            allowed_subnets = ["192.0.2.7/24"]
+            allow_env = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.store, StoreLocation::Sqlite("/tmp/x.db".into()));
+        assert_eq!(config.log, LogTarget::Syslog);
+        assert!(config.debug);
+        assert!(!config.policy.allow_env);
+        assert_eq!(config.policy.allowed_subnets[0].to_string(), "192.0.2.0/24");
+        assert!(config
+            .policy
+            .subnet_allowed("192.0.2.9/25".parse().unwrap()));
+        assert!(!config
+            .policy
+            .subnet_allowed("192.0.2.9/16".parse().unwrap()));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        assert!(Config::parse("stroe = \"x\"").is_err());
+        assert!(Config::parse("store = \"sqlite://relative.db\"").is_err());
+        assert!(Config::parse("log = \"somewhere\"").is_err());
+        assert!(Config::parse("[policy]\nallowed_subnets = [\"nope\"]").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! macvlan-runc: real LAN and VLAN addresses for containers through macvlan
+//! devices, set up from inside the OCI runtime lifecycle.
+
+pub mod cidr;
+pub mod cli;
+pub mod config;
+pub mod ipam;
+pub mod log;
+pub mod net;
+pub mod netlink;
+pub mod oci;
+pub mod record;
+pub mod request;
+pub mod store;

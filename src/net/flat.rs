@@ -1,0 +1,168 @@
+//! Flat networks: a macvlan of the host's LAN interface holding a fixed
+//! address, with the default route via the LAN's gateway.
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    free_interface_name, stable_mac, Attached, Context, Driver, Rollback, Sockets, Target, Undo,
+};
+use crate::ipam;
+use crate::netlink::{format_mac, MacvlanMode, MacvlanSpec, Netlink};
+use crate::record::{now, FlatRecord, State};
+use crate::request::NetworkRequest;
+
+pub struct FlatDriver<'a> {
+    pub request: &'a NetworkRequest,
+}
+
+/// Finds the parent in the hook's own namespace over netlink (`/sys/class/net`
+/// shows the namespace that mounted sysfs, not ours).
+fn find_parent(host: &mut Netlink, name: &str) -> Result<crate::netlink::Link> {
+    match host
+        .link_by_name(name)
+        .context("look up parent interface")?
+    {
+        Some(link) => Ok(link),
+        None => {
+            let mut names: Vec<String> = host
+                .links()
+                .map(|links| {
+                    links
+                        .into_iter()
+                        .map(|l| l.name)
+                        .filter(|n| n != "lo")
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            anyhow::bail!(
+                "invalid HOSTIF/macvlan.host-interface {name:?}: no such interface in this host's network namespace; interfaces here: {}",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )
+        }
+    }
+}
+
+impl Driver for FlatDriver<'_> {
+    fn validate(&self, host: &mut Netlink) -> Result<()> {
+        let parent = find_parent(host, self.request.parent())?;
+        self.request.check_against_parent(parent.mtu)?;
+        Ok(())
+    }
+
+    fn setup(
+        &self,
+        ctx: &Context,
+        target: &Target,
+        sockets: &mut Sockets,
+        undo: &mut Rollback,
+    ) -> Result<Attached> {
+        let request = self.request;
+        let flat = &request.flat;
+        let parent = find_parent(&mut sockets.host, &flat.parent)?;
+        let mac = stable_mac(&target.container_id);
+        let mac_text = format_mac(&mac);
+
+        let now = now();
+        let record = FlatRecord {
+            ip: flat.address.to_string(),
+            gateway: flat.gateway.map(|g| g.to_string()),
+            host_interface: flat.parent.clone(),
+            mac: mac_text.clone(),
+            mtu: request.mtu,
+            mode: request.mode,
+            host: ctx.host.clone(),
+            state: State::Attaching,
+            pool: flat.address.subnet().pool_name(),
+            ifname: None,
+            pid: Some(target.pid),
+            created_at: now,
+            updated_at: now,
+            stopped_at: None,
+        };
+        let claim = ipam::claim_flat(
+            ctx.store.as_ref(),
+            &ctx.keys,
+            &target.container_id,
+            flat.address,
+            &record,
+        )
+        .context("claim address")?;
+        let created_at = claim
+            .previous
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<FlatRecord>(text).ok())
+            .map(|old| old.created_at)
+            .unwrap_or(now);
+        undo.push(Undo::Claim(Box::new(claim)));
+
+        let existing: Vec<String> = sockets
+            .container
+            .links()
+            .context("list the container's interfaces")?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let ifname = free_interface_name(&existing);
+
+        // Created directly inside the container's namespace under its final
+        // name (`ip link add … netns`): one message instead of create, move
+        // and rename, and a crash can never leave a stray link on the host.
+        // Passthru takes the parent's MAC: setting ours would change the
+        // parent's address (macvlan's passthru semantics).
+        let spec = MacvlanSpec {
+            name: &ifname,
+            parent_index: parent.index,
+            mode: request.mode,
+            mac: (request.mode != MacvlanMode::Passthru).then_some(mac),
+            mtu: request.mtu,
+            netns: Some(&sockets.netns),
+        };
+        sockets
+            .host
+            .create_macvlan(&spec)
+            .with_context(|| format!("create macvlan on {}", flat.parent))?;
+        undo.push(Undo::DeleteLink {
+            name: ifname.clone(),
+        });
+
+        let link = sockets
+            .container
+            .link_by_name(&ifname)
+            .context("find the new interface")?
+            .with_context(|| format!("{ifname} vanished from the container's namespace"))?;
+        sockets
+            .container
+            .add_ipv4_address(link.index, flat.address.address, flat.address.prefix)
+            .with_context(|| format!("add address {} to {ifname}", flat.address))?;
+        sockets
+            .container
+            .set_up(link.index)
+            .with_context(|| format!("set {ifname} up"))?;
+        if let Some(gateway) = flat.gateway {
+            sockets
+                .container
+                .replace_default_route(link.index, gateway)
+                .with_context(|| format!("set default route via {gateway}"))?;
+        }
+        let actual_mac = link.mac.map(|m| format_mac(&m)).unwrap_or(mac_text);
+
+        let ifname_for_record = ifname.clone();
+        let mac_for_record = actual_mac.clone();
+        ipam::update_flat(ctx.store.as_ref(), &ctx.keys, &target.container_id, |r| {
+            r.state = State::Running;
+            r.ifname = Some(ifname_for_record.clone());
+            r.mac = mac_for_record.clone();
+            r.created_at = created_at;
+            r.stopped_at = None;
+        })
+        .context("record the attachment")?;
+
+        Ok(Attached {
+            ifname,
+            address: flat.address.to_string(),
+            mac: actual_mac,
+            parent: flat.parent.clone(),
+        })
+    }
+}

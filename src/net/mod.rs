@@ -1,0 +1,365 @@
+//! Attaching and detaching a container's network: the steps common to every
+//! network type (privileges, namespace checks, logging, rollback), with the
+//! type-specific work behind the small [`Driver`] trait.
+
+mod flat;
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::config::Config;
+use crate::ipam::{self, Claim};
+use crate::log::{Level, Logger};
+use crate::netlink::Netlink;
+use crate::record::FlatRecord;
+use crate::request::{NetworkRequest, NetworkType};
+use crate::store::{self, Keys, Store};
+
+pub use flat::FlatDriver;
+
+/// Everything an attach or detach needs from the host.
+pub struct Context {
+    pub config: Config,
+    pub store: Box<dyn Store>,
+    pub keys: Keys,
+    pub logger: Logger,
+    /// This host's name, recorded with every container.
+    pub host: String,
+}
+
+impl Context {
+    pub fn new(config: Config, logger: Logger) -> Result<Context> {
+        let store = store::open(&config)?;
+        let keys = Keys::new(&config.store_prefix);
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        Ok(Context {
+            config,
+            store,
+            keys,
+            logger,
+            host,
+        })
+    }
+}
+
+/// The container being attached: its id and the process whose network
+/// namespace receives the interface.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub container_id: String,
+    pub pid: u32,
+}
+
+impl Target {
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid))
+    }
+}
+
+/// What an attach configured, for the log and the caller.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub ifname: String,
+    pub address: String,
+    pub mac: String,
+    pub parent: String,
+}
+
+/// One setup step's undo, run in reverse order when a later step fails.
+pub enum Undo {
+    /// Delete the interface `name` inside the container's namespace.
+    DeleteLink { name: String },
+    /// Put the store back as it was before the address claim.
+    Claim(Box<Claim>),
+}
+
+/// The undo list of an attach in progress.
+#[derive(Default)]
+pub struct Rollback {
+    steps: Vec<Undo>,
+}
+
+impl Rollback {
+    pub fn push(&mut self, undo: Undo) {
+        self.steps.push(undo);
+    }
+
+    /// Undoes every registered step, newest first. Failures are logged, not
+    /// returned: the original error is what the user needs to see.
+    fn run(self, ctx: &Context, container_id: &str, container: &mut Netlink) {
+        for step in self.steps.into_iter().rev() {
+            let (what, result): (&str, Result<()>) = match step {
+                Undo::DeleteLink { name } => (
+                    "delete link",
+                    (|| {
+                        if let Some(link) = container.link_by_name(&name)? {
+                            container.delete_link(link.index)?;
+                        }
+                        Ok(())
+                    })(),
+                ),
+                Undo::Claim(claim) => (
+                    "release address",
+                    ipam::undo_claim(ctx.store.as_ref(), container_id, &claim).map_err(Into::into),
+                ),
+            };
+            if let Err(e) = result {
+                ctx.logger.log(
+                    Level::Error,
+                    "rollback",
+                    &[
+                        ("container", container_id),
+                        ("step", what),
+                        ("error", &format!("{e:#}")),
+                    ],
+                );
+            }
+        }
+    }
+}
+
+/// The sockets of one attach: the host's namespace (where the parent lives)
+/// and the container's.
+pub struct Sockets {
+    pub host: Netlink,
+    pub container: Netlink,
+    /// The container's namespace, kept open for IFLA_NET_NS_FD.
+    pub netns: File,
+}
+
+/// A network type: everything it can check before changing anything, then
+/// the setup, registering an undo for each change.
+pub trait Driver {
+    /// Checks the request against the host (parent interface, MTU).
+    fn validate(&self, host: &mut Netlink) -> Result<()>;
+    /// Builds the container's interface.
+    fn setup(
+        &self,
+        ctx: &Context,
+        target: &Target,
+        sockets: &mut Sockets,
+        undo: &mut Rollback,
+    ) -> Result<Attached>;
+}
+
+fn driver_for(request: &NetworkRequest) -> Box<dyn Driver + '_> {
+    match request.network_type() {
+        NetworkType::Flat => Box::new(FlatDriver { request }),
+        // The request parser refuses the other types until their drivers exist.
+        other => unreachable!("no driver for {}", other.as_str()),
+    }
+}
+
+/// Refuses to run without the privileges the setup needs, naming them
+/// (instead of a later, cryptic EPERM from netlink or setns).
+pub fn check_privileges() -> Result<()> {
+    use caps::{CapSet, Capability};
+    let mut missing = Vec::new();
+    for (cap, why) in [
+        (Capability::CAP_NET_ADMIN, "create and configure interfaces"),
+        (
+            Capability::CAP_SYS_ADMIN,
+            "enter the container's network namespace",
+        ),
+    ] {
+        if !caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false) {
+            missing.push(format!("{cap} (to {why})"));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing privileges: {}; run the hook as root",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn namespace_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Refuses a process that shares the hook's own network namespace: giving
+/// it an interface would reconfigure the host.
+pub fn check_own_netns(target: &Target) -> Result<()> {
+    let theirs = namespace_id(&target.netns_path()).with_context(|| {
+        format!(
+            "process {} not found (is the container running?)",
+            target.pid
+        )
+    })?;
+    let ours = namespace_id(Path::new("/proc/self/ns/net"))?;
+    if theirs == ours {
+        bail!("the container shares the host's network namespace; give it its own (runc: a \"network\" entry in linux.namespaces; docker: --net none)");
+    }
+    Ok(())
+}
+
+/// Attaches `request` to the container, all or nothing: on any failure
+/// every change made so far is undone before the error is returned.
+pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Result<Attached> {
+    let started = Instant::now();
+    let result = attach_inner(ctx, request, target);
+    let duration = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+    // Failures are logged once, with their whole chain, by the caller.
+    if let Ok(attached) = &result {
+        ctx.logger.log(
+            Level::Info,
+            "attach",
+            &[
+                ("container", &target.container_id),
+                ("type", request.network_type().as_str()),
+                ("address", &attached.address),
+                ("interface", &attached.ifname),
+                ("mac", &attached.mac),
+                ("parent", &attached.parent),
+                ("pid", &target.pid.to_string()),
+                ("duration_ms", &duration),
+            ],
+        );
+    }
+    result
+}
+
+fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Result<Attached> {
+    check_privileges()?;
+    check_own_netns(target)?;
+    let driver = driver_for(request);
+    let mut host = Netlink::open().context("open netlink socket")?;
+    driver.validate(&mut host)?;
+
+    let netns_path = target.netns_path();
+    let netns =
+        File::open(&netns_path).with_context(|| format!("open {}", netns_path.display()))?;
+    let container = Netlink::open_in_netns(&netns_path)
+        .context("open netlink socket in the container's namespace")?;
+    let mut sockets = Sockets {
+        host,
+        container,
+        netns,
+    };
+    let mut undo = Rollback::default();
+    match driver.setup(ctx, target, &mut sockets, &mut undo) {
+        Ok(attached) => Ok(attached),
+        Err(e) => {
+            undo.run(ctx, &target.container_id, &mut sockets.container);
+            Err(e)
+        }
+    }
+}
+
+/// `poststop`: the namespace and its devices are gone; mark the record
+/// stopped (the address stays reserved for a restart). Idempotent.
+pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> {
+    let started = Instant::now();
+    let record = ipam::mark_stopped(ctx.store.as_ref(), &ctx.keys, container_id)
+        .context("mark record stopped")?;
+    if let Some(record) = &record {
+        ctx.logger.log(
+            Level::Info,
+            "detach",
+            &[
+                ("container", container_id),
+                ("type", "flat"),
+                ("address", &record.ip),
+                ("state", record.state.as_str()),
+                (
+                    "duration_ms",
+                    &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+                ),
+            ],
+        );
+    }
+    Ok(record)
+}
+
+/// `macvlan detach --pid`: removes the interface from a running process's
+/// namespace and releases its record and address.
+pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<FlatRecord> {
+    let started = Instant::now();
+    let record = ipam::load_flat(ctx.store.as_ref(), &ctx.keys, container_id)?
+        .with_context(|| format!("no network record for container {container_id}"))?;
+    if let (Some(pid), Some(ifname)) = (pid.or(record.pid), &record.ifname) {
+        let netns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if netns_path.exists() {
+            check_privileges()?;
+            let mut container = Netlink::open_in_netns(&netns_path)
+                .context("open netlink socket in the container's namespace")?;
+            if let Some(link) = container.link_by_name(ifname)? {
+                let ours =
+                    link.mac.map(|m| crate::netlink::format_mac(&m)) == Some(record.mac.clone());
+                if ours {
+                    container
+                        .delete_link(link.index)
+                        .with_context(|| format!("delete {ifname}"))?;
+                }
+            }
+        }
+    }
+    ipam::release_flat(ctx.store.as_ref(), &ctx.keys, container_id)?;
+    ctx.logger.log(
+        Level::Info,
+        "detach",
+        &[
+            ("container", container_id),
+            ("type", "flat"),
+            ("address", &record.ip),
+            ("state", "released"),
+            (
+                "duration_ms",
+                &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            ),
+        ],
+    );
+    Ok(record)
+}
+
+/// A stable, locally administered, unicast MAC derived from the container
+/// id: a restarted container keeps its MAC, so neighbours' ARP caches and
+/// DHCP servers keep recognising it.
+pub fn stable_mac(container_id: &str) -> [u8; 6] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(container_id.as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    mac[0] = (mac[0] & 0b1111_1100) | 0b0000_0010;
+    mac
+}
+
+/// `eth0`, or the next free `ethN` when the container already has an `eth0`.
+pub fn free_interface_name(existing: &[String]) -> String {
+    (0..)
+        .map(|n| format!("eth{n}"))
+        .find(|name| !existing.iter().any(|e| e == name))
+        .expect("some ethN is free")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_is_stable_local_and_unicast() {
+        let mac = stable_mac("container-1");
+        assert_eq!(mac, stable_mac("container-1"));
+        assert_ne!(mac, stable_mac("container-2"));
+        assert_eq!(mac[0] & 0b11, 0b10);
+    }
+
+    #[test]
+    fn picks_next_free_ethn() {
+        assert_eq!(free_interface_name(&["lo".into()]), "eth0");
+        assert_eq!(
+            free_interface_name(&["lo".into(), "eth0".into(), "eth2".into()]),
+            "eth1"
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! The only place that talks rtnetlink: links, addresses and routes, over a
+//! synchronous NETLINK_ROUTE socket bound to one network namespace.
+//!
+//! A netlink socket stays in the namespace it was created in, so a socket for
+//! a container is opened by a short-lived thread that entered the container's
+//! netns (see [`Netlink::open_in_netns`]); the calling thread never changes
+//! namespace.
+
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// What went wrong talking to the kernel. The kernel's own errno is kept, so
+/// callers can tell "exists" from "no such device" from "not permitted".
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("netlink error: {0}")]
+    Kernel(io::Error),
+    #[error("netlink socket: {0}")]
+    Socket(io::Error),
+    #[error("cannot enter network namespace {path}: {source}")]
+    EnterNetns { path: String, source: io::Error },
+    #[error("malformed netlink reply: {0}")]
+    Decode(String),
+}
+
+impl NetlinkError {
+    /// The kernel's errno, when the kernel refused the request.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Kernel(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub mac: Option<[u8; 6]>,
+    /// `IFLA_INFO_KIND`: "macvlan", "veth", "bridge"…; `None` for physical devices.
+    pub kind: Option<String>,
+    /// `IFLA_LINK`: the parent's index, for stacked devices such as macvlan.
+    pub parent_index: Option<u32>,
+    pub up: bool,
+}
+
+/// The macvlan modes of `ip-link(8)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    Bridge,
+    Private,
+    Vepa,
+    Passthru,
+}
+
+impl MacvlanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
+        }
+    }
+
+    fn to_kernel(self) -> MacVlanMode {
+        match self {
+            MacvlanMode::Bridge => MacVlanMode::Bridge,
+            MacvlanMode::Private => MacVlanMode::Private,
+            MacvlanMode::Vepa => MacVlanMode::Vepa,
+            MacvlanMode::Passthru => MacVlanMode::Passthrough,
+        }
+    }
+}
+
+/// Everything needed to create one macvlan device.
+#[derive(Debug, Clone)]
+pub struct MacvlanSpec<'a> {
+    pub name: &'a str,
+    pub parent_index: u32,
+    pub mode: MacvlanMode,
+    /// `None` leaves the kernel's random MAC (required for passthru, where
+    /// setting the address would change the parent's).
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    /// Create the device directly inside this network namespace (an open
+    /// `/proc/<pid>/ns/net`), as `ip link add … netns NS` does.
+    pub netns: Option<&'a File>,
+}
+
+/// A NETLINK_ROUTE socket bound to the network namespace it was opened in.
+pub struct Netlink {
+    socket: Socket,
+    sequence: u32,
+    buffer: Vec<u8>,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        socket.bind_auto().map_err(NetlinkError::Socket)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(NetlinkError::Socket)?;
+        // Ask for extended acks: harmless if unsupported.
+        let _ = socket.set_ext_ack(true);
+        Ok(Netlink {
+            socket,
+            sequence: 0,
+            buffer: vec![0; 64 * 1024],
+        })
+    }
+
+    /// A socket inside the network namespace at `netns_path` (for example
+    /// `/proc/<pid>/ns/net`). A throwaway thread enters the namespace, opens
+    /// the socket and exits; the socket keeps pointing at that namespace.
+    pub fn open_in_netns(netns_path: &Path) -> Result<Self> {
+        let file = File::open(netns_path).map_err(|source| NetlinkError::EnterNetns {
+            path: netns_path.display().to_string(),
+            source,
+        })?;
+        let path = netns_path.display().to_string();
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                NetlinkError::EnterNetns {
+                    path,
+                    source: io::Error::from_raw_os_error(errno as i32),
+                }
+            })?;
+            Netlink::open()
+        })
+        .join()
+        .map_err(|_| NetlinkError::Socket(io::Error::other("netns thread panicked")))?
+    }
+
+    /// Sends one request and collects the replies: every message of a dump,
+    /// or nothing but the ack of a change.
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = sequence;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.socket.send(&out, 0).map_err(NetlinkError::Socket)?;
+
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut replies = Vec::new();
+        loop {
+            let size = self
+                .socket
+                .recv(&mut &mut self.buffer[..], 0)
+                .map_err(NetlinkError::Socket)?;
+            let mut offset = 0;
+            while offset < size {
+                let bytes = &self.buffer[offset..size];
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+                let length = reply.header.length as usize;
+                if length == 0 {
+                    return Err(NetlinkError::Decode("zero-length message".into()));
+                }
+                offset += (length + 3) & !3;
+                if reply.header.sequence_number != sequence {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(error) => {
+                        return match error.code {
+                            Some(code) => Err(NetlinkError::Kernel(io::Error::from_raw_os_error(
+                                -code.get(),
+                            ))),
+                            None => Ok(replies),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::InnerMessage(inner) => {
+                        replies.push(inner);
+                        if !dump {
+                            return Ok(replies);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// All links of this namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(parse_link(&link)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The link called `name` in this namespace, if there is one.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(message), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(parse_link(&link)),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The link with index `index`, if there is one.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        match self.request(RouteNetlinkMessage::GetLink(message), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(parse_link(&link)),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a macvlan device on `spec.parent_index` (which lives in *this*
+    /// socket's namespace). With `spec.netns` the device is born inside that
+    /// namespace under its final name: nothing is ever visible on the host.
+    pub fn create_macvlan(&mut self, spec: &MacvlanSpec<'_>) -> Result<()> {
+        let mut message = LinkMessage::default();
+        let attributes = &mut message.attributes;
+        attributes.push(LinkAttribute::IfName(spec.name.to_string()));
+        attributes.push(LinkAttribute::Link(spec.parent_index));
+        if let Some(mac) = spec.mac {
+            attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(mtu) = spec.mtu {
+            attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(netns) = spec.netns {
+            attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+        }
+        attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                spec.mode.to_kernel(),
+            )])),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Sets a link up.
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.header.flags = LinkFlags::Up;
+        message.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK)?;
+        Ok(())
+    }
+
+    /// Deletes a link.
+    pub fn delete_link(&mut self, index: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(message), NLM_F_ACK)?;
+        Ok(())
+    }
+
+    /// Adds (or re-adds) an IPv4 address with its broadcast address.
+    pub fn add_ipv4_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> Result<()> {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.prefix_len = prefix;
+        message.header.scope = AddressScope::Universe;
+        message.header.index = index;
+        let host_mask = if prefix >= 32 { 0 } else { u32::MAX >> prefix };
+        let broadcast = Ipv4Addr::from(u32::from(address) | host_mask);
+        message.attributes = vec![
+            AddressAttribute::Local(address.into()),
+            AddressAttribute::Address(address.into()),
+            AddressAttribute::Broadcast(broadcast),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewAddress(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// IPv4 addresses of a link, as (address, prefix length).
+    pub fn ipv4_addresses(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(query), NLM_F_DUMP)?;
+        let mut found = Vec::new();
+        for reply in replies {
+            if let RouteNetlinkMessage::NewAddress(address) = reply {
+                if address.header.index != index {
+                    continue;
+                }
+                for attribute in &address.attributes {
+                    if let AddressAttribute::Local(std::net::IpAddr::V4(ip)) = attribute {
+                        found.push((*ip, address.header.prefix_len));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Installs the default route via `gateway` on link `index` in the main
+    /// table, replacing a default route that is already there.
+    pub fn replace_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> Result<()> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        message.header.table = RouteHeader::RT_TABLE_MAIN;
+        message.header.protocol = RouteProtocol::Boot;
+        message.header.scope = RouteScope::Universe;
+        message.header.kind = RouteType::Unicast;
+        message.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
+            RouteAttribute::Oif(index),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// The IPv4 default route's gateway and output link, if there is one.
+    pub fn ipv4_default_route(&mut self) -> Result<Option<(Ipv4Addr, u32)>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
+        for reply in replies {
+            if let RouteNetlinkMessage::NewRoute(route) = reply {
+                if route.header.destination_prefix_length != 0
+                    || route.header.table != RouteHeader::RT_TABLE_MAIN
+                {
+                    continue;
+                }
+                let mut gateway = None;
+                let mut oif = None;
+                for attribute in &route.attributes {
+                    match attribute {
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+                        RouteAttribute::Oif(index) => oif = Some(*index),
+                        _ => {}
+                    }
+                }
+                if let (Some(gateway), Some(oif)) = (gateway, oif) {
+                    return Ok(Some((gateway, oif)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn parse_link(message: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: message.header.index,
+        name: String::new(),
+        mtu: 0,
+        mac: None,
+        kind: None,
+        parent_index: None,
+        up: message.header.flags.contains(LinkFlags::Up),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(bytes);
+                link.mac = Some(mac);
+            }
+            LinkAttribute::Link(parent) => link.parent_index = Some(*parent),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        link.kind = Some(kind.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+/// `02:ab:…` form of a MAC address.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,96 @@
+//! `macvlan hook <stage>`: dispatches an OCI hook invocation to attach
+//! (createRuntime) or mark-stopped (poststop).
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{BundleConfig, NetnsSpec, State};
+use crate::config::Config;
+use crate::log::Logger;
+use crate::net::{self, Target};
+use crate::request::{self, Settings};
+
+/// The hook stages this program acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    CreateRuntime,
+    Poststop,
+    /// Any other stage of the spec: accepted, nothing to do.
+    Ignored,
+}
+
+impl Stage {
+    /// `prestart` is the pre-1.0 name of the point where createRuntime runs.
+    pub fn from_name(name: &str) -> Stage {
+        match name {
+            "createRuntime" | "prestart" => Stage::CreateRuntime,
+            "poststop" => Stage::Poststop,
+            _ => Stage::Ignored,
+        }
+    }
+
+    /// For hooks.d entries that run one command at every stage: the stage
+    /// follows from the state's status.
+    pub fn from_status(status: &str) -> Stage {
+        match status {
+            "creating" => Stage::CreateRuntime,
+            "stopped" => Stage::Poststop,
+            _ => Stage::Ignored,
+        }
+    }
+}
+
+/// Runs the hook for a parsed state. The caller adds the container id to errors.
+pub fn run_state(
+    stage_name: Option<&str>,
+    state: State,
+    config: Config,
+    logger: &Logger,
+) -> Result<()> {
+    let stage = match stage_name {
+        Some(name) => Stage::from_name(name),
+        None => Stage::from_status(&state.status),
+    };
+    match stage {
+        Stage::Ignored => Ok(()),
+        Stage::Poststop => {
+            let ctx = net::Context::new(config, logger.clone())?;
+            net::stopped(&ctx, &state.id)?;
+            Ok(())
+        }
+        Stage::CreateRuntime => create_runtime(state, config, logger),
+    }
+}
+
+fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
+    let bundle_path = state
+        .bundle
+        .clone()
+        .context("the OCI state has no bundle path")?;
+    let bundle = BundleConfig::load(Path::new(&bundle_path))?;
+    // The state's annotations are the config's, as the runtime saw them;
+    // take both in case a runtime passes only one.
+    let mut annotations = bundle.annotations.clone();
+    annotations.extend(state.annotations.clone());
+    let settings = Settings::collect(&annotations, &bundle.env, config.policy.allow_env)?;
+    if settings.is_empty() {
+        return Ok(());
+    }
+    let Some(request) = request::parse(&state.id, &settings, &config.policy)? else {
+        return Ok(());
+    };
+    if bundle.netns == NetnsSpec::Host {
+        bail!("the container shares the host's network namespace (no \"network\" entry in linux.namespaces); a macvlan needs a namespace of its own");
+    }
+    let pid = state
+        .pid
+        .context("the OCI state has no pid; createRuntime needs the container's init process")?;
+    let ctx = net::Context::new(config, logger.clone())?;
+    let target = Target {
+        container_id: state.id.clone(),
+        pid,
+    };
+    net::attach(&ctx, &request, &target)?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! What the store remembers about one container's network, as the JSON
+//! value under `/macvlan/flat/<container-id>`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::netlink::MacvlanMode;
+
+/// Where a container's network is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// The address is claimed and the hook is setting up the link.
+    Attaching,
+    /// The container's interface is configured.
+    Running,
+    /// The container stopped; its address stays reserved until it is removed.
+    Stopped,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Attaching => "attaching",
+            State::Running => "running",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// The record of a container on a flat network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlatRecord {
+    /// CIDR, e.g. `192.0.2.10/24`.
+    pub ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    pub host_interface: String,
+    pub mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    pub mode: MacvlanMode,
+    /// The host (hostname) the container runs on.
+    pub host: String,
+    pub state: State,
+    /// The address pool (subnet) the address is leased from.
+    pub pool: String,
+    /// The interface name inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// The container's init process while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub updated_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<u64>,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,669 @@
+//! Turns a container's annotations and environment into a typed, validated
+//! network request. Pure: touches nothing on the host, so every refusal
+//! happens before the first change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use crate::cidr::{parse_ipv4, CidrError, Ipv4Cidr};
+use crate::config::Policy;
+use crate::netlink::MacvlanMode;
+
+/// One per-container setting of the contract (DESIGN.md §2): its annotation
+/// and the environment variable names of the original system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Type,
+    HostInterface,
+    Ip,
+    Gateway,
+    Vlan,
+    Mtu,
+    Mode,
+    Rate,
+    Burst,
+    Latency,
+    IngressRate,
+    Discover,
+    Port,
+    Service,
+}
+
+impl Field {
+    pub const ALL: [Field; 14] = [
+        Field::Type,
+        Field::HostInterface,
+        Field::Ip,
+        Field::Gateway,
+        Field::Vlan,
+        Field::Mtu,
+        Field::Mode,
+        Field::Rate,
+        Field::Burst,
+        Field::Latency,
+        Field::IngressRate,
+        Field::Discover,
+        Field::Port,
+        Field::Service,
+    ];
+
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Field::Type => "macvlan.type",
+            Field::HostInterface => "macvlan.host-interface",
+            Field::Ip => "macvlan.ip",
+            Field::Gateway => "macvlan.gateway",
+            Field::Vlan => "macvlan.vlan",
+            Field::Mtu => "macvlan.mtu",
+            Field::Mode => "macvlan.mode",
+            Field::Rate => "macvlan.rate",
+            Field::Burst => "macvlan.burst",
+            Field::Latency => "macvlan.latency",
+            Field::IngressRate => "macvlan.ingress-rate",
+            Field::Discover => "macvlan.discover",
+            Field::Port => "macvlan.port",
+            Field::Service => "macvlan.service",
+        }
+    }
+
+    /// Environment names, the first being the canonical one.
+    pub fn env_names(self) -> &'static [&'static str] {
+        match self {
+            Field::Type => &["TYPE"],
+            Field::HostInterface => &["HOSTIF"],
+            Field::Ip => &["IP"],
+            Field::Gateway => &["GW"],
+            Field::Vlan => &["VLAN", "VLANID"],
+            Field::Mtu => &["MTU"],
+            Field::Mode => &["MODE"],
+            Field::Rate => &["RATE"],
+            Field::Burst => &["BURST", "BRUST"],
+            Field::Latency => &["LATENCY"],
+            Field::IngressRate => &["INGRESS_RATE"],
+            Field::Discover => &["DISCOVER"],
+            Field::Port => &["PORT"],
+            Field::Service => &["SERVICE"],
+        }
+    }
+}
+
+/// A value as the user wrote it, with the name they wrote it under.
+#[derive(Debug, Clone)]
+struct Setting {
+    name: String,
+    value: String,
+}
+
+/// A refused request: which setting, what it held, what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RequestError {
+    /// The annotation or environment variable, as the user spelled it.
+    pub setting: String,
+    pub value: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "invalid {} {:?}: {}", self.setting, value, self.problem),
+            None => write!(f, "{}: {}", self.setting, self.problem),
+        }
+    }
+}
+
+/// The container's settings from both channels; annotations win.
+pub struct Settings {
+    values: BTreeMap<&'static str, Setting>,
+}
+
+impl Settings {
+    /// Collects the contract's settings. Environment variables count only
+    /// when the policy allows them: an image's ENV is written by whoever
+    /// built the image, not by the operator.
+    pub fn collect(
+        annotations: &BTreeMap<String, String>,
+        env: &[String],
+        allow_env: bool,
+    ) -> Result<Settings, RequestError> {
+        for key in annotations.keys() {
+            if key.starts_with("macvlan.") && !Field::ALL.iter().any(|f| f.annotation() == key) {
+                let known: Vec<&str> = Field::ALL.iter().map(|f| f.annotation()).collect();
+                return Err(RequestError {
+                    setting: key.clone(),
+                    value: None,
+                    problem: format!("unknown annotation; known ones are {}", known.join(", ")),
+                });
+            }
+        }
+        let env: BTreeMap<&str, &str> = if allow_env {
+            env.iter()
+                .filter_map(|entry| entry.split_once('='))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let mut values = BTreeMap::new();
+        for field in Field::ALL {
+            let from_annotation = annotations.get(field.annotation()).map(|value| Setting {
+                name: field.annotation().to_string(),
+                value: value.clone(),
+            });
+            let from_env = || {
+                field.env_names().iter().find_map(|name| {
+                    env.get(name)
+                        .filter(|v| !v.is_empty())
+                        .map(|value| Setting {
+                            name: (*name).to_string(),
+                            value: value.to_string(),
+                        })
+                })
+            };
+            if let Some(setting) = from_annotation.or_else(from_env) {
+                values.insert(field.annotation(), setting);
+            }
+        }
+        Ok(Settings { values })
+    }
+
+    fn get(&self, field: Field) -> Option<&Setting> {
+        self.values.get(field.annotation())
+    }
+
+    /// Whether the container asked for anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The network types of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkType {
+    Flat,
+    Dhcp,
+    Vlan,
+}
+
+impl NetworkType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkType::Flat => "flat",
+            NetworkType::Dhcp => "dhcp",
+            NetworkType::Vlan => "vlan",
+        }
+    }
+}
+
+/// A flat network: a fixed address on the parent's LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatRequest {
+    pub parent: String,
+    pub address: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What a container asked for, complete and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRequest {
+    pub container_id: String,
+    pub flat: FlatRequest,
+    pub mtu: Option<u32>,
+    pub mode: MacvlanMode,
+}
+
+impl NetworkRequest {
+    pub fn network_type(&self) -> NetworkType {
+        NetworkType::Flat
+    }
+
+    pub fn parent(&self) -> &str {
+        &self.flat.parent
+    }
+
+    /// Checks what depends on the parent interface, once it has been found:
+    /// the MTU may not exceed the parent's.
+    pub fn check_against_parent(&self, parent_mtu: u32) -> Result<(), RequestError> {
+        if let Some(mtu) = self.mtu {
+            if mtu > parent_mtu {
+                return Err(RequestError {
+                    setting: "macvlan.mtu (MTU)".into(),
+                    value: Some(mtu.to_string()),
+                    problem: format!(
+                        "must be between 68 and the MTU of {} ({parent_mtu})",
+                        self.flat.parent
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(setting: &Setting, problem: impl Into<String>) -> RequestError {
+    RequestError {
+        setting: setting.name.clone(),
+        value: Some(setting.value.clone()),
+        problem: problem.into(),
+    }
+}
+
+fn missing(field: Field, network: NetworkType, example: &str) -> RequestError {
+    RequestError {
+        setting: format!("{} ({})", field.annotation(), field.env_names()[0]),
+        value: None,
+        problem: format!(
+            "required for a {} network, for example {}",
+            network.as_str(),
+            example
+        ),
+    }
+}
+
+/// Linux interface names: 1–15 bytes, no '/', ':' or whitespace, not "." or "..".
+pub fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// Parses and validates a container's request. `Ok(None)`: it asked for no
+/// network (no type given).
+pub fn parse(
+    container_id: &str,
+    settings: &Settings,
+    policy: &Policy,
+) -> Result<Option<NetworkRequest>, RequestError> {
+    let Some(type_setting) = settings.get(Field::Type) else {
+        if let Some(other) = settings.values.values().next() {
+            return Err(RequestError {
+                setting: format!("{} (TYPE)", Field::Type.annotation()),
+                value: None,
+                problem: format!(
+                    "{} is set but no network type is: set it to flat, dhcp or vlan",
+                    other.name
+                ),
+            });
+        }
+        return Ok(None);
+    };
+    let network = match type_setting.value.trim().to_ascii_lowercase().as_str() {
+        "flat" => NetworkType::Flat,
+        "dhcp" | "vlan" => {
+            return Err(invalid(
+                type_setting,
+                "this version supports only flat networks (dhcp and vlan are not built yet)",
+            ))
+        }
+        _ => return Err(invalid(type_setting, "expected flat, dhcp or vlan")),
+    };
+
+    for unsupported in [
+        Field::Vlan,
+        Field::Rate,
+        Field::Burst,
+        Field::Latency,
+        Field::IngressRate,
+        Field::Discover,
+        Field::Port,
+        Field::Service,
+    ] {
+        if let Some(setting) = settings.get(unsupported) {
+            let problem = if unsupported == Field::Vlan {
+                "only for vlan networks".to_string()
+            } else {
+                "not supported by this version yet; remove it".to_string()
+            };
+            return Err(invalid(setting, problem));
+        }
+    }
+
+    let parent_setting = settings
+        .get(Field::HostInterface)
+        .ok_or_else(|| missing(Field::HostInterface, network, "HOSTIF=eth0"))?;
+    let parent = parent_setting.value.clone();
+    if !valid_interface_name(&parent) {
+        return Err(invalid(
+            parent_setting,
+            "expected an interface name of 1-15 characters without '/', ':' or spaces",
+        ));
+    }
+    if parent == "lo" {
+        return Err(invalid(
+            parent_setting,
+            "the loopback device cannot carry a macvlan",
+        ));
+    }
+    if !policy.parent_allowed(&parent) {
+        return Err(invalid(
+            parent_setting,
+            format!(
+                "not allowed by the host policy; allowed parents: {}",
+                policy.allowed_parents.join(", ")
+            ),
+        ));
+    }
+
+    let ip_setting = settings
+        .get(Field::Ip)
+        .ok_or_else(|| missing(Field::Ip, network, "IP=192.0.2.10/24"))?;
+    let address: Ipv4Cidr = ip_setting.value.parse().map_err(|e| {
+        invalid(
+            ip_setting,
+            match e {
+                CidrError::MissingPrefix => {
+                    "missing the prefix length: expected CIDR form like 192.0.2.10/24"
+                }
+                CidrError::BadAddress => {
+                    "expected an IPv4 address of four decimal octets 0-255 in CIDR form like 192.0.2.10/24"
+                }
+                CidrError::BadPrefix => "expected a prefix length from 1 to 30 after the '/'",
+            },
+        )
+    })?;
+    if !(1..=30).contains(&address.prefix) {
+        return Err(invalid(
+            ip_setting,
+            "expected a prefix length from 1 to 30 after the '/'",
+        ));
+    }
+    if address.address == address.network() {
+        return Err(invalid(
+            ip_setting,
+            format!(
+                "{} is the network address of its subnet; pick a host address",
+                address.address
+            ),
+        ));
+    }
+    if address.address == address.broadcast() {
+        return Err(invalid(
+            ip_setting,
+            format!(
+                "{} is the broadcast address of its subnet; pick a host address",
+                address.address
+            ),
+        ));
+    }
+    let first = address.address.octets()[0];
+    if first == 0 || first == 127 || first >= 224 {
+        return Err(invalid(
+            ip_setting,
+            "expected a unicast address (not 0.x, loopback, multicast or reserved)",
+        ));
+    }
+    if !policy.subnet_allowed(address) {
+        return Err(invalid(
+            ip_setting,
+            format!(
+                "outside the subnets allowed by the host policy: {}",
+                policy
+                    .allowed_subnets
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+
+    let gateway = match settings.get(Field::Gateway) {
+        None => None,
+        Some(setting) => {
+            let gateway = parse_ipv4(setting.value.trim_end_matches("/32"))
+                .ok_or_else(|| invalid(setting, "expected an IPv4 address like 192.0.2.1"))?;
+            if !address.contains(gateway) {
+                return Err(invalid(
+                    setting,
+                    format!("outside the container's subnet {}", address.subnet()),
+                ));
+            }
+            if gateway == address.network() || gateway == address.broadcast() {
+                return Err(invalid(
+                    setting,
+                    "is the network or broadcast address of the subnet",
+                ));
+            }
+            if gateway == address.address {
+                return Err(invalid(
+                    ip_setting,
+                    format!("{} is the gateway's address", address.address),
+                ));
+            }
+            Some(gateway)
+        }
+    };
+
+    let mtu = match settings.get(Field::Mtu) {
+        None => None,
+        Some(setting) => {
+            let mtu: u32 = setting
+                .value
+                .parse()
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| {
+                    invalid(
+                        setting,
+                        "expected a number from 68 to the parent interface's MTU",
+                    )
+                })?;
+            Some(mtu)
+        }
+    };
+
+    let mode = match settings.get(Field::Mode) {
+        None => MacvlanMode::Bridge,
+        Some(setting) => match setting.value.trim().to_ascii_lowercase().as_str() {
+            "bridge" => MacvlanMode::Bridge,
+            "private" => MacvlanMode::Private,
+            "vepa" => MacvlanMode::Vepa,
+            "passthru" => MacvlanMode::Passthru,
+            _ => {
+                return Err(invalid(
+                    setting,
+                    "expected bridge, private, vepa or passthru",
+                ))
+            }
+        },
+    };
+
+    Ok(Some(NetworkRequest {
+        container_id: container_id.to_string(),
+        flat: FlatRequest {
+            parent,
+            address,
+            gateway,
+        },
+        mtu,
+        mode,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::default()
+    }
+
+    fn env(pairs: &[&str]) -> Vec<String> {
+        pairs.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn parse_env(pairs: &[&str]) -> Result<Option<NetworkRequest>, RequestError> {
+        let settings = Settings::collect(&BTreeMap::new(), &env(pairs), true)?;
+        parse("c1", &settings, &policy())
+    }
+
+    fn error_for(pairs: &[&str]) -> RequestError {
+        parse_env(pairs).expect_err("should be refused")
+    }
+
+    const GOOD: [&str; 4] = [
+        "TYPE=flat",
+        "HOSTIF=lan0",
+        "IP=192.0.2.10/24",
+        "GW=192.0.2.1",
+    ];
+
+    fn with(replace: &str) -> Vec<&str> {
+        let key = replace.split('=').next().unwrap();
+        let mut out: Vec<&str> = GOOD
+            .iter()
+            .copied()
+            .filter(|e| e.split('=').next().unwrap() != key)
+            .collect();
+        out.push(replace);
+        out
+    }
+
+    #[test]
+    fn no_type_means_no_network() {
+        assert_eq!(parse_env(&["PATH=/bin", "HOME=/"]).unwrap(), None);
+    }
+
+    #[test]
+    fn full_flat_request_from_env() {
+        let request = parse_env(&GOOD).unwrap().unwrap();
+        assert_eq!(request.flat.parent, "lan0");
+        assert_eq!(request.flat.address.to_string(), "192.0.2.10/24");
+        assert_eq!(request.flat.gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(request.mode, MacvlanMode::Bridge);
+        assert_eq!(request.mtu, None);
+    }
+
+    #[test]
+    fn type_and_mode_are_case_insensitive() {
+        let request = parse_env(
+            &with("TYPE=FLAT")
+                .iter()
+                .copied()
+                .chain(["MODE=Private"])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(request.mode, MacvlanMode::Private);
+    }
+
+    #[test]
+    fn annotations_win_over_env() {
+        let annotations: BTreeMap<String, String> =
+            [("macvlan.type", "flat"), ("macvlan.ip", "192.0.2.20/24")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let settings = Settings::collect(&annotations, &env(&GOOD), true).unwrap();
+        let request = parse("c1", &settings, &policy()).unwrap().unwrap();
+        assert_eq!(request.flat.address.to_string(), "192.0.2.20/24");
+        assert_eq!(request.flat.parent, "lan0");
+    }
+
+    #[test]
+    fn env_ignored_when_policy_forbids_it() {
+        let settings = Settings::collect(&BTreeMap::new(), &env(&GOOD), false).unwrap();
+        assert_eq!(parse("c1", &settings, &policy()).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_inputs_name_their_field() {
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (with("IP=192.0.2.300/24"), "IP"),
+            (with("IP=192.0.2.10"), "IP"),
+            (with("IP=192.0.2/24"), "IP"),
+            (with("IP=192.0.2.10/33"), "IP"),
+            (with("IP=192.0.2.10/31"), "IP"),
+            (with("IP=garbage"), "IP"),
+            (with("IP=192.0.2.0/24"), "IP"),
+            (with("IP=192.0.2.255/24"), "IP"),
+            (with("IP=192.0.2.1/24"), "IP"),
+            (with("IP=127.0.0.5/8"), "IP"),
+            (with("GW=198.51.100.1"), "GW"),
+            (with("GW=192.0.2.999"), "GW"),
+            (with("GW=192.0.2.255"), "GW"),
+            (with("TYPE=bridge"), "TYPE"),
+            (with("MODE=fast"), "MODE"),
+            (with("MTU=67"), "MTU"),
+            (with("MTU=65536"), "MTU"),
+            (with("MTU=-1"), "MTU"),
+            (with("MTU=1500x"), "MTU"),
+            (with("HOSTIF=a/b"), "HOSTIF"),
+            (with("HOSTIF=waytoolonginterface"), "HOSTIF"),
+            (with("HOSTIF=lo"), "HOSTIF"),
+            (with("RATE=100"), "RATE"),
+            (
+                vec!["TYPE=flat", "IP=192.0.2.10/24"],
+                "macvlan.host-interface (HOSTIF)",
+            ),
+            (vec!["TYPE=flat", "HOSTIF=lan0"], "macvlan.ip (IP)"),
+            (
+                vec!["HOSTIF=lan0", "IP=192.0.2.10/24"],
+                "macvlan.type (TYPE)",
+            ),
+        ];
+        for (input, field) in cases {
+            let error = error_for(&input);
+            assert_eq!(error.setting, field, "{input:?} -> {error}");
+            assert!(!error.problem.is_empty());
+        }
+    }
+
+    #[test]
+    fn message_is_one_line_with_value_and_expectation() {
+        let error = error_for(&with("IP=192.0.2.300/24"));
+        let text = error.to_string();
+        assert!(
+            text.starts_with("invalid IP \"192.0.2.300/24\": expected"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_annotation_is_refused() {
+        let annotations: BTreeMap<String, String> =
+            [("macvlan.gatway".to_string(), "x".to_string())].into();
+        let error = Settings::collect(&annotations, &[], true).err().unwrap();
+        assert_eq!(error.setting, "macvlan.gatway");
+    }
+
+    #[test]
+    fn vlanid_and_brust_aliases_are_recognised() {
+        let settings =
+            Settings::collect(&BTreeMap::new(), &env(&["VLANID=7", "BRUST=1"]), true).unwrap();
+        assert_eq!(settings.get(Field::Vlan).unwrap().name, "VLANID");
+        assert_eq!(settings.get(Field::Burst).unwrap().name, "BRUST");
+    }
+
+    #[test]
+    fn policy_limits_parents_and_subnets() {
+        let policy = Policy {
+            allowed_parents: vec!["lan1".into()],
+            allowed_subnets: vec!["198.51.100.0/24".parse().unwrap()],
+            allow_env: true,
+        };
+        let settings = Settings::collect(&BTreeMap::new(), &env(&GOOD), true).unwrap();
+        assert_eq!(
+            parse("c1", &settings, &policy).unwrap_err().setting,
+            "HOSTIF"
+        );
+        let settings =
+            Settings::collect(&BTreeMap::new(), &env(&with("HOSTIF=lan1")), true).unwrap();
+        assert_eq!(parse("c1", &settings, &policy).unwrap_err().setting, "IP");
+    }
+
+    #[test]
+    fn mtu_checked_against_parent() {
+        let request = parse_env(&with("MTU=9000")).unwrap().unwrap();
+        let error = request.check_against_parent(1500).unwrap_err();
+        assert!(error.problem.contains("1500"));
+        assert!(request.check_against_parent(9000).is_ok());
+    }
+}

@@ -1,0 +1,77 @@
+//! The store behind a trait: a key-value space with etcd's transaction model
+//! (compare, then apply), so that every allocation is one atomic
+//! "create if absent", whatever backend holds the keys.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::config::{Config, StoreLocation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {location}: {message}")]
+    Backend { location: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A condition a transaction checks before applying its operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(String),
+    /// The key holds exactly this value.
+    Equals(String, String),
+}
+
+/// A change a transaction applies when all its conditions hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(String, String),
+    Delete(String),
+}
+
+/// A key-value store with atomic compare-and-apply transactions.
+pub trait Store: Send + Sync {
+    fn get(&self, key: &str) -> Result<Option<String>>;
+    /// Every key that starts with `prefix`, in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, String)>>;
+    /// Applies `ops` atomically if every condition holds; returns whether it did.
+    fn transaction(&self, compares: &[Compare], ops: &[Op]) -> Result<bool>;
+}
+
+/// Opens the store the configuration names.
+pub fn open(config: &Config) -> Result<Box<dyn Store>> {
+    match &config.store {
+        StoreLocation::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+    }
+}
+
+/// The contract's key layout (DESIGN.md §2) under a configurable prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// `/macvlan/flat/<container-id>`
+    pub fn flat(&self, container_id: &str) -> String {
+        format!("{}/flat/{container_id}", self.prefix)
+    }
+
+    pub fn flat_prefix(&self) -> String {
+        format!("{}/flat/", self.prefix)
+    }
+
+    /// `/macvlan/ipam/<pool>/<ip>`
+    pub fn address(&self, pool: &str, ip: std::net::Ipv4Addr) -> String {
+        format!("{}/ipam/{pool}/{ip}", self.prefix)
+    }
+}
