@@ -1,0 +1,445 @@
+//! The lab of DESIGN.md §4: a switch, lab hosts and a gateway, each in a
+//! network namespace of its own, with runc running inside a lab host's
+//! namespace. Everything is removed in `Drop`, which also runs on panic.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{json, Value};
+
+pub const MACVLAN: &str = env!("CARGO_BIN_EXE_macvlan");
+/// The lab uplink of every host: the parent interface containers use.
+pub const UPLINK: &str = "lan0";
+pub const GATEWAY: &str = "192.0.2.1";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command; panics with its output if it cannot be started.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// Runs a command and panics unless it succeeds; returns stdout.
+pub fn must(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One test's topology and its files.
+pub struct Lab {
+    /// Unique per test run: `mv<pid>x<n>`.
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<String>,
+    namespaces: Vec<String>,
+    pub rootfs: PathBuf,
+    template: Value,
+}
+
+impl Lab {
+    /// A switch, the given lab hosts (each with uplink `lan0` on the
+    /// switch) and a gateway holding 192.0.2.1/24.
+    pub fn new(hosts: &[&str]) -> Lab {
+        let name = format!(
+            "mv{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        let mut lab = Lab {
+            name,
+            dir,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            namespaces: Vec::new(),
+            rootfs: PathBuf::new(),
+            template: Value::Null,
+        };
+        lab.build();
+        lab
+    }
+
+    pub fn ns(&self, node: &str) -> String {
+        format!("{}-{node}", self.name)
+    }
+
+    fn add_ns(&mut self, node: &str) {
+        let ns = self.ns(node);
+        must("ip", &["netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        must("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+    }
+
+    fn build(&mut self) {
+        self.add_ns("sw");
+        let sw = self.ns("sw");
+        must("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        must("ip", &["-n", &sw, "link", "set", "br0", "up"]);
+        let mut nodes: Vec<String> = self.hosts.clone();
+        nodes.push("gw".into());
+        for (i, node) in nodes.iter().enumerate() {
+            self.add_ns(node);
+            let ns = self.ns(node);
+            let port = format!("p{i}");
+            // Both ends are created inside lab namespaces: nothing ever
+            // appears in the machine's own namespace.
+            must(
+                "ip",
+                &[
+                    "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", UPLINK,
+                    "netns", &ns,
+                ],
+            );
+            must(
+                "ip",
+                &["-n", &sw, "link", "set", &port, "master", "br0", "up"],
+            );
+            must("ip", &["-n", &ns, "link", "set", UPLINK, "up"]);
+        }
+        must(
+            "ip",
+            &[
+                "-n",
+                &self.ns("gw"),
+                "addr",
+                "add",
+                &format!("{GATEWAY}/24"),
+                "dev",
+                UPLINK,
+            ],
+        );
+        for host in self.hosts.clone() {
+            std::fs::write(
+                self.config_path(&host),
+                format!(
+                    "store = \"sqlite://{}\"\nlog = \"{}\"\n",
+                    self.dir.path().join(format!("state-{host}.db")).display(),
+                    self.log_path(&host).display()
+                ),
+            )
+            .unwrap();
+        }
+        self.make_rootfs();
+    }
+
+    fn make_rootfs(&mut self) {
+        let rootfs = self.dir.path().join("rootfs");
+        for sub in ["bin", "proc", "sys", "dev", "tmp", "etc", "www"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static installed");
+        for applet in [
+            "sh", "ip", "ping", "sleep", "cat", "ifconfig", "wget", "httpd", "nc", "nslookup",
+            "echo", "ls",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        self.rootfs = rootfs;
+        let spec_dir = self.dir.path().join("spec");
+        std::fs::create_dir_all(&spec_dir).unwrap();
+        must("runc", &["spec", "--bundle", spec_dir.to_str().unwrap()]);
+        let mut template: Value =
+            serde_json::from_str(&std::fs::read_to_string(spec_dir.join("config.json")).unwrap())
+                .unwrap();
+        template["root"] = json!({"path": self.rootfs, "readonly": true});
+        template["process"]["terminal"] = json!(false);
+        template["process"]["args"] = json!(["sleep", "100000"]);
+        // busybox ping needs a raw socket.
+        for set in ["bounding", "effective", "permitted"] {
+            if let Some(caps) = template["process"]["capabilities"][set].as_array_mut() {
+                caps.push(json!("CAP_NET_RAW"));
+            }
+        }
+        self.template = template;
+    }
+
+    pub fn config_path(&self, host: &str) -> PathBuf {
+        self.dir.path().join(format!("config-{host}.toml"))
+    }
+
+    pub fn log_path(&self, host: &str) -> PathBuf {
+        self.dir.path().join(format!("macvlan-{host}.log"))
+    }
+
+    pub fn runc_root(&self) -> PathBuf {
+        self.dir.path().join("runc")
+    }
+
+    /// A container id unique to this lab (runc's default cgroup path is the id).
+    pub fn id(&self, short: &str) -> String {
+        format!("{}-{short}", self.name)
+    }
+
+    /// Writes a bundle for container `id` on `host` with our hooks, the
+    /// given environment and annotations; returns the bundle path.
+    pub fn bundle(
+        &self,
+        host: &str,
+        id: &str,
+        env: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> PathBuf {
+        let mut config = self.template.clone();
+        let bundle = self.dir.path().join("bundles").join(id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        if let Some(list) = config["process"]["env"].as_array_mut() {
+            list.extend(env.iter().map(|e| json!(e)));
+        }
+        let annotations: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        config["annotations"] = Value::Object(annotations);
+        let cfg = self.config_path(host);
+        let cfg = cfg.to_str().unwrap();
+        config["hooks"] = json!({
+            "createRuntime": [{"path": MACVLAN, "args": ["macvlan", "--config", cfg, "hook", "createRuntime"]}],
+            "poststop": [{"path": MACVLAN, "args": ["macvlan", "--config", cfg, "hook", "poststop"]}],
+        });
+        self.write_config(&bundle, &config);
+        bundle
+    }
+
+    pub fn write_config(&self, bundle: &Path, config: &Value) {
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn read_config(&self, bundle: &Path) -> Value {
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap()
+    }
+
+    /// `runc` run inside a lab host's namespace (nsenter, not `ip netns
+    /// exec`, which remounts /sys and breaks runc's cgroup lookup).
+    pub fn runc(&self, host: &str, args: &[&str]) -> Output {
+        let netns = format!("--net=/run/netns/{}", self.ns(host));
+        let root = self.runc_root();
+        let mut all = vec![
+            "60",
+            "nsenter",
+            netns.as_str(),
+            "runc",
+            "--root",
+            root.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run("timeout", &all)
+    }
+
+    /// `runc create` + `runc start`; Err carries runc's output.
+    pub fn start(&self, host: &str, id: &str, bundle: &Path) -> Result<(), String> {
+        // Without a terminal the container inherits runc's stdio: a pipe
+        // would stay open as long as the container runs, so use a file.
+        let output_path = bundle.join("runc-create.out");
+        let output = std::fs::File::create(&output_path).unwrap();
+        let status = Command::new("timeout")
+            .args([
+                "60",
+                "nsenter",
+                &format!("--net=/run/netns/{}", self.ns(host)),
+                "runc",
+                "--root",
+            ])
+            .arg(self.runc_root())
+            .args(["create", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .status()
+            .expect("run runc create");
+        if !status.success() {
+            return Err(std::fs::read_to_string(&output_path).unwrap_or_default());
+        }
+        let out = self.runc(host, &["start", id]);
+        if !out.status.success() {
+            return Err(text(&out));
+        }
+        Ok(())
+    }
+
+    /// Stops and deletes a container (poststop runs).
+    pub fn stop(&self, host: &str, id: &str) {
+        let out = self.runc(host, &["delete", "--force", id]);
+        assert!(out.status.success(), "runc delete {id}: {}", text(&out));
+    }
+
+    pub fn exec(&self, host: &str, id: &str, command: &[&str]) -> Output {
+        let mut args = vec!["exec", id];
+        args.extend_from_slice(command);
+        self.runc(host, &args)
+    }
+
+    pub fn pid(&self, host: &str, id: &str) -> u32 {
+        let out = self.runc(host, &["state", id]);
+        let state: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("runc state {id}: {}", text(&out)));
+        state["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// `ip -j addr` inside the container, as JSON.
+    pub fn container_addresses(&self, host: &str, id: &str) -> Value {
+        let pid = self.pid(host, id);
+        let out = must(
+            "nsenter",
+            &[
+                &format!("--net=/proc/{pid}/ns/net"),
+                "ip",
+                "-j",
+                "addr",
+                "show",
+            ],
+        );
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// (ifname, mac, ipv4 CIDRs) of a container's interfaces other than lo.
+    pub fn container_interfaces(&self, host: &str, id: &str) -> Vec<(String, String, Vec<String>)> {
+        let value = self.container_addresses(host, id);
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["ifname"] != "lo")
+            .map(|l| {
+                let addrs = l["addr_info"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a["family"] == "inet")
+                    .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+                    .collect();
+                (
+                    l["ifname"].as_str().unwrap().to_string(),
+                    l["address"].as_str().unwrap_or("").to_string(),
+                    addrs,
+                )
+            })
+            .collect()
+    }
+
+    pub fn default_route(&self, host: &str, id: &str) -> String {
+        let pid = self.pid(host, id);
+        must(
+            "nsenter",
+            &[
+                &format!("--net=/proc/{pid}/ns/net"),
+                "ip",
+                "route",
+                "show",
+                "default",
+            ],
+        )
+    }
+
+    /// Names of the links in a lab namespace.
+    pub fn links(&self, node: &str) -> Vec<String> {
+        let out = must("ip", &["-n", &self.ns(node), "-j", "link", "show"]);
+        let value: Value = serde_json::from_str(&out).unwrap();
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// `macvlan --config <host's> ARGS` in the host's namespace.
+    pub fn macvlan(&self, host: &str, args: &[&str]) -> Output {
+        let netns = format!("--net=/run/netns/{}", self.ns(host));
+        let cfg = self.config_path(host);
+        let mut all = vec![
+            "30",
+            "nsenter",
+            netns.as_str(),
+            MACVLAN,
+            "--config",
+            cfg.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run("timeout", &all)
+    }
+
+    /// The host's store records, via `macvlan ls --json`.
+    pub fn records(&self, host: &str) -> Vec<Value> {
+        let out = self.macvlan(host, &["ls", "--json"]);
+        assert!(out.status.success(), "macvlan ls: {}", text(&out));
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Every key in the host's SQLite store, read directly.
+    pub fn store_keys(&self, host: &str) -> Vec<String> {
+        let path = self.dir.path().join(format!("state-{host}.db"));
+        if !path.exists() {
+            return Vec::new();
+        }
+        let connection = rusqlite::Connection::open(path).unwrap();
+        let mut statement = connection
+            .prepare("SELECT key FROM kv ORDER BY key")
+            .unwrap();
+        let keys = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        keys
+    }
+
+    pub fn log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.log_path(host)).unwrap_or_default()
+    }
+
+    /// Pings `address` from inside container `id`.
+    pub fn ping(&self, host: &str, id: &str, address: &str) -> bool {
+        self.exec(host, id, &["ping", "-c", "3", "-W", "3", address])
+            .status
+            .success()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let root = self.runc_root();
+        if root.exists() {
+            let out = run("runc", &["--root", root.to_str().unwrap(), "list", "-q"]);
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let host = self.hosts.first().cloned().unwrap_or_default();
+                let _ = self.runc(&host, &["delete", "--force", id]);
+            }
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+    }
+}
