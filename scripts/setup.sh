@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what macvlan-runc needs to build, run and be tested on Debian 12
+# (as root), then builds it. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  runc                         # the OCI runtime the hook runs under
+  busybox-static               # the rootfs of lab and demo containers
+  iproute2                     # lab topology and checks in tests (the product uses netlink)
+  util-linux                   # nsenter, unshare, setpriv
+  containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison
+  gcc libc6-dev pkg-config     # SQLite is compiled in (rusqlite "bundled")
+  ca-certificates curl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# A Rust toolchain: Debian 12's own cargo is too old for the dependencies.
+if ! command -v cargo >/dev/null; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+
+# The lab needs network namespaces, macvlan, veth and bridge in the kernel.
+for module in macvlan veth bridge; do modprobe -q "$module" 2>/dev/null || true; done
+
+cargo build --release --locked --bins
