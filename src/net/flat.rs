@@ -4,7 +4,8 @@
 use anyhow::{Context as _, Result};
 
 use super::{
-    free_interface_name, stable_mac, Attached, Context, Driver, Rollback, Sockets, Target, Undo,
+    free_interface_name, stable_mac, Attached, Context, Driver, HostFacts, Rollback, Sockets,
+    Target, Undo,
 };
 use crate::ipam;
 use crate::netlink::{format_mac, MacvlanMode, MacvlanSpec, Netlink};
@@ -44,22 +45,23 @@ fn find_parent(host: &mut Netlink, name: &str) -> Result<crate::netlink::Link> {
 }
 
 impl Driver for FlatDriver<'_> {
-    fn validate(&self, host: &mut Netlink) -> Result<()> {
+    fn validate(&self, host: &mut Netlink) -> Result<HostFacts> {
         let parent = find_parent(host, self.request.parent())?;
         self.request.check_against_parent(parent.mtu)?;
-        Ok(())
+        Ok(HostFacts { parent })
     }
 
     fn setup(
         &self,
         ctx: &Context,
         target: &Target,
+        facts: &HostFacts,
         sockets: &mut Sockets,
         undo: &mut Rollback,
     ) -> Result<Attached> {
         let request = self.request;
         let flat = &request.flat;
-        let parent = find_parent(&mut sockets.host, &flat.parent)?;
+        let parent = &facts.parent;
         let mac = stable_mac(&target.container_id);
         let mac_text = format_mac(&mac);
 
@@ -88,6 +90,7 @@ impl Driver for FlatDriver<'_> {
             &record,
         )
         .context("claim address")?;
+        sockets.timings.step("claim_ms");
         let created_at = claim
             .previous
             .as_deref()
@@ -104,6 +107,7 @@ impl Driver for FlatDriver<'_> {
             .map(|l| l.name)
             .collect();
         let ifname = free_interface_name(&existing);
+        sockets.timings.step("list_links_ms");
 
         // Created directly inside the container's namespace under its final
         // name (`ip link add … netns`): one message instead of create, move
@@ -125,6 +129,7 @@ impl Driver for FlatDriver<'_> {
         undo.push(Undo::DeleteLink {
             name: ifname.clone(),
         });
+        sockets.timings.step("create_link_ms");
 
         let link = sockets
             .container
@@ -145,6 +150,7 @@ impl Driver for FlatDriver<'_> {
                 .replace_default_route(link.index, gateway)
                 .with_context(|| format!("set default route via {gateway}"))?;
         }
+        sockets.timings.step("configure_ms");
         let actual_mac = link.mac.map(|m| format_mac(&m)).unwrap_or(mac_text);
 
         let ifname_for_record = ifname.clone();
@@ -157,6 +163,7 @@ impl Driver for FlatDriver<'_> {
             r.stopped_at = None;
         })
         .context("record the attachment")?;
+        sockets.timings.step("record_ms");
 
         Ok(Attached {
             ifname,

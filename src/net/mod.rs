@@ -132,18 +132,56 @@ pub struct Sockets {
     pub container: Netlink,
     /// The container's namespace, kept open for IFLA_NET_NS_FD.
     pub netns: File,
+    /// Step timings, logged with `--debug`.
+    pub timings: Timings,
+}
+
+/// Milliseconds spent in each step of an attach, for the debug log.
+pub struct Timings {
+    last: Instant,
+    steps: Vec<(&'static str, String)>,
+}
+
+impl Timings {
+    pub fn start() -> Timings {
+        Timings {
+            last: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Records the time since the previous step under `step`.
+    pub fn step(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.steps.push((
+            step,
+            format!("{:.2}", (now - self.last).as_secs_f64() * 1000.0),
+        ));
+        self.last = now;
+    }
+
+    fn fields(&self) -> Vec<(&str, &str)> {
+        self.steps.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+/// What validation found on the host, for the setup to use.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub parent: crate::netlink::Link,
 }
 
 /// A network type: everything it can check before changing anything, then
 /// the setup, registering an undo for each change.
 pub trait Driver {
     /// Checks the request against the host (parent interface, MTU).
-    fn validate(&self, host: &mut Netlink) -> Result<()>;
+    fn validate(&self, host: &mut Netlink) -> Result<HostFacts>;
     /// Builds the container's interface.
     fn setup(
         &self,
         ctx: &Context,
         target: &Target,
+        facts: &HostFacts,
         sockets: &mut Sockets,
         undo: &mut Rollback,
     ) -> Result<Attached>;
@@ -230,25 +268,36 @@ pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Resul
 }
 
 fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Result<Attached> {
+    let mut timings = Timings::start();
     check_privileges()?;
     check_own_netns(target)?;
     let driver = driver_for(request);
     let mut host = Netlink::open().context("open netlink socket")?;
-    driver.validate(&mut host)?;
+    let facts = driver.validate(&mut host)?;
+    timings.step("validate_ms");
 
     let netns_path = target.netns_path();
     let netns =
         File::open(&netns_path).with_context(|| format!("open {}", netns_path.display()))?;
     let container = Netlink::open_in_netns(&netns_path)
         .context("open netlink socket in the container's namespace")?;
+    timings.step("enter_netns_ms");
     let mut sockets = Sockets {
         host,
         container,
         netns,
+        timings,
     };
     let mut undo = Rollback::default();
-    match driver.setup(ctx, target, &mut sockets, &mut undo) {
-        Ok(attached) => Ok(attached),
+    match driver.setup(ctx, target, &facts, &mut sockets, &mut undo) {
+        Ok(attached) => {
+            if ctx.logger.debug_enabled() {
+                let mut fields = vec![("container", target.container_id.as_str())];
+                fields.extend(sockets.timings.fields());
+                ctx.logger.log(Level::Debug, "attach-steps", &fields);
+            }
+            Ok(attached)
+        }
         Err(e) => {
             undo.run(ctx, &target.container_id, &mut sockets.container);
             Err(e)

@@ -144,17 +144,21 @@ impl Netlink {
             source,
         })?;
         let path = netns_path.display().to_string();
-        std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                NetlinkError::EnterNetns {
-                    path,
-                    source: io::Error::from_raw_os_error(errno as i32),
-                }
-            })?;
-            Netlink::open()
-        })
-        .join()
-        .map_err(|_| NetlinkError::Socket(io::Error::other("netns thread panicked")))?
+        std::thread::Builder::new()
+            .name("netns".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                    |errno| NetlinkError::EnterNetns {
+                        path,
+                        source: io::Error::from_raw_os_error(errno as i32),
+                    },
+                )?;
+                Netlink::open()
+            })
+            .map_err(NetlinkError::Socket)?
+            .join()
+            .map_err(|_| NetlinkError::Socket(io::Error::other("netns thread panicked")))?
     }
 
     /// Sends one request and collects the replies: every message of a dump,

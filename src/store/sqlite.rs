@@ -30,10 +30,24 @@ impl SqliteStore {
         connection
             .busy_timeout(Duration::from_secs(10))
             .map_err(|e| fail(e.to_string()))?;
+        // Every hook is a short-lived process. By default the last
+        // connection to close checkpoints the WAL (two fsyncs) and deletes
+        // it, and the next hook recreates it: milliseconds per container.
+        // So leave the WAL in place (commits in WAL mode with
+        // synchronous=NORMAL need no fsync) — but the next opener that finds
+        // no other connection rebuilds the WAL index by reading the whole
+        // WAL, so checkpoint early (every 32 pages) to keep that read short.
+        connection
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .map_err(|e| fail(e.to_string()))?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
+                 PRAGMA wal_autocheckpoint = 32;
                  CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
             )
             .map_err(|e| fail(e.to_string()))?;
