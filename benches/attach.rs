@@ -27,6 +27,8 @@ struct Sample {
     max_rss_kib: i64,
 }
 
+// The child is reaped by wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn timed(mut command: Command, stdin: &str) -> Sample {
     command
         .stdin(Stdio::piped())
@@ -93,7 +95,7 @@ fn ms(d: Duration) -> String {
 
 /// A process with a network namespace of its own, standing in for a container.
 fn container() -> Child {
-    let child = Command::new("unshare")
+    let mut child = Command::new("unshare")
         .args(["--net", "sleep", "600"])
         .stdin(Stdio::null())
         .spawn()
@@ -108,6 +110,8 @@ fn container() -> Child {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("unshare did not create a namespace");
 }
 
