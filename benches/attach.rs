@@ -2,7 +2,8 @@
 //! host-local IPAM, side by side on one lab, each invoked as a process per
 //! container. Writes `bench-results/attach.md`.
 //!
-//! `cargo bench --bench attach -- [--containers N]` (default 200), as root.
+//! `cargo bench --bench attach -- [--containers N] [--out DIR]` (default 200
+//! containers, `bench-results/`), as root.
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -137,7 +138,12 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(200);
-    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    let out_dir = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results"));
     std::fs::create_dir_all(&out_dir).unwrap();
     assert!(
         Path::new(CNI_MACVLAN).exists(),
