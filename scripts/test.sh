@@ -7,10 +7,10 @@ bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --all-features -- -D warnings
 # Unit tests, then the integration tests on the lab.
 set +e
-cargo test --locked --lib --bins --tests
+cargo test --locked --features failpoints --lib --bins --tests
 status=$?
 set -e
 # The benchmark, in a quick mode: it must keep working (numbers are not checked here).

@@ -13,6 +13,8 @@ pub enum IpamError {
     Held { ip: Ipv4Addr, holder: String },
     #[error("the store kept changing under us; gave up after {0} attempts")]
     Contended(usize),
+    #[error("{0} was changed by someone else meanwhile; left as it is")]
+    Changed(String),
     #[error("corrupt record {key}: {message}")]
     Corrupt { key: String, message: String },
     #[error(transparent)]
@@ -145,7 +147,9 @@ pub fn undo_claim(store: &dyn Store, container_id: &str, claim: &Claim) -> Resul
             ops.push(Op::Delete(claim.address_key.clone()));
         }
     }
-    store.transaction(&compares, &ops)?;
+    if !store.transaction(&compares, &ops)? {
+        return Err(IpamError::Changed(claim.key.clone()));
+    }
     Ok(())
 }
 

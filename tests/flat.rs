@@ -293,16 +293,13 @@ fn container_in_the_host_network_namespace_is_refused() {
     assert!(lab.store_keys("hA").is_empty());
 
     // The same for `macvlan attach` on a process that lives in host A's own namespace.
-    let sleeper = std::process::Command::new("nsenter")
-        .args([&format!("--net=/run/netns/{}", lab.ns("hA")), "sleep", "30"])
-        .spawn()
-        .unwrap();
+    let sleeper = lab.host_process("hA");
     let out = lab.macvlan(
         "hA",
         &[
             "attach",
             "--pid",
-            &sleeper.id().to_string(),
+            &sleeper.pid().to_string(),
             "--type",
             "flat",
             "--host-interface",
@@ -311,9 +308,7 @@ fn container_in_the_host_network_namespace_is_refused() {
             "192.0.2.71/24",
         ],
     );
-    let mut sleeper = sleeper;
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
+    drop(sleeper);
     assert!(!out.status.success());
     assert!(
         text(&out).contains("shares the host's network namespace"),
@@ -446,28 +441,8 @@ fn parallel_containers_asking_for_one_address_get_it_once() {
 fn attach_and_detach_a_running_process() {
     let lab = Lab::new(&["hA"]);
     // A process with a network namespace of its own, started from host A.
-    let mut sleeper = std::process::Command::new("nsenter")
-        .args([
-            &format!("--net=/run/netns/{}", lab.ns("hA")),
-            "unshare",
-            "--net",
-            "sleep",
-            "60",
-        ])
-        .spawn()
-        .unwrap();
-    // `unshare` execs sleep: wait until the pid's netns differs from hA's.
-    let pid = sleeper.id();
-    let host_ns = std::fs::metadata(format!("/run/netns/{}", lab.ns("hA"))).unwrap();
-    use std::os::unix::fs::MetadataExt;
-    for _ in 0..100 {
-        if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-            if m.ino() != host_ns.ino() {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let process = lab.netns_process("hA");
+    let pid = process.pid();
     let out = lab.macvlan(
         "hA",
         &[
@@ -485,7 +460,7 @@ fn attach_and_detach_a_running_process() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let netns = format!("--net=/proc/{pid}/ns/net");
+    let netns = process.nsenter_arg();
     let addrs = must(
         "nsenter",
         &[&netns, "ip", "-o", "-4", "addr", "show", "eth0"],
@@ -503,8 +478,6 @@ fn attach_and_detach_a_running_process() {
     let links = must("nsenter", &[&netns, "ip", "-o", "link"]);
     assert!(!links.contains("eth0"), "{links}");
     assert!(lab.store_keys("hA").is_empty());
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
 }
 
 #[test]

@@ -90,7 +90,6 @@ impl Driver for FlatDriver<'_> {
             &record,
         )
         .context("claim address")?;
-        sockets.timings.step("claim_ms");
         let created_at = claim
             .previous
             .as_deref()
@@ -98,6 +97,8 @@ impl Driver for FlatDriver<'_> {
             .map(|old| old.created_at)
             .unwrap_or(now);
         undo.push(Undo::Claim(Box::new(claim)));
+        sockets.timings.step("claim_ms");
+        crate::failpoint::check("after-claim")?;
 
         let existing: Vec<String> = sockets
             .container
@@ -130,6 +131,7 @@ impl Driver for FlatDriver<'_> {
             name: ifname.clone(),
         });
         sockets.timings.step("create_link_ms");
+        crate::failpoint::check("after-create")?;
 
         let link = sockets
             .container
@@ -151,6 +153,7 @@ impl Driver for FlatDriver<'_> {
                 .with_context(|| format!("set default route via {gateway}"))?;
         }
         sockets.timings.step("configure_ms");
+        crate::failpoint::check("after-configure")?;
         let actual_mac = link.mac.map(|m| format_mac(&m)).unwrap_or(mac_text);
 
         let ifname_for_record = ifname.clone();

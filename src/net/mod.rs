@@ -238,6 +238,13 @@ pub fn check_own_netns(target: &Target) -> Result<()> {
     if theirs == ours {
         bail!("the container shares the host's network namespace; give it its own (runc: a \"network\" entry in linux.namespaces; docker: --net none)");
     }
+    // The machine's initial namespace (pid 1's) never belongs to a container,
+    // even when the hook itself runs elsewhere (inside a lab host, say).
+    if let Ok(initial) = namespace_id(Path::new("/proc/1/ns/net")) {
+        if theirs == initial {
+            bail!("process {} is in the machine's initial network namespace; refusing to configure it", target.pid);
+        }
+    }
     Ok(())
 }
 

@@ -416,6 +416,68 @@ impl Lab {
         keys
     }
 
+    /// Starts `sleep` in a network namespace of its own, from inside the
+    /// lab host's namespace, and returns once it is there (it passes through
+    /// the test's namespace and the host's first).
+    pub fn netns_process(&self, host: &str) -> NetnsProcess {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let host_ns = std::fs::metadata(format!("/run/netns/{}", self.ns(host)))
+            .unwrap()
+            .ino();
+        let child = Command::new("nsenter")
+            .args([
+                &format!("--net=/run/netns/{}", self.ns(host)),
+                "unshare",
+                "--net",
+                "sleep",
+                "120",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = NetnsProcess { child };
+        let pid = process.pid();
+        for _ in 0..250 {
+            if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+                if meta.ino() != own && meta.ino() != host_ns {
+                    return process;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("process {pid} never got a network namespace of its own");
+    }
+
+    /// Starts `sleep` inside the lab host's own namespace (like a container
+    /// that shares the host's network) and returns once it is there.
+    pub fn host_process(&self, host: &str) -> NetnsProcess {
+        use std::os::unix::fs::MetadataExt;
+        let host_ns = std::fs::metadata(format!("/run/netns/{}", self.ns(host)))
+            .unwrap()
+            .ino();
+        let child = Command::new("nsenter")
+            .args([
+                &format!("--net=/run/netns/{}", self.ns(host)),
+                "sleep",
+                "120",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = NetnsProcess { child };
+        let pid = process.pid();
+        for _ in 0..250 {
+            if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+                if meta.ino() == host_ns {
+                    return process;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("process {pid} never entered the host's namespace");
+    }
+
     pub fn log(&self, host: &str) -> String {
         std::fs::read_to_string(self.log_path(host)).unwrap_or_default()
     }
@@ -425,6 +487,29 @@ impl Lab {
         self.exec(host, id, &["ping", "-c", "3", "-W", "3", address])
             .status
             .success()
+    }
+}
+
+/// A process with a network namespace of its own, killed on drop.
+pub struct NetnsProcess {
+    child: std::process::Child,
+}
+
+impl NetnsProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `--net=/proc/<pid>/ns/net`, for nsenter.
+    pub fn nsenter_arg(&self) -> String {
+        format!("--net=/proc/{}/ns/net", self.pid())
+    }
+}
+
+impl Drop for NetnsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
