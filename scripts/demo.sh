@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
-BIN="$PWD/target/release/macvlan"
+BIN="$PWD/target/static/macvlan"
 LAB="demo$$"
 WORK="$(mktemp -d /tmp/macvlan-demo.XXXXXX)"
 RUNC=(nsenter "--net=/run/netns/$LAB-host" runc --root "$WORK/runc")

@@ -16,7 +16,7 @@ set -e
 # The benchmark, in a quick mode: it must keep working (numbers are not checked here).
 if [ "$status" -eq 0 ]; then
   quick=$(mktemp -d)
-  cargo bench --locked --bench attach -- --containers 10 --out "$quick" >/dev/null
+  bash scripts/bench.sh --containers 10 --out "$quick" >/dev/null
   test -s "$quick/attach.md"
   rm -rf "$quick"
 fi
