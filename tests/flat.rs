@@ -3,20 +3,7 @@
 
 mod common;
 
-use common::{must, run, text, Lab, GATEWAY, MACVLAN, UPLINK};
-
-fn flat_env(ip: &str) -> Vec<String> {
-    vec![
-        "TYPE=flat".into(),
-        format!("HOSTIF={UPLINK}"),
-        format!("IP={ip}"),
-        format!("GW={GATEWAY}"),
-    ]
-}
-
-fn as_strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
+use common::{as_strs, flat_env, must, run, text, Lab, GATEWAY, MACVLAN, UPLINK};
 
 #[test]
 fn containers_on_two_hosts_reach_each_other_and_the_gateway() {

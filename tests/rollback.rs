@@ -3,21 +3,8 @@
 
 mod common;
 
-use common::{must, text, Lab, GATEWAY, UPLINK};
+use common::{as_strs, flat_env, must, text, Lab, GATEWAY, UPLINK};
 use serde_json::json;
-
-fn flat_env(ip: &str) -> Vec<String> {
-    vec![
-        "TYPE=flat".into(),
-        format!("HOSTIF={UPLINK}"),
-        format!("IP={ip}"),
-        format!("GW={GATEWAY}"),
-    ]
-}
-
-fn as_strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// Arms a failpoint in the bundle's createRuntime hook entry.
 #[cfg(feature = "failpoints")]

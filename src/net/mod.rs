@@ -319,20 +319,7 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
     let record = ipam::mark_stopped(ctx.store.as_ref(), &ctx.keys, container_id)
         .context("mark record stopped")?;
     if let Some(record) = &record {
-        ctx.logger.log(
-            Level::Info,
-            "detach",
-            &[
-                ("container", container_id),
-                ("type", "flat"),
-                ("address", &record.ip),
-                ("state", record.state.as_str()),
-                (
-                    "duration_ms",
-                    &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
-                ),
-            ],
-        );
+        log_detach(ctx, container_id, record, record.state.as_str(), started);
     }
     Ok(record)
 }
@@ -361,6 +348,18 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Fla
         }
     }
     ipam::release_flat(ctx.store.as_ref(), &ctx.keys, container_id)?;
+    log_detach(ctx, container_id, &record, "released", started);
+    Ok(record)
+}
+
+/// The one structured line of a detach.
+fn log_detach(
+    ctx: &Context,
+    container_id: &str,
+    record: &FlatRecord,
+    state: &str,
+    started: Instant,
+) {
     ctx.logger.log(
         Level::Info,
         "detach",
@@ -368,14 +367,13 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Fla
             ("container", container_id),
             ("type", "flat"),
             ("address", &record.ip),
-            ("state", "released"),
+            ("state", state),
             (
                 "duration_ms",
                 &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
             ),
         ],
     );
-    Ok(record)
 }
 
 /// A stable, locally administered, unicast MAC derived from the container

@@ -242,21 +242,18 @@ impl Netlink {
         message
             .attributes
             .push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(message), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(link) => Some(parse_link(&link)),
-                _ => None,
-            })),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_link(message)
     }
 
     /// The link with index `index`, if there is one.
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
         let mut message = LinkMessage::default();
         message.header.index = index;
-        match self.request(RouteNetlinkMessage::GetLink(message), 0) {
+        self.get_link(message)
+    }
+
+    fn get_link(&mut self, query: LinkMessage) -> Result<Option<Link>> {
+        match self.request(RouteNetlinkMessage::GetLink(query), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(link) => Some(parse_link(&link)),
                 _ => None,

@@ -45,6 +45,20 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// The original system's environment for a flat network on the lab uplink.
+pub fn flat_env(ip: &str) -> Vec<String> {
+    vec![
+        "TYPE=flat".into(),
+        format!("HOSTIF={UPLINK}"),
+        format!("IP={ip}"),
+        format!("GW={GATEWAY}"),
+    ]
+}
+
+pub fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// One test's topology and its files.
 pub struct Lab {
     /// Unique per test run: `mv<pid>x<n>`.
@@ -420,62 +434,48 @@ impl Lab {
     /// lab host's namespace, and returns once it is there (it passes through
     /// the test's namespace and the host's first).
     pub fn netns_process(&self, host: &str) -> NetnsProcess {
-        use std::os::unix::fs::MetadataExt;
-        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        let host_ns = std::fs::metadata(format!("/run/netns/{}", self.ns(host)))
-            .unwrap()
-            .ino();
-        let child = Command::new("nsenter")
-            .args([
-                &format!("--net=/run/netns/{}", self.ns(host)),
-                "unshare",
-                "--net",
-                "sleep",
-                "120",
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let process = NetnsProcess { child };
-        let pid = process.pid();
-        for _ in 0..250 {
-            if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-                if meta.ino() != own && meta.ino() != host_ns {
-                    return process;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!("process {pid} never got a network namespace of its own");
+        let host_ns = self.netns_inode(host);
+        let own = namespace_inode("/proc/self/ns/net");
+        self.spawn_in(host, &["unshare", "--net", "sleep", "120"], |ns| {
+            ns != own && ns != host_ns
+        })
     }
 
     /// Starts `sleep` inside the lab host's own namespace (like a container
     /// that shares the host's network) and returns once it is there.
     pub fn host_process(&self, host: &str) -> NetnsProcess {
-        use std::os::unix::fs::MetadataExt;
-        let host_ns = std::fs::metadata(format!("/run/netns/{}", self.ns(host)))
-            .unwrap()
-            .ino();
+        let host_ns = self.netns_inode(host);
+        self.spawn_in(host, &["sleep", "120"], |ns| ns == host_ns)
+    }
+
+    fn netns_inode(&self, host: &str) -> u64 {
+        namespace_inode(&format!("/run/netns/{}", self.ns(host)))
+    }
+
+    /// Runs `command` under `nsenter` into the host's namespace and waits
+    /// until the process's namespace satisfies `arrived`.
+    fn spawn_in(
+        &self,
+        host: &str,
+        command: &[&str],
+        arrived: impl Fn(u64) -> bool,
+    ) -> NetnsProcess {
         let child = Command::new("nsenter")
-            .args([
-                &format!("--net=/run/netns/{}", self.ns(host)),
-                "sleep",
-                "120",
-            ])
+            .arg(format!("--net=/run/netns/{}", self.ns(host)))
+            .args(command)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
         let process = NetnsProcess { child };
         let pid = process.pid();
         for _ in 0..250 {
-            if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-                if meta.ino() == host_ns {
-                    return process;
-                }
+            let path = format!("/proc/{pid}/ns/net");
+            if std::fs::metadata(&path).is_ok() && arrived(namespace_inode(&path)) {
+                return process;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        panic!("process {pid} never entered the host's namespace");
+        panic!("process {pid} never reached the expected network namespace");
     }
 
     pub fn log(&self, host: &str) -> String {
@@ -488,6 +488,11 @@ impl Lab {
             .status
             .success()
     }
+}
+
+fn namespace_inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0)
 }
 
 /// A process with a network namespace of its own, killed on drop.
