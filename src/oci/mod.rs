@@ -2,6 +2,7 @@
 //! config.json, and the hook stages.
 
 pub mod hook;
+pub mod wrapper;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

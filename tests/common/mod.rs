@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::{json, Value};
 
 pub const MACVLAN: &str = env!("CARGO_BIN_EXE_macvlan");
+pub const MACVLAN_RUNC: &str = env!("CARGO_BIN_EXE_macvlan-runc");
 /// The lab uplink of every host: the parent interface containers use.
 pub const UPLINK: &str = "lan0";
 pub const GATEWAY: &str = "192.0.2.1";
@@ -268,6 +269,28 @@ impl Lab {
 
     /// `runc create` + `runc start`; Err carries runc's output.
     pub fn start(&self, host: &str, id: &str, bundle: &Path) -> Result<(), String> {
+        self.start_with(host, id, bundle, &["runc"])
+    }
+
+    /// `create` + `start` through the `macvlan-runc` wrapper (with this
+    /// host's config file), exactly as an engine would call it.
+    pub fn start_wrapped(&self, host: &str, id: &str, bundle: &Path) -> Result<(), String> {
+        let cfg = self.config_path(host);
+        self.start_with(
+            host,
+            id,
+            bundle,
+            &[MACVLAN_RUNC, "--macvlan-config", cfg.to_str().unwrap()],
+        )
+    }
+
+    fn start_with(
+        &self,
+        host: &str,
+        id: &str,
+        bundle: &Path,
+        runtime: &[&str],
+    ) -> Result<(), String> {
         // Without a terminal the container inherits runc's stdio: a pipe
         // would stay open as long as the container runs, so use a file.
         let output_path = bundle.join("runc-create.out");
@@ -277,9 +300,9 @@ impl Lab {
                 "60",
                 "nsenter",
                 &format!("--net=/run/netns/{}", self.ns(host)),
-                "runc",
-                "--root",
             ])
+            .args(runtime)
+            .arg("--root")
             .arg(self.runc_root())
             .args(["create", "--bundle"])
             .arg(bundle)
@@ -297,6 +320,38 @@ impl Lab {
             return Err(text(&out));
         }
         Ok(())
+    }
+
+    /// `macvlan-runc ARGS` in the host's namespace, with this host's config.
+    pub fn wrapper(&self, host: &str, args: &[&str]) -> Output {
+        let netns = format!("--net=/run/netns/{}", self.ns(host));
+        let cfg = self.config_path(host);
+        let mut all = vec![
+            "60",
+            "nsenter",
+            netns.as_str(),
+            MACVLAN_RUNC,
+            "--macvlan-config",
+            cfg.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run("timeout", &all)
+    }
+
+    /// A bundle like [`Lab::bundle`] but without hooks: what an engine hands
+    /// the runtime.
+    pub fn bundle_without_hooks(
+        &self,
+        host: &str,
+        id: &str,
+        env: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> PathBuf {
+        let bundle = self.bundle(host, id, env, annotations);
+        let mut config = self.read_config(&bundle);
+        config.as_object_mut().unwrap().remove("hooks");
+        self.write_config(&bundle, &config);
+        bundle
     }
 
     /// Stops and deletes a container (poststop runs).
