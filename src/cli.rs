@@ -59,6 +59,13 @@ pub enum Command {
     },
     /// Show one container's network record.
     Inspect { id: String },
+    /// Release the records and addresses of containers that no longer exist
+    /// (and of those stopped longer than the configured retention).
+    Gc {
+        /// Only show what would be released.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +200,21 @@ pub fn run(cli: Cli) -> Result<()> {
                         r.host
                     )?;
                 }
+            }
+            Ok(())
+        }
+        Command::Gc { dry_run } => {
+            let ctx = net::Context::new(config, logger)?;
+            let releases = crate::gc::run(&ctx, dry_run)?;
+            let verb = if dry_run { "would release" } else { "released" };
+            for release in &releases {
+                println!(
+                    "{verb} {} {} ({})",
+                    release.container_id, release.address, release.reason
+                );
+            }
+            if releases.is_empty() {
+                println!("nothing to release");
             }
             Ok(())
         }

@@ -61,6 +61,37 @@ pub struct Config {
     pub log: LogTarget,
     pub debug: bool,
     pub policy: Policy,
+    pub gc: GcPolicy,
+}
+
+/// How `macvlan gc` decides that a container is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcPolicy {
+    /// A container exists while a directory named after its id exists in
+    /// one of these (the engines' own state).
+    pub container_dirs: Vec<PathBuf>,
+    /// A stopped container's address is released after this long even if
+    /// the container still exists; `None` keeps it while the container exists.
+    pub stopped_retention: Option<std::time::Duration>,
+}
+
+/// Where the engines keep one directory per container that exists.
+pub const DEFAULT_CONTAINER_DIRS: [&str; 6] = [
+    "/run/runc",
+    "/run/docker/runtime-runc/moby",
+    "/var/lib/docker/containers",
+    "/var/lib/containers/storage/overlay-containers",
+    "/run/containerd/runc/default",
+    "/run/containerd/runc/k8s.io",
+];
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        GcPolicy {
+            container_dirs: DEFAULT_CONTAINER_DIRS.iter().map(PathBuf::from).collect(),
+            stopped_retention: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -75,6 +106,7 @@ impl Default for Config {
                 allow_env: true,
                 ..Policy::default()
             },
+            gc: GcPolicy::default(),
         }
     }
 }
@@ -99,6 +131,14 @@ struct RawConfig {
     log: Option<String>,
     debug: Option<bool>,
     policy: Option<RawPolicy>,
+    gc: Option<RawGc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGc {
+    container_dirs: Option<Vec<String>>,
+    stopped_retention: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +240,24 @@ impl Config {
                 config.policy.allow_env = allow_env;
             }
         }
+        if let Some(gc) = raw.gc {
+            if let Some(dirs) = gc.container_dirs {
+                if let Some(bad) = dirs.iter().find(|d| !d.starts_with('/')) {
+                    return Err(format!(
+                        "gc.container_dirs: {bad:?} is not an absolute path"
+                    ));
+                }
+                config.gc.container_dirs = dirs.into_iter().map(PathBuf::from).collect();
+            }
+            if let Some(retention) = gc.stopped_retention {
+                config.gc.stopped_retention = match retention.trim() {
+                    "" | "0" | "never" => None,
+                    text => Some(humantime::parse_duration(text).map_err(|e| {
+                        format!("gc.stopped_retention {text:?}: {e}; expected a duration like \"30d\" or \"12h\", or \"never\"")
+                    })?),
+                };
+            }
+        }
         Ok(config)
     }
 }
@@ -216,6 +274,7 @@ mod tests {
         assert_eq!(config.store, defaults.store);
         assert_eq!(config.log, defaults.log);
         assert_eq!(config.policy, defaults.policy);
+        assert_eq!(config.gc, defaults.gc);
         assert_eq!(config.store_prefix, "/macvlan");
     }
 
@@ -230,6 +289,9 @@ mod tests {
             allowed_parents = ["lan0"]
             allowed_subnets = ["192.0.2.7/24"]
             allow_env = false
+            [gc]
+            container_dirs = ["/run/x"]
+            stopped_retention = "2h"
             "#,
         )
         .unwrap();
@@ -252,5 +314,7 @@ mod tests {
         assert!(Config::parse("store = \"sqlite://relative.db\"").is_err());
         assert!(Config::parse("log = \"somewhere\"").is_err());
         assert!(Config::parse("[policy]\nallowed_subnets = [\"nope\"]").is_err());
+        assert!(Config::parse("[gc]\nstopped_retention = \"soon\"").is_err());
+        assert!(Config::parse("[gc]\ncontainer_dirs = [\"relative\"]").is_err());
     }
 }

@@ -242,6 +242,35 @@ pub fn release_flat(
     Err(IpamError::Contended(ATTEMPTS))
 }
 
+/// Removes a container's record and its address key, but only while the
+/// record is still exactly `expected` (as read by the caller). `Ok(None)`:
+/// it changed meanwhile, nothing was removed.
+pub fn release_flat_if(
+    store: &dyn Store,
+    keys: &Keys,
+    container_id: &str,
+    expected: &str,
+) -> Result<Option<FlatRecord>, IpamError> {
+    let key = keys.flat(container_id);
+    let record: FlatRecord = serde_json::from_str(expected).map_err(|e| IpamError::Corrupt {
+        key: key.clone(),
+        message: e.to_string(),
+    })?;
+    let mut compares = vec![Compare::Equals(key.clone(), expected.to_string())];
+    let mut ops = vec![Op::Delete(key)];
+    if let Ok(cidr) = record.ip.parse::<Ipv4Cidr>() {
+        let address_key = keys.address(&record.pool, cidr.address);
+        if store.get(&address_key)?.as_deref() == Some(holder_value(container_id).as_str()) {
+            compares.push(Compare::Equals(
+                address_key.clone(),
+                holder_value(container_id),
+            ));
+            ops.push(Op::Delete(address_key));
+        }
+    }
+    Ok(store.transaction(&compares, &ops)?.then_some(record))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

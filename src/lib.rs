@@ -5,6 +5,7 @@ pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod failpoint;
+pub mod gc;
 pub mod ipam;
 pub mod log;
 pub mod net;

@@ -149,9 +149,10 @@ impl Lab {
             std::fs::write(
                 self.config_path(&host),
                 format!(
-                    "store = \"sqlite://{}\"\nlog = \"{}\"\n",
+                    "store = \"sqlite://{}\"\nlog = \"{}\"\n[gc]\ncontainer_dirs = [\"{}\"]\n",
                     self.dir.path().join(format!("state-{host}.db")).display(),
-                    self.log_path(&host).display()
+                    self.log_path(&host).display(),
+                    self.runc_root().display()
                 ),
             )
             .unwrap();

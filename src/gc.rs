@@ -1,0 +1,192 @@
+//! `macvlan gc`: removal is not a runtime call (`docker rm` never calls the
+//! runtime), so releases are discovered: the records and addresses of
+//! containers that no longer exist, or that stopped too long ago, go.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::config::GcPolicy;
+use crate::ipam;
+use crate::log::Level;
+use crate::net::Context;
+use crate::record::{now, FlatRecord, State};
+
+/// Why gc releases a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// No engine knows the container any more.
+    Gone,
+    /// Stopped for longer than the retention.
+    StoppedTooLong { seconds: u64 },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Gone => write!(f, "container no longer exists"),
+            Reason::StoppedTooLong { seconds } => write!(f, "stopped for {seconds} s"),
+        }
+    }
+}
+
+/// One record gc released (or, with a dry run, would release).
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub container_id: String,
+    pub address: String,
+    pub reason: Reason,
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether the engines still know container `id`.
+pub fn container_exists(policy: &GcPolicy, id: &str, record: &FlatRecord) -> bool {
+    // An id is one path segment; anything else cannot be an engine's directory.
+    if !id.contains('/') && id != "." && id != ".." {
+        if policy
+            .container_dirs
+            .iter()
+            .any(|dir| dir.join(id).exists())
+        {
+            return true;
+        }
+    }
+    // `macvlan attach --pid` targets: exist while their process runs.
+    record.state != State::Stopped && record.pid.is_some_and(process_alive)
+}
+
+/// What gc would do with one record, judged without side effects.
+pub fn judge(policy: &GcPolicy, id: &str, record: &FlatRecord, now: u64) -> Option<Reason> {
+    if !container_exists(policy, id, record) {
+        return Some(Reason::Gone);
+    }
+    match (record.state, record.stopped_at, policy.stopped_retention) {
+        (State::Stopped, Some(stopped_at), Some(retention)) => {
+            let seconds = now.saturating_sub(stopped_at);
+            (seconds >= retention.as_secs()).then_some(Reason::StoppedTooLong { seconds })
+        }
+        _ => None,
+    }
+}
+
+/// Releases (or lists, with `dry_run`) the records of this host that gc finds.
+pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
+    let prefix = ctx.keys.flat_prefix();
+    let mut released = Vec::new();
+    for (key, value) in ctx.store.list(&prefix)? {
+        let id = key[prefix.len()..].to_string();
+        let Ok(record) = serde_json::from_str::<FlatRecord>(&value) else {
+            ctx.logger.log(
+                Level::Error,
+                "gc",
+                &[("key", &key), ("error", "unreadable record; left alone")],
+            );
+            continue;
+        };
+        // In a shared store, only this host can judge its own containers.
+        if record.host != ctx.host {
+            continue;
+        }
+        let Some(reason) = judge(&ctx.config.gc, &id, &record, now()) else {
+            continue;
+        };
+        if !dry_run {
+            // The record may have changed since the scan (a restart): release
+            // only what still matches what was judged.
+            if ipam::release_flat_if(ctx.store.as_ref(), &ctx.keys, &id, &value)?.is_none() {
+                continue;
+            }
+            ctx.logger.log(
+                Level::Info,
+                "gc",
+                &[
+                    ("container", &id),
+                    ("address", &record.ip),
+                    ("reason", &reason.to_string()),
+                ],
+            );
+        }
+        released.push(Release {
+            container_id: id,
+            address: record.ip.clone(),
+            reason,
+        });
+    }
+    Ok(released)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::MacvlanMode;
+
+    fn record(state: State, stopped_at: Option<u64>, pid: Option<u32>) -> FlatRecord {
+        FlatRecord {
+            ip: "192.0.2.10/24".into(),
+            gateway: None,
+            host_interface: "lan0".into(),
+            mac: "02:00:00:00:00:01".into(),
+            mtu: None,
+            mode: MacvlanMode::Bridge,
+            host: "h".into(),
+            state,
+            pool: "192.0.2.0-24".into(),
+            ifname: None,
+            pid,
+            created_at: 0,
+            updated_at: 0,
+            stopped_at,
+        }
+    }
+
+    #[test]
+    fn judges_by_engine_directories_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("alive")).unwrap();
+        let mut policy = GcPolicy {
+            container_dirs: vec![dir.path().to_path_buf()],
+            stopped_retention: None,
+        };
+        let stopped = record(State::Stopped, Some(1_000), None);
+        assert_eq!(judge(&policy, "alive", &stopped, 100_000), None);
+        assert_eq!(
+            judge(&policy, "gone", &stopped, 100_000),
+            Some(Reason::Gone)
+        );
+        assert_eq!(
+            judge(&policy, "../alive", &stopped, 100_000),
+            Some(Reason::Gone)
+        );
+        policy.stopped_retention = Some(std::time::Duration::from_secs(3600));
+        assert_eq!(judge(&policy, "alive", &stopped, 1_000 + 3599), None);
+        assert_eq!(
+            judge(&policy, "alive", &stopped, 1_000 + 3600),
+            Some(Reason::StoppedTooLong { seconds: 3600 })
+        );
+    }
+
+    #[test]
+    fn attached_processes_exist_while_they_run() {
+        let policy = GcPolicy {
+            container_dirs: vec![],
+            stopped_retention: None,
+        };
+        let me = std::process::id();
+        assert_eq!(
+            judge(&policy, "pid-x", &record(State::Running, None, Some(me)), 0),
+            None
+        );
+        assert_eq!(
+            judge(
+                &policy,
+                "pid-x",
+                &record(State::Running, None, Some(u32::MAX)),
+                0
+            ),
+            Some(Reason::Gone)
+        );
+    }
+}
