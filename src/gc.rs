@@ -45,14 +45,14 @@ fn process_alive(pid: u32) -> bool {
 /// Whether the engines still know container `id`.
 pub fn container_exists(policy: &GcPolicy, id: &str, record: &FlatRecord) -> bool {
     // An id is one path segment; anything else cannot be an engine's directory.
-    if !id.contains('/') && id != "." && id != ".." {
-        if policy
+    let plain_name = !id.contains('/') && id != "." && id != "..";
+    if plain_name
+        && policy
             .container_dirs
             .iter()
             .any(|dir| dir.join(id).exists())
-        {
-            return true;
-        }
+    {
+        return true;
     }
     // `macvlan attach --pid` targets: exist while their process runs.
     record.state != State::Stopped && record.pid.is_some_and(process_alive)
