@@ -10,6 +10,7 @@ packages=(
   iproute2                     # lab topology and checks in tests (the product uses netlink)
   util-linux                   # nsenter, unshare, setpriv
   containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison
+  docker.io                    # dockerd 20.10 for the runtime-wrapper tests (started by the tests, never as a service)
   gcc libc6-dev pkg-config     # SQLite is compiled in (rusqlite "bundled")
   ca-certificates curl
 )

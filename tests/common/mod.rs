@@ -3,6 +3,8 @@
 //! namespace. Everything is removed in `Drop`, which also runs on panic.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

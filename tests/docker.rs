@@ -1,0 +1,139 @@
+//! Docker 20.10 (Debian docker.io) with macvlan-runc as a runtime, dockerd
+//! running inside a lab host's namespace.
+
+mod common;
+
+use common::docker::{Dockerd, IMAGE};
+use common::{text, Lab, GATEWAY, UPLINK};
+
+fn run_flat<'a>(name: &'a str, ip: &'a str, hostif: &'a str) -> Vec<String> {
+    [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--runtime",
+        "macvlan-runc",
+        "--net",
+        "none",
+        "-e",
+        "TYPE=flat",
+        "-e",
+        &format!("HOSTIF={hostif}"),
+        "-e",
+        &format!("IP={ip}"),
+        "-e",
+        &format!("GW={GATEWAY}"),
+        IMAGE,
+        "sleep",
+        "100000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn eth0(docker: &Dockerd, name: &str) -> (String, String) {
+    let address = docker.must(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+    let mac = docker.must(&["exec", name, "cat", "/sys/class/net/eth0/address"]);
+    let cidr = address.split_whitespace().nth(3).unwrap_or("").to_string();
+    (cidr, mac)
+}
+
+#[test]
+fn docker_run_restart_stop_start_rm_and_gc() {
+    let lab = Lab::new(&["hA"]);
+    let docker = Dockerd::start(&lab, "hA");
+    // gc asks Docker's own state which containers exist.
+    let config = std::fs::read_to_string(lab.config_path("hA")).unwrap();
+    std::fs::write(
+        lab.config_path("hA"),
+        config.replace(
+            "container_dirs = [",
+            &format!(
+                "container_dirs = [\"{}\", ",
+                docker.containers_dir().display()
+            ),
+        ),
+    )
+    .unwrap();
+
+    let info = docker.must(&["info", "--format", "{{json .Runtimes}}"]);
+    assert!(info.contains("macvlan-runc"), "{info}");
+
+    docker.must(&strs(&run_flat("web", "192.0.2.10/24", UPLINK)));
+    let (address, mac) = eth0(&docker, "web");
+    assert_eq!(address, "192.0.2.10/24");
+    let ping = docker.docker(&["exec", "web", "ping", "-c", "2", "-W", "3", GATEWAY]);
+    assert!(ping.status.success(), "{}", text(&ping));
+
+    docker.must(&["restart", "-t", "1", "web"]);
+    assert_eq!(
+        eth0(&docker, "web"),
+        (address.clone(), mac.clone()),
+        "docker restart"
+    );
+    docker.must(&["stop", "-t", "1", "web"]);
+    let records = lab.records("hA");
+    assert_eq!(records[0]["state"], "stopped");
+
+    // A stopped container's address is not given away, and gc keeps it.
+    let thief = docker.docker(&strs(&run_flat("thief", "192.0.2.10/24", UPLINK)));
+    assert!(!thief.status.success());
+    assert!(
+        text(&thief).contains("address 192.0.2.10 is held by container"),
+        "{}",
+        text(&thief)
+    );
+    let out = lab.macvlan("hA", &["gc"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing to release"), "{}", text(&out));
+
+    docker.must(&["start", "web"]);
+    assert_eq!(eth0(&docker, "web"), (address, mac), "docker stop + start");
+
+    // docker rm calls no runtime: gc discovers it.
+    docker.must(&["rm", "-f", "web", "thief"]);
+    let out = lab.macvlan("hA", &["gc"]);
+    assert!(text(&out).contains("released"), "{}", text(&out));
+    assert!(lab.records("hA").is_empty(), "{:?}", lab.records("hA"));
+    docker.must(&strs(&run_flat("next", "192.0.2.10/24", UPLINK)));
+    assert_eq!(eth0(&docker, "next").0, "192.0.2.10/24");
+}
+
+#[test]
+fn docker_plain_containers_and_bad_requests() {
+    let lab = Lab::new(&["hA"]);
+    let docker = Dockerd::start(&lab, "hA");
+    // Asking for nothing: exactly as under runc, only lo.
+    let links = docker.must(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "macvlan-runc",
+        "--net",
+        "none",
+        IMAGE,
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains("lo:"), "{links}");
+
+    // A bad request fails `docker run` with our message shown to the user,
+    // and leaves nothing behind.
+    let out = docker.docker(&strs(&run_flat("bad", "192.0.2.300/24", UPLINK)));
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains("invalid IP \"192.0.2.300/24\": expected"),
+        "{message}"
+    );
+    assert!(lab.store_keys("hA").is_empty());
+    assert_eq!(lab.links("hA"), ["lo", UPLINK]);
+}
