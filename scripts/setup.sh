@@ -11,6 +11,7 @@ packages=(
   util-linux                   # nsenter, unshare, setpriv
   containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison
   docker.io                    # dockerd 20.10 for the runtime-wrapper tests (started by the tests, never as a service)
+  podman                       # podman 4.3 for the hooks.d tests
   gcc libc6-dev pkg-config     # SQLite is compiled in (rusqlite "bundled")
   ca-certificates curl
 )

@@ -1,0 +1,98 @@
+//! podman 4.3 (Debian) with its own storage, run root and hooks directory
+//! holding a copy of `hooks/macvlan.json`, run inside a lab host's namespace.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use super::{run, text, Lab, MACVLAN};
+
+pub const IMAGE: &str = "lab/busybox:1";
+
+pub struct Podman {
+    pub dir: PathBuf,
+    netns: String,
+}
+
+impl Podman {
+    pub fn new(lab: &Lab, host: &str) -> Podman {
+        let dir = lab.dir.path().join(format!("podman-{host}"));
+        let hooks = dir.join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        // The shipped hooks.d file, pointed at the binary under test and the
+        // lab host's config.
+        let shipped: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/macvlan.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let mut hook = shipped.clone();
+        hook["hook"]["path"] = MACVLAN.into();
+        hook["hook"]["args"] =
+            serde_json::json!(["macvlan", "--config", lab.config_path(host), "hook"]);
+        assert_eq!(hook["when"], shipped["when"]);
+        std::fs::write(hooks.join("macvlan.json"), hook.to_string()).unwrap();
+        let podman = Podman {
+            dir,
+            netns: format!("--net=/run/netns/{}", lab.ns(host)),
+        };
+        let tar = podman.dir.join("rootfs.tar");
+        super::must(
+            "tar",
+            &[
+                "-C",
+                lab.rootfs.to_str().unwrap(),
+                "-cf",
+                tar.to_str().unwrap(),
+                ".",
+            ],
+        );
+        podman.must(&["import", tar.to_str().unwrap(), IMAGE]);
+        podman
+    }
+
+    /// containers/storage keeps one directory per container here.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.dir.join("storage/vfs-containers")
+    }
+
+    pub fn podman(&self, args: &[&str]) -> Output {
+        let root = self.dir.join("storage");
+        let runroot = self.dir.join("run");
+        let hooks = self.dir.join("hooks");
+        let mut all = vec![
+            "120",
+            "nsenter",
+            self.netns.as_str(),
+            "podman",
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            runroot.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--hooks-dir",
+            hooks.to_str().unwrap(),
+            "--runtime",
+            "runc",
+        ];
+        all.extend_from_slice(args);
+        run("timeout", &all)
+    }
+
+    pub fn must(&self, args: &[&str]) -> String {
+        let out = self.podman(args);
+        assert!(out.status.success(), "podman {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        let _ = self.podman(&["system", "reset", "--force"]);
+    }
+}

@@ -1,0 +1,115 @@
+//! podman 4.3 with the hooks.d file: annotations request the network.
+
+mod common;
+
+use common::podman::{Podman, IMAGE};
+use common::{text, Lab, GATEWAY, UPLINK};
+
+fn run_flat(name: &str, ip: &str) -> Vec<String> {
+    [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--cap-add",
+        "NET_RAW",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--annotation",
+        "macvlan.type=flat",
+        "--annotation",
+        &format!("macvlan.host-interface={UPLINK}"),
+        "--annotation",
+        &format!("macvlan.ip={ip}"),
+        "--annotation",
+        &format!("macvlan.gateway={GATEWAY}"),
+        IMAGE,
+        "sleep",
+        "100000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn eth0(podman: &Podman, name: &str) -> (String, String) {
+    let address = podman.must(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+    let mac = podman.must(&["exec", name, "cat", "/sys/class/net/eth0/address"]);
+    (
+        address.split_whitespace().nth(3).unwrap_or("").to_string(),
+        mac,
+    )
+}
+
+#[test]
+fn podman_with_the_hooks_d_file() {
+    let lab = Lab::new(&["hA"]);
+    let podman = Podman::new(&lab, "hA");
+    let config = std::fs::read_to_string(lab.config_path("hA")).unwrap();
+    std::fs::write(
+        lab.config_path("hA"),
+        config.replace(
+            "container_dirs = [",
+            &format!(
+                "container_dirs = [\"{}\", ",
+                podman.containers_dir().display()
+            ),
+        ),
+    )
+    .unwrap();
+
+    podman.must(&strs(&run_flat("web", "192.0.2.10/24")));
+    let first = eth0(&podman, "web");
+    assert_eq!(first.0, "192.0.2.10/24");
+    let ping = podman.podman(&["exec", "web", "ping", "-c", "2", "-W", "3", GATEWAY]);
+    assert!(ping.status.success(), "{}", text(&ping));
+
+    // podman runs poststop itself, with an empty environment: the hook's
+    // --config argument is what finds the store.
+    podman.must(&["stop", "-t", "0", "web"]);
+    assert_eq!(lab.records("hA")[0]["state"], "stopped");
+    podman.must(&["start", "web"]);
+    assert_eq!(eth0(&podman, "web"), first, "podman stop + start");
+    podman.must(&["restart", "-t", "0", "web"]);
+    assert_eq!(eth0(&podman, "web"), first, "podman restart");
+
+    // Without the annotation the hook does not even run.
+    let links = podman.must(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        IMAGE,
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+
+    // A bad request fails `podman run` with our message.
+    let out = podman.podman(&strs(&run_flat("bad", "192.0.2.0/24")));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("is the network address of its subnet"),
+        "{}",
+        text(&out)
+    );
+
+    podman.must(&["rm", "--force", "--time", "0", "web"]);
+    let _ = podman.podman(&["rm", "--force", "--time", "0", "bad"]);
+    let out = lab.macvlan("hA", &["gc"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.records("hA").is_empty(), "{:?}", lab.records("hA"));
+}
