@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Builds target/debian/macvlan-runc_<version>_<arch>.deb with dpkg-deb from
+# the release binaries (scripts/setup.sh builds them) and the files in this
+# directory. Usage: packaging/build-deb.sh [OUTPUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-target/debian}"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+arch="$(dpkg --print-architecture)"
+bin="target/static"
+[ -x "$bin/macvlan" ] && [ -x "$bin/macvlan-runc" ] || { echo "build-deb: run scripts/setup.sh first (no $bin/macvlan)" >&2; exit 1; }
+
+stage="$(mktemp -d)"
+chmod 0755 "$stage"
+trap 'rm -rf "$stage"' EXIT
+install -D -m 0755 "$bin/macvlan"                    "$stage/usr/bin/macvlan"
+install -D -m 0755 "$bin/macvlan-runc"               "$stage/usr/bin/macvlan-runc"
+install -D -m 0644 config/config.toml                "$stage/etc/macvlan-runc/config.toml"
+install -D -m 0644 hooks/macvlan.json                "$stage/usr/share/containers/oci/hooks.d/macvlan.json"
+install -D -m 0644 packaging/systemd/macvlan-gc.service "$stage/lib/systemd/system/macvlan-gc.service"
+install -D -m 0644 packaging/systemd/macvlan-gc.timer   "$stage/lib/systemd/system/macvlan-gc.timer"
+install -D -m 0644 packaging/logrotate.conf          "$stage/etc/logrotate.d/macvlan-runc"
+doc="$stage/usr/share/doc/macvlan-runc"
+install -D -m 0644 README.md                         "$doc/README.md"
+install -D -m 0644 packaging/runc-hooks.json         "$doc/examples/runc-hooks.json"
+for f in packaging/engines/*; do install -D -m 0644 "$f" "$doc/examples/$(basename "$f")"; done
+cat > "$doc/copyright" <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: macvlan-runc
+License: Apache-2.0
+COPYRIGHT
+install -d "$stage/var/lib/macvlan-runc"
+
+install -d "$stage/DEBIAN"
+cat > "$stage/DEBIAN/control" <<CONTROL
+Package: macvlan-runc
+Version: $version
+Architecture: $arch
+Maintainer: macvlan-runc developers <root@localhost>
+Depends: runc
+Recommends: iproute2
+Section: admin
+Priority: optional
+Installed-Size: $(du -sk "$stage" | cut -f1)
+Description: real LAN and VLAN addresses for containers through macvlan
+ An OCI hook (macvlan) and a runc-compatible runtime (macvlan-runc) that give
+ containers started by runc, dockerd, podman or CRI-O an address on the host's
+ LAN through a macvlan device, without NAT or a proxy, with their records kept
+ in an embedded store.
+CONTROL
+cat > "$stage/DEBIAN/conffiles" <<CONFFILES
+/etc/macvlan-runc/config.toml
+/etc/logrotate.d/macvlan-runc
+CONFFILES
+cat > "$stage/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload || true
+  systemctl enable --now macvlan-gc.timer || true
+fi
+POSTINST
+cat > "$stage/DEBIAN/prerm" <<'PRERM'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now macvlan-gc.timer || true
+fi
+PRERM
+chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm"
+
+mkdir -p "$out"
+package="$out/macvlan-runc_${version}_${arch}.deb"
+dpkg-deb --root-owner-group --build "$stage" "$package" >/dev/null
+echo "$package"
