@@ -103,6 +103,33 @@ fn docker_run_restart_stop_start_rm_and_gc() {
     assert!(lab.records("hA").is_empty(), "{:?}", lab.records("hA"));
     docker.must(&strs(&run_flat("next", "192.0.2.10/24", UPLINK)));
     assert_eq!(eth0(&docker, "next").0, "192.0.2.10/24");
+
+    // `docker run --rm` with one address, again and again: each run finds
+    // the previous, removed container's record and releases it (no gc run).
+    for round in 0..3 {
+        let out = docker.must(&[
+            "run",
+            "--rm",
+            "--runtime",
+            "macvlan-runc",
+            "--net",
+            "none",
+            "-e",
+            "TYPE=flat",
+            "-e",
+            &format!("HOSTIF={UPLINK}"),
+            "-e",
+            "IP=192.0.2.20/24",
+            IMAGE,
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "eth0",
+        ]);
+        assert!(out.contains("192.0.2.20/24"), "round {round}: {out}");
+    }
 }
 
 #[test]

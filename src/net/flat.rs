@@ -44,6 +44,58 @@ fn find_parent(host: &mut Netlink, name: &str) -> Result<crate::netlink::Link> {
     }
 }
 
+/// Claims the address; when it is held by a container of this host that no
+/// longer exists (`docker run --rm` again before `gc` ran), releases that
+/// stale record first, as gc would.
+fn claim_address(
+    ctx: &Context,
+    container_id: &str,
+    address: crate::cidr::Ipv4Cidr,
+    record: &FlatRecord,
+) -> Result<ipam::Claim> {
+    match ipam::claim_flat(ctx.store.as_ref(), &ctx.keys, container_id, address, record) {
+        Err(ipam::IpamError::Held { holder, .. }) if holder_is_gone(ctx, &holder)? => {
+            ctx.logger.log(
+                crate::log::Level::Info,
+                "gc",
+                &[
+                    ("container", &holder),
+                    ("address", &address.to_string()),
+                    (
+                        "reason",
+                        "container no longer exists; address claimed by a new container",
+                    ),
+                ],
+            );
+            Ok(ipam::claim_flat(
+                ctx.store.as_ref(),
+                &ctx.keys,
+                container_id,
+                address,
+                record,
+            )?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Releases `holder`'s record if gc would; returns whether it did.
+fn holder_is_gone(ctx: &Context, holder: &str) -> Result<bool> {
+    let key = ctx.keys.flat(holder);
+    let Some(text) = ctx.store.get(&key)? else {
+        return Ok(false);
+    };
+    let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
+        return Ok(false);
+    };
+    if record.host != ctx.host
+        || crate::gc::judge(&ctx.config.gc, holder, &record, now()) != Some(crate::gc::Reason::Gone)
+    {
+        return Ok(false);
+    }
+    Ok(ipam::release_flat_if(ctx.store.as_ref(), &ctx.keys, holder, &text)?.is_some())
+}
+
 impl Driver for FlatDriver<'_> {
     fn validate(&self, host: &mut Netlink) -> Result<HostFacts> {
         let parent = find_parent(host, self.request.parent())?;
@@ -82,14 +134,8 @@ impl Driver for FlatDriver<'_> {
             updated_at: now,
             stopped_at: None,
         };
-        let claim = ipam::claim_flat(
-            ctx.store.as_ref(),
-            &ctx.keys,
-            &target.container_id,
-            flat.address,
-            &record,
-        )
-        .context("claim address")?;
+        let claim = claim_address(ctx, &target.container_id, flat.address, &record)
+            .context("claim address")?;
         let created_at = claim
             .previous
             .as_deref()
