@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# The attach/detach benchmark against the CNI macvlan plugin, with the hook
-# built as it ships (static, release). Arguments go to the benchmark:
-#   --containers N (default 200)   --out DIR (default bench-results/)
+# The benchmarks, with the binaries built as they ship (static, release):
+#   attach/detach time of the hook vs the CNI macvlan plugin (benches/attach.rs),
+#   container start through Docker vs --net none and Docker's macvlan driver (benches/docker.rs).
+# Usage: scripts/bench.sh [--quick] [--out DIR]   (reports go to DIR, default bench-results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+containers=200 runs=40 out=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) containers=10 runs=5 ;;
+    --out) out=(--out "$2"); shift ;;
+    *) echo "usage: scripts/bench.sh [--quick] [--out DIR]" >&2; exit 2 ;;
+  esac
+  shift
+done
 RELEASE_TARGET="$(rustc -vV | sed -n 's/^host: //p')"
-RUSTFLAGS="-C target-feature=+crt-static" cargo bench --locked --target "$RELEASE_TARGET" --bench attach -- "$@"
+export RUSTFLAGS="-C target-feature=+crt-static"
+cargo bench --locked --target "$RELEASE_TARGET" --bench attach -- --containers "$containers" "${out[@]}"
+cargo bench --locked --target "$RELEASE_TARGET" --bench docker -- --runs "$runs" "${out[@]}"

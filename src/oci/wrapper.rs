@@ -177,7 +177,7 @@ pub fn add_hooks(config: &mut Value, hook_binary: &Path, config_path: &Path) -> 
 }
 
 /// Replaces `path` with `contents` atomically: a temporary file in the same
-/// directory, flushed, then renamed over the original (keeping its mode).
+/// directory, renamed over the original (keeping its mode).
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -197,8 +197,10 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         if let Ok(meta) = std::fs::metadata(path) {
             let _ = file.set_permissions(meta.permissions());
         }
+        // No fsync: the rename makes the swap atomic for runc, which reads
+        // the file right away; after a power loss the engine recreates the
+        // bundle anyway.
         file.write_all(contents)?;
-        file.sync_all()?;
         std::fs::rename(&temporary, path)
             .with_context(|| format!("rename onto {}", path.display()))?;
         Ok(())

@@ -172,7 +172,7 @@ impl Lab {
             .expect("busybox-static installed");
         for applet in [
             "sh", "ip", "ping", "sleep", "cat", "ifconfig", "wget", "httpd", "nc", "nslookup",
-            "echo", "ls",
+            "echo", "ls", "true",
         ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }

@@ -1,0 +1,159 @@
+//! Container start through Docker: `docker run --rm` with macvlan-runc and a
+//! flat network, against plain `--net none` and against Docker's own macvlan
+//! driver, interleaved on one lab in one run. Writes `bench-results/docker.md`.
+//!
+//! `scripts/bench.sh` runs it after the attach benchmark; alone:
+//! `cargo bench --bench docker -- [--runs N] [--out DIR]` (default 40 runs).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::docker::{Dockerd, IMAGE};
+use common::{Lab, GATEWAY, UPLINK};
+
+fn argument(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn p90(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[((sorted.len() as f64 - 1.0) * 0.9).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = argument(&args, "--runs")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    let out_dir = argument(&args, "--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+
+    let lab = Lab::new(&["hA"]);
+    let docker = Dockerd::start(&lab, "hA");
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "--gateway",
+        GATEWAY,
+        "-o",
+        &format!("parent={UPLINK}"),
+        "dockermv",
+    ]);
+    // Warm up image and caches once per variant.
+    docker.must(&["run", "--rm", "--net", "none", IMAGE, "true"]);
+
+    let variants: [(&str, Box<dyn Fn(usize) -> Vec<String>>); 4] = [
+        (
+            "docker run --net none (runc)",
+            Box::new(|_| vec!["--net".into(), "none".into()]),
+        ),
+        (
+            "docker run --runtime macvlan-runc --net none (no network asked)",
+            Box::new(|_| {
+                vec![
+                    "--runtime".into(),
+                    "macvlan-runc".into(),
+                    "--net".into(),
+                    "none".into(),
+                ]
+            }),
+        ),
+        (
+            "docker run --runtime macvlan-runc --net none -e TYPE=flat … (ours)",
+            Box::new(|i| {
+                let ip = format!("IP=192.0.2.{}/24", 10 + (i % 100));
+                [
+                    "--runtime",
+                    "macvlan-runc",
+                    "--net",
+                    "none",
+                    "-e",
+                    "TYPE=flat",
+                    "-e",
+                    "HOSTIF=lan0",
+                    "-e",
+                    &ip,
+                    "-e",
+                    "GW=192.0.2.1",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            }),
+        ),
+        (
+            "docker run --net dockermv --ip … (Docker's macvlan driver)",
+            Box::new(|i| {
+                vec![
+                    "--net".into(),
+                    "dockermv".into(),
+                    "--ip".into(),
+                    format!("192.0.2.{}", 120 + (i % 100)),
+                ]
+            }),
+        ),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for i in 0..runs {
+        // Rotate the order each round so no variant always runs first.
+        for k in 0..variants.len() {
+            let v = (i + k) % variants.len();
+            let mut command = vec!["run".to_string(), "--rm".to_string()];
+            command.extend((variants[v].1)(i));
+            command.extend([IMAGE.to_string(), "true".to_string()]);
+            let refs: Vec<&str> = command.iter().map(String::as_str).collect();
+            let started = Instant::now();
+            docker.must(&refs);
+            samples[v].push(started.elapsed());
+        }
+    }
+
+    let base = median(&samples[0]).as_secs_f64();
+    let mut report = String::new();
+    let _ = writeln!(report, "# Container start through Docker\n");
+    let _ = writeln!(
+        report,
+        "`docker run --rm IMAGE true`, {runs} runs per variant, interleaved; dockerd 20.10 (Debian) \
+         inside a lab namespace, vfs storage, busybox-static image; {} cores.\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let _ = writeln!(report, "| variant | median ms | p90 ms | × `--net none` |");
+    let _ = writeln!(report, "|---|---:|---:|---:|");
+    for (v, (name, _)) in variants.iter().enumerate() {
+        let m = median(&samples[v]);
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {} | {:.3} |",
+            ms(m),
+            ms(p90(&samples[v])),
+            m.as_secs_f64() / base
+        );
+    }
+    let _ = writeln!(report, "\nTarget: ours ≤ 1.05 × `--net none`.");
+    std::fs::write(out_dir.join("docker.md"), &report).unwrap();
+    print!("{report}");
+}
