@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use common::docker::{Dockerd, IMAGE};
 use common::{Lab, GATEWAY, UPLINK};
 
+/// The `docker run` options of one variant, for run number `i`.
+type DockerArgs = Box<dyn Fn(usize) -> Vec<String>>;
+
 fn argument(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -66,7 +69,7 @@ fn main() {
     // Warm up image and caches once per variant.
     docker.must(&["run", "--rm", "--net", "none", IMAGE, "true"]);
 
-    let variants: [(&str, Box<dyn Fn(usize) -> Vec<String>>); 4] = [
+    let variants: [(&str, DockerArgs); 4] = [
         (
             "docker run --net none (runc)",
             Box::new(|_| vec!["--net".into(), "none".into()]),
