@@ -12,6 +12,7 @@ packages=(
   containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison
   docker.io                    # dockerd 20.10 for the runtime-wrapper tests (started by the tests, never as a service)
   podman                       # podman 4.3 for the hooks.d tests
+  containerd                   # containerd 1.6 and ctr, for the ctr --runc-binary test
   gcc libc6-dev pkg-config     # SQLite is compiled in (rusqlite "bundled")
   ca-certificates curl
 )
