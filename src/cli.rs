@@ -1,7 +1,7 @@
 //! The `macvlan` command line: the OCI hook and the admin verbs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -303,5 +303,3 @@ fn run_hook(stage: Option<&str>, config: Config, logger: Logger) -> Result<()> {
     }
     result.map_err(|e| e.context(format!("container {id}: {stage_label}")))
 }
-
-use std::io::Read;
