@@ -75,11 +75,13 @@ fn run(invocation: &Invocation) -> Result<std::convert::Infallible> {
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
     let config = Config::load(&config_path, explicit)?;
-    let own = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .context("find macvlan-runc's own path")?;
 
+    // Only create and run need more than an exec: every other runtime call
+    // (dockerd's shim makes several per container) goes straight to runc.
     if matches!(invocation.subcommand_name(), Some("create" | "run")) {
+        let own = std::env::current_exe()
+            .and_then(|p| p.canonicalize())
+            .context("find macvlan-runc's own path")?;
         let bundle = invocation.bundle().unwrap_or_else(|| PathBuf::from("."));
         let hook_binary = own.with_file_name("macvlan");
         if !hook_binary.is_file() {
@@ -92,14 +94,10 @@ fn run(invocation: &Invocation) -> Result<std::convert::Infallible> {
             .with_context(|| format!("add the macvlan hooks to bundle {}", bundle.display()))?;
     }
 
+    // A runtime that points back at this wrapper is caught by WRAPPED_ENV
+    // in the second instance, before it does anything.
     let runtime = resolve(&config.runtime)
         .with_context(|| format!("runtime {:?} not found on PATH", config.runtime))?;
-    if runtime.canonicalize().ok().as_deref() == Some(own.as_path()) {
-        bail!(
-            "the configured runtime {} is macvlan-runc itself; set `runtime` to the real runc",
-            runtime.display()
-        );
-    }
     // exec: runc replaces this process, so exit codes, stdio, signals and
     // the console socket are runc's own.
     let error = Command::new(&runtime)
