@@ -3,7 +3,7 @@
 //! driver, interleaved on one lab in one run. Writes `bench-results/docker.md`.
 //!
 //! `scripts/bench.sh` runs it after the attach benchmark; alone:
-//! `cargo bench --bench docker -- [--runs N] [--out DIR]` (default 40 runs).
+//! `cargo bench --bench docker -- [--runs N] [--out DIR]` (default 60 runs).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -45,7 +45,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = argument(&args, "--runs")
         .and_then(|n| n.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(60);
     let out_dir = argument(&args, "--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results"));

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-containers=200 runs=40 out=()
+containers=200 runs=60 out=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) containers=10 runs=5 ;;
