@@ -26,6 +26,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+pub mod tbf;
+
 /// What went wrong talking to the kernel. The kernel's own errno is kept, so
 /// callers can tell "exists" from "no such device" from "not permitted".
 #[derive(Debug, thiserror::Error)]
