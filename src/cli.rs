@@ -222,10 +222,25 @@ pub fn run(cli: Cli) -> Result<()> {
             let ctx = net::Context::new(config, logger)?;
             let record = ipam::load_flat(ctx.store.as_ref(), &ctx.keys, &id)?
                 .with_context(|| format!("no network record for container {id}"))?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&record_json(&id, &record))?
-            );
+            let mut value = record_json(&id, &record);
+            // The limits in force, read back from the kernel.
+            if let (Some(pid), Some(ifname)) = (record.pid, &record.ifname) {
+                let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                if record.state == crate::record::State::Running && netns.exists() {
+                    let mut container = crate::netlink::Netlink::open_in_netns(&netns)?;
+                    if let Some(link) = container.link_by_name(ifname)? {
+                        let tbf = container.root_tbf(link.index)?;
+                        value["kernel"] = serde_json::json!({
+                            "egress": tbf.map(|t| serde_json::json!({
+                                "rate_kbit": u64::from(t.rate) / 125,
+                                "burst": t.burst,
+                                "limit": t.limit,
+                            })),
+                        });
+                    }
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
     }

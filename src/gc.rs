@@ -139,6 +139,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             stopped_at,
+            egress: None,
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             stopped_at: None,
+            egress: None,
         }
     }
 

@@ -55,6 +55,17 @@ pub struct FlatRecord {
     pub updated_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<u64>,
+    /// Egress limit in force (tbf): rate in kbit/s, bucket in bytes, latency in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressRecord>,
+}
+
+/// The egress limit as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRecord {
+    pub rate_kbit: u64,
+    pub burst: u32,
+    pub latency_ms: u32,
 }
 
 pub fn now() -> u64 {

@@ -211,6 +211,61 @@ pub struct NetworkRequest {
     pub flat: FlatRequest,
     pub mtu: Option<u32>,
     pub mode: MacvlanMode,
+    /// Egress limit, if one was asked for.
+    pub egress: Option<EgressLimit>,
+}
+
+/// RATE / BURST / LATENCY as given; the bucket is sized once the MTU is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressLimit {
+    pub rate_kbit: u64,
+    pub burst: Option<u32>,
+    pub latency_ms: u32,
+    /// How the user spelled BURST, for error messages.
+    burst_setting: String,
+}
+
+/// Default queueing latency when LATENCY is not given (ms).
+pub const DEFAULT_LATENCY_MS: u32 = 50;
+
+impl EgressLimit {
+    /// The smallest bucket that works: one full frame (MTU + Ethernet
+    /// header), and at least 1 ms of traffic at the rate.
+    pub fn minimum_burst(&self, mtu: u32) -> u64 {
+        (u64::from(mtu) + 14).max(self.rate_kbit * 125 / 1000)
+    }
+
+    /// The default bucket: 10 ms of traffic, at least two full frames.
+    pub fn default_burst(&self, mtu: u32) -> u64 {
+        (2 * (u64::from(mtu) + 14)).max(self.rate_kbit * 125 / 100)
+    }
+
+    /// The tbf for an interface of MTU `mtu`.
+    pub fn tbf(&self, mtu: u32) -> Result<crate::netlink::tbf::Tbf, RequestError> {
+        let minimum = self.minimum_burst(mtu);
+        let burst = match self.burst {
+            Some(burst) if u64::from(burst) < minimum => {
+                return Err(RequestError {
+                    setting: self.burst_setting.clone(),
+                    value: Some(burst.to_string()),
+                    problem: format!(
+                        "too small for {} kbit/s and MTU {mtu}: at least {minimum} bytes",
+                        self.rate_kbit
+                    ),
+                })
+            }
+            Some(burst) => u64::from(burst),
+            None => self.default_burst(mtu),
+        };
+        let burst = u32::try_from(burst).unwrap_or(u32::MAX);
+        crate::netlink::tbf::Tbf::new(self.rate_kbit, burst, self.latency_ms).ok_or_else(|| {
+            RequestError {
+                setting: "macvlan.rate (RATE)".into(),
+                value: Some(self.rate_kbit.to_string()),
+                problem: "rate × latency is too large for the kernel's tbf; lower LATENCY".into(),
+            }
+        })
+    }
 }
 
 impl NetworkRequest {
@@ -236,6 +291,9 @@ impl NetworkRequest {
                     ),
                 });
             }
+        }
+        if let Some(egress) = &self.egress {
+            egress.tbf(self.mtu.unwrap_or(parent_mtu))?;
         }
         Ok(())
     }
@@ -305,9 +363,6 @@ pub fn parse(
 
     for unsupported in [
         Field::Vlan,
-        Field::Rate,
-        Field::Burst,
-        Field::Latency,
         Field::IngressRate,
         Field::Discover,
         Field::Port,
@@ -473,6 +528,8 @@ pub fn parse(
         },
     };
 
+    let egress = parse_egress(settings)?;
+
     Ok(Some(NetworkRequest {
         container_id: container_id.to_string(),
         flat: FlatRequest {
@@ -482,6 +539,55 @@ pub fn parse(
         },
         mtu,
         mode,
+        egress,
+    }))
+}
+
+/// A positive whole number of at most `max`, or the refusal naming the setting.
+fn positive(setting: &Setting, unit: &str, max: u64) -> Result<u64, RequestError> {
+    setting
+        .value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|v| (1..=max).contains(v))
+        .ok_or_else(|| {
+            invalid(
+                setting,
+                format!("expected a whole number of {unit} from 1 to {max}"),
+            )
+        })
+}
+
+/// RATE (kbit/s), BURST (bytes), LATENCY (ms).
+fn parse_egress(settings: &Settings) -> Result<Option<EgressLimit>, RequestError> {
+    let Some(rate) = settings.get(Field::Rate) else {
+        for orphan in [Field::Burst, Field::Latency] {
+            if let Some(setting) = settings.get(orphan) {
+                return Err(invalid(setting, "needs RATE (macvlan.rate) as well"));
+            }
+        }
+        return Ok(None);
+    };
+    // tbf holds the rate in bytes/s as a u32: up to 34 Gbit/s.
+    let rate_kbit = positive(rate, "kbit/s", u64::from(u32::MAX) / 125)?;
+    let burst = settings
+        .get(Field::Burst)
+        .map(|s| positive(s, "bytes", u64::from(u32::MAX)).map(|b| b as u32))
+        .transpose()?;
+    let latency_ms = settings
+        .get(Field::Latency)
+        .map(|s| positive(s, "ms", 60_000).map(|l| l as u32))
+        .transpose()?
+        .unwrap_or(DEFAULT_LATENCY_MS);
+    Ok(Some(EgressLimit {
+        rate_kbit,
+        burst,
+        latency_ms,
+        burst_setting: settings
+            .get(Field::Burst)
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| "macvlan.burst (BURST)".into()),
     }))
 }
 
@@ -597,7 +703,11 @@ mod tests {
             (with("HOSTIF=a/b"), "HOSTIF"),
             (with("HOSTIF=waytoolonginterface"), "HOSTIF"),
             (with("HOSTIF=lo"), "HOSTIF"),
-            (with("RATE=100"), "RATE"),
+            (with("RATE=0"), "RATE"),
+            (with("RATE=-5"), "RATE"),
+            (with("RATE=fast"), "RATE"),
+            (with("BURST=1000"), "BURST"),
+            (with("LATENCY=0"), "LATENCY"),
             (
                 vec!["TYPE=flat", "IP=192.0.2.10/24"],
                 "macvlan.host-interface (HOSTIF)",
@@ -657,6 +767,42 @@ mod tests {
         let settings =
             Settings::collect(&BTreeMap::new(), &env(&with("HOSTIF=lan1")), true).unwrap();
         assert_eq!(parse("c1", &settings, &policy).unwrap_err().setting, "IP");
+    }
+
+    #[test]
+    fn egress_limits_with_defaults_and_minimum_burst() {
+        let mut env = with("RATE=10000");
+        let request = parse_env(&env).unwrap().unwrap();
+        let egress = request.egress.clone().unwrap();
+        assert_eq!(egress.latency_ms, DEFAULT_LATENCY_MS);
+        let tbf = egress.tbf(1500).unwrap();
+        assert_eq!(tbf.rate, 1_250_000);
+        assert_eq!(tbf.burst, 12_500); // 10 ms at 10 Mbit/s
+        let slow = parse_env(&with("RATE=100"))
+            .unwrap()
+            .unwrap()
+            .egress
+            .unwrap();
+        assert_eq!(slow.tbf(1500).unwrap().burst, 3028); // two full frames
+
+        env.push("BURST=1000");
+        let request = parse_env(&env).unwrap().unwrap();
+        let error = request.check_against_parent(1500).unwrap_err();
+        assert_eq!(error.setting, "BURST");
+        assert!(error.problem.contains("at least 1514 bytes"), "{error}");
+
+        let fast = parse_env(
+            &with("RATE=1000000")
+                .iter()
+                .copied()
+                .chain(["BRUST=5000"])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .unwrap();
+        let error = fast.check_against_parent(1500).unwrap_err();
+        assert_eq!(error.setting, "BRUST");
+        assert!(error.problem.contains("at least 125000 bytes"), "{error}");
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl Driver for FlatDriver<'_> {
             created_at: now,
             updated_at: now,
             stopped_at: None,
+            egress: None,
         };
         let claim = claim_address(ctx, &target.container_id, flat.address, &record)
             .context("claim address")?;
@@ -198,6 +199,19 @@ impl Driver for FlatDriver<'_> {
                 .replace_default_route(link.index, gateway)
                 .with_context(|| format!("set default route via {gateway}"))?;
         }
+        let mut egress = None;
+        if let Some(limit) = &request.egress {
+            let tbf = limit.tbf(request.mtu.unwrap_or(parent.mtu))?;
+            sockets
+                .container
+                .replace_root_tbf(link.index, &tbf)
+                .with_context(|| format!("set egress limit (tbf) on {ifname}"))?;
+            egress = Some(crate::record::EgressRecord {
+                rate_kbit: limit.rate_kbit,
+                burst: tbf.burst,
+                latency_ms: limit.latency_ms,
+            });
+        }
         sockets.timings.step("configure_ms");
         crate::failpoint::check("after-configure")?;
         let actual_mac = link.mac.map(|m| format_mac(&m)).unwrap_or(mac_text);
@@ -210,6 +224,7 @@ impl Driver for FlatDriver<'_> {
             r.mac = mac_for_record.clone();
             r.created_at = created_at;
             r.stopped_at = None;
+            r.egress = egress.clone();
         })
         .context("record the attachment")?;
         sockets.timings.step("record_ms");

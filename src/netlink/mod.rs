@@ -23,7 +23,9 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_utils::nla::{Nla, NlasIterator};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 pub mod tbf;
@@ -398,6 +400,70 @@ impl Netlink {
                 }
                 if let (Some(gateway), Some(oif)) = (gateway, oif) {
                     return Ok(Some((gateway, oif)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Netlink {
+    /// Makes a tbf the root qdisc of link `index`, replacing what is there.
+    pub fn replace_root_tbf(&mut self, index: u32, tbf: &tbf::Tbf) -> Result<()> {
+        let mut message = TcMessage::default();
+        message.header.index = index as i32;
+        message.header.parent = TcHandle {
+            major: 0xffff,
+            minor: 0xffff,
+        };
+        message.attributes = vec![
+            TcAttribute::Kind("tbf".into()),
+            TcAttribute::Options(tbf::options(tbf, tbf::ticks_per_usec())),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewQueueDiscipline(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// The root tbf of link `index` as the kernel holds it, if it has one.
+    pub fn root_tbf(&mut self, index: u32) -> Result<Option<tbf::Tbf>> {
+        let mut query = TcMessage::default();
+        query.header.index = index as i32;
+        let replies = self.request(RouteNetlinkMessage::GetQueueDiscipline(query), NLM_F_DUMP)?;
+        for reply in replies {
+            let RouteNetlinkMessage::NewQueueDiscipline(qdisc) = reply else {
+                continue;
+            };
+            let root = qdisc.header.parent.major == 0xffff && qdisc.header.parent.minor == 0xffff;
+            if qdisc.header.index != index as i32 || !root {
+                continue;
+            }
+            let is_tbf = qdisc
+                .attributes
+                .iter()
+                .any(|a| matches!(a, TcAttribute::Kind(kind) if kind == "tbf"));
+            if !is_tbf {
+                continue;
+            }
+            // netlink-packet-route does not know tbf: it hands back the
+            // whole TCA_OPTIONS nest as one raw attribute.
+            for attribute in &qdisc.attributes {
+                let TcAttribute::Options(options) = attribute else {
+                    continue;
+                };
+                for option in options {
+                    let TcOption::Other(nla) = option else {
+                        continue;
+                    };
+                    let mut nest = vec![0u8; nla.value_len()];
+                    nla.emit_value(&mut nest);
+                    for inner in NlasIterator::new(&nest[..]).flatten() {
+                        if inner.kind() == 1 {
+                            return Ok(tbf::parse_parms(inner.value(), tbf::ticks_per_usec()));
+                        }
+                    }
                 }
             }
         }

@@ -1,0 +1,126 @@
+//! Egress limits (tbf over netlink) measured with iperf3 between a lab
+//! container and the lab gateway.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{as_strs, flat_env, must, text, Lab, GATEWAY};
+
+/// Throughput from the container to the gateway, in Mbit/s, as iperf3's
+/// receiver counts it (first second omitted).
+fn measure_egress(lab: &Lab, pid: u32, port: u16) -> f64 {
+    let mut server = Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{}", lab.ns("gw")),
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = common::run(
+        "timeout",
+        &[
+            "30",
+            "nsenter",
+            &format!("--net=/proc/{pid}/ns/net"),
+            "iperf3",
+            "-c",
+            GATEWAY,
+            "-p",
+            &port.to_string(),
+            "-t",
+            "4",
+            "-O",
+            "1",
+            "-J",
+        ],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "iperf3: {}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("iperf3 result")
+        / 1e6
+}
+
+#[test]
+fn egress_limits_of_1_10_and_100_mbit_hold_within_ten_percent() {
+    let lab = Lab::new(&["hA"]);
+    for (i, rate_kbit) in [1_000u64, 10_000, 100_000].into_iter().enumerate() {
+        let id = lab.id(&format!("rate{rate_kbit}"));
+        let mut env = flat_env(&format!("192.0.2.{}/24", 10 + i));
+        env.push(format!("RATE={rate_kbit}"));
+        let bundle = lab.bundle("hA", &id, &as_strs(&env), &[]);
+        lab.start("hA", &id, &bundle).unwrap();
+        let pid = lab.pid("hA", &id);
+
+        let qdisc = must(
+            "nsenter",
+            &[
+                &format!("--net=/proc/{pid}/ns/net"),
+                "tc",
+                "qdisc",
+                "show",
+                "dev",
+                "eth0",
+            ],
+        );
+        assert!(
+            qdisc.contains("qdisc tbf") && qdisc.contains("root"),
+            "{qdisc}"
+        );
+        let inspect = lab.macvlan("hA", &["inspect", &id]);
+        let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        assert_eq!(
+            inspect["kernel"]["egress"]["rate_kbit"], rate_kbit,
+            "{inspect}"
+        );
+        assert_eq!(inspect["egress"]["rate_kbit"], rate_kbit, "{inspect}");
+
+        let measured = measure_egress(&lab, pid, 5201 + i as u16);
+        let expected = rate_kbit as f64 / 1000.0;
+        eprintln!("egress limit {expected} Mbit/s: measured {measured:.2} Mbit/s");
+        assert!(
+            (measured - expected).abs() <= expected * 0.10,
+            "limit {expected} Mbit/s, measured {measured:.2} Mbit/s"
+        );
+        lab.stop("hA", &id);
+    }
+}
+
+#[test]
+fn bad_limits_are_refused_and_leave_nothing() {
+    let lab = Lab::new(&["hA"]);
+    for (short, extra, field) in [
+        ("zero", vec!["RATE=0"], "RATE"),
+        ("negative", vec!["RATE=-10"], "RATE"),
+        ("words", vec!["RATE=ten"], "RATE"),
+        ("small-burst", vec!["RATE=10000", "BURST=500"], "BURST"),
+        ("no-rate", vec!["LATENCY=20"], "LATENCY"),
+    ] {
+        let id = lab.id(short);
+        let mut env = flat_env("192.0.2.20/24");
+        env.extend(extra.iter().map(|s| s.to_string()));
+        let bundle = lab.bundle("hA", &id, &as_strs(&env), &[]);
+        let error = lab.start("hA", &id, &bundle).unwrap_err();
+        assert!(
+            error.contains(&format!("invalid {field}")),
+            "{short}: {error}"
+        );
+        if short == "small-burst" {
+            assert!(error.contains("at least 1514 bytes"), "{error}");
+        }
+        assert!(lab.store_keys("hA").is_empty(), "{short}");
+        assert_eq!(lab.links("hA"), ["lo", common::UPLINK]);
+    }
+}
