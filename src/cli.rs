@@ -228,16 +228,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
                 if record.state == crate::record::State::Running && netns.exists() {
                     let mut container = crate::netlink::Netlink::open_in_netns(&netns)?;
-                    if let Some(link) = container.link_by_name(ifname)? {
-                        let tbf = container.root_tbf(link.index)?;
-                        value["kernel"] = serde_json::json!({
-                            "egress": tbf.map(|t| serde_json::json!({
+                    let mut read_back = |device: &str| -> Result<serde_json::Value> {
+                        let Some(link) = container.link_by_name(device)? else {
+                            return Ok(serde_json::Value::Null);
+                        };
+                        Ok(match container.root_tbf(link.index)? {
+                            Some(t) => serde_json::json!({
+                                "device": device,
                                 "rate_kbit": u64::from(t.rate) / 125,
                                 "burst": t.burst,
                                 "limit": t.limit,
-                            })),
-                        });
-                    }
+                            }),
+                            None => serde_json::Value::Null,
+                        })
+                    };
+                    let egress = read_back(ifname)?;
+                    let ingress = match record.ingress.as_ref().and_then(|i| i.device.clone()) {
+                        Some(device) => read_back(&device)?,
+                        None => serde_json::Value::Null,
+                    };
+                    value["kernel"] = serde_json::json!({"egress": egress, "ingress": ingress});
                 }
             }
             println!("{}", serde_json::to_string_pretty(&value)?);

@@ -140,6 +140,7 @@ mod tests {
             updated_at: 0,
             stopped_at,
             egress: None,
+            ingress: None,
         }
     }
 

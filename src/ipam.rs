@@ -295,6 +295,7 @@ mod tests {
             updated_at: 0,
             stopped_at: None,
             egress: None,
+            ingress: None,
         }
     }
 

@@ -57,15 +57,21 @@ pub struct FlatRecord {
     pub stopped_at: Option<u64>,
     /// Egress limit in force (tbf): rate in kbit/s, bucket in bytes, latency in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress: Option<EgressRecord>,
+    pub egress: Option<LimitRecord>,
+    /// Ingress limit in force (tbf on an ifb in the container's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<LimitRecord>,
 }
 
 /// The egress limit as applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EgressRecord {
+pub struct LimitRecord {
     pub rate_kbit: u64,
     pub burst: u32,
     pub latency_ms: u32,
+    /// The device that carries the tbf (the ifb, for ingress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 pub fn now() -> u64 {

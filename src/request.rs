@@ -212,12 +212,14 @@ pub struct NetworkRequest {
     pub mtu: Option<u32>,
     pub mode: MacvlanMode,
     /// Egress limit, if one was asked for.
-    pub egress: Option<EgressLimit>,
+    pub egress: Option<RateLimit>,
+    /// Ingress limit (INGRESS_RATE), shaped on an ifb in the container's namespace.
+    pub ingress: Option<RateLimit>,
 }
 
 /// RATE / BURST / LATENCY as given; the bucket is sized once the MTU is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EgressLimit {
+pub struct RateLimit {
     pub rate_kbit: u64,
     pub burst: Option<u32>,
     pub latency_ms: u32,
@@ -228,7 +230,7 @@ pub struct EgressLimit {
 /// Default queueing latency when LATENCY is not given (ms).
 pub const DEFAULT_LATENCY_MS: u32 = 50;
 
-impl EgressLimit {
+impl RateLimit {
     /// The smallest bucket that works: one full frame (MTU + Ethernet
     /// header), and at least 1 ms of traffic at the rate.
     pub fn minimum_burst(&self, mtu: u32) -> u64 {
@@ -292,8 +294,8 @@ impl NetworkRequest {
                 });
             }
         }
-        if let Some(egress) = &self.egress {
-            egress.tbf(self.mtu.unwrap_or(parent_mtu))?;
+        for limit in [&self.egress, &self.ingress].into_iter().flatten() {
+            limit.tbf(self.mtu.unwrap_or(parent_mtu))?;
         }
         Ok(())
     }
@@ -361,13 +363,7 @@ pub fn parse(
         _ => return Err(invalid(type_setting, "expected flat, dhcp or vlan")),
     };
 
-    for unsupported in [
-        Field::Vlan,
-        Field::IngressRate,
-        Field::Discover,
-        Field::Port,
-        Field::Service,
-    ] {
+    for unsupported in [Field::Vlan, Field::Discover, Field::Port, Field::Service] {
         if let Some(setting) = settings.get(unsupported) {
             let problem = if unsupported == Field::Vlan {
                 "only for vlan networks".to_string()
@@ -529,6 +525,15 @@ pub fn parse(
     };
 
     let egress = parse_egress(settings)?;
+    let ingress = match settings.get(Field::IngressRate) {
+        None => None,
+        Some(setting) => Some(RateLimit {
+            rate_kbit: positive(setting, "kbit/s", u64::from(u32::MAX) / 125)?,
+            burst: None,
+            latency_ms: DEFAULT_LATENCY_MS,
+            burst_setting: setting.name.clone(),
+        }),
+    };
 
     Ok(Some(NetworkRequest {
         container_id: container_id.to_string(),
@@ -540,6 +545,7 @@ pub fn parse(
         mtu,
         mode,
         egress,
+        ingress,
     }))
 }
 
@@ -560,7 +566,7 @@ fn positive(setting: &Setting, unit: &str, max: u64) -> Result<u64, RequestError
 }
 
 /// RATE (kbit/s), BURST (bytes), LATENCY (ms).
-fn parse_egress(settings: &Settings) -> Result<Option<EgressLimit>, RequestError> {
+fn parse_egress(settings: &Settings) -> Result<Option<RateLimit>, RequestError> {
     let Some(rate) = settings.get(Field::Rate) else {
         for orphan in [Field::Burst, Field::Latency] {
             if let Some(setting) = settings.get(orphan) {
@@ -580,7 +586,7 @@ fn parse_egress(settings: &Settings) -> Result<Option<EgressLimit>, RequestError
         .map(|s| positive(s, "ms", 60_000).map(|l| l as u32))
         .transpose()?
         .unwrap_or(DEFAULT_LATENCY_MS);
-    Ok(Some(EgressLimit {
+    Ok(Some(RateLimit {
         rate_kbit,
         burst,
         latency_ms,
@@ -708,6 +714,8 @@ mod tests {
             (with("RATE=fast"), "RATE"),
             (with("BURST=1000"), "BURST"),
             (with("LATENCY=0"), "LATENCY"),
+            (with("INGRESS_RATE=0"), "INGRESS_RATE"),
+            (with("INGRESS_RATE=1.5"), "INGRESS_RATE"),
             (
                 vec!["TYPE=flat", "IP=192.0.2.10/24"],
                 "macvlan.host-interface (HOSTIF)",

@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use common::{as_strs, flat_env, must, text, Lab, GATEWAY};
 
-/// Throughput from the container to the gateway, in Mbit/s, as iperf3's
-/// receiver counts it (first second omitted).
-fn measure_egress(lab: &Lab, pid: u32, port: u16) -> f64 {
+/// Throughput between the container and the gateway, in Mbit/s, as
+/// iperf3's receiver counts it (first second omitted): from the container
+/// (egress), or with `reverse` to it (ingress).
+fn measure(lab: &Lab, pid: u32, port: u16, reverse: bool) -> f64 {
+    // One measurement at a time: two iperf3 runs would share the 2 cores.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut server = Command::new("nsenter")
         .args([
             &format!("--net=/run/netns/{}", lab.ns("gw")),
@@ -25,24 +29,15 @@ fn measure_egress(lab: &Lab, pid: u32, port: u16) -> f64 {
         .spawn()
         .expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(300));
-    let out = common::run(
-        "timeout",
-        &[
-            "30",
-            "nsenter",
-            &format!("--net=/proc/{pid}/ns/net"),
-            "iperf3",
-            "-c",
-            GATEWAY,
-            "-p",
-            &port.to_string(),
-            "-t",
-            "4",
-            "-O",
-            "1",
-            "-J",
-        ],
-    );
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    let port = port.to_string();
+    let mut args = vec![
+        "30", "nsenter", &netns, "iperf3", "-c", GATEWAY, "-p", &port, "-t", "4", "-O", "1", "-J",
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    let out = common::run("timeout", &args);
     let _ = server.kill();
     let _ = server.wait();
     assert!(out.status.success(), "iperf3: {}", text(&out));
@@ -87,9 +82,52 @@ fn egress_limits_of_1_10_and_100_mbit_hold_within_ten_percent() {
         );
         assert_eq!(inspect["egress"]["rate_kbit"], rate_kbit, "{inspect}");
 
-        let measured = measure_egress(&lab, pid, 5201 + i as u16);
+        let measured = measure(&lab, pid, 5201 + i as u16, false);
         let expected = rate_kbit as f64 / 1000.0;
         eprintln!("egress limit {expected} Mbit/s: measured {measured:.2} Mbit/s");
+        assert!(
+            (measured - expected).abs() <= expected * 0.10,
+            "limit {expected} Mbit/s, measured {measured:.2} Mbit/s"
+        );
+        lab.stop("hA", &id);
+    }
+}
+
+#[test]
+fn ingress_limits_of_1_10_and_100_mbit_hold_within_ten_percent() {
+    let lab = Lab::new(&["hA"]);
+    for (i, rate_kbit) in [1_000u64, 10_000, 100_000].into_iter().enumerate() {
+        let id = lab.id(&format!("in{rate_kbit}"));
+        let mut env = flat_env(&format!("192.0.2.{}/24", 30 + i));
+        env.push(format!("INGRESS_RATE={rate_kbit}"));
+        let bundle = lab.bundle("hA", &id, &as_strs(&env), &[]);
+        lab.start("hA", &id, &bundle).unwrap();
+        let pid = lab.pid("hA", &id);
+        let netns = format!("--net=/proc/{pid}/ns/net");
+
+        // The ifb lives in the container's namespace, not on the host.
+        let links = must("nsenter", &[&netns, "ip", "-o", "link"]);
+        assert!(links.contains("ifb0"), "{links}");
+        assert_eq!(lab.links("hA"), ["lo", common::UPLINK]);
+        let filters = must(
+            "nsenter",
+            &[&netns, "tc", "filter", "show", "dev", "eth0", "ingress"],
+        );
+        assert!(
+            filters.contains("mirred (Egress Redirect to device ifb0)"),
+            "{filters}"
+        );
+        let inspect = lab.macvlan("hA", &["inspect", &id]);
+        let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        assert_eq!(
+            inspect["kernel"]["ingress"]["rate_kbit"], rate_kbit,
+            "{inspect}"
+        );
+        assert_eq!(inspect["kernel"]["ingress"]["device"], "ifb0", "{inspect}");
+
+        let measured = measure(&lab, pid, 5301 + i as u16, true);
+        let expected = rate_kbit as f64 / 1000.0;
+        eprintln!("ingress limit {expected} Mbit/s: measured {measured:.2} Mbit/s");
         assert!(
             (measured - expected).abs() <= expected * 0.10,
             "limit {expected} Mbit/s, measured {measured:.2} Mbit/s"
@@ -107,6 +145,7 @@ fn bad_limits_are_refused_and_leave_nothing() {
         ("words", vec!["RATE=ten"], "RATE"),
         ("small-burst", vec!["RATE=10000", "BURST=500"], "BURST"),
         ("no-rate", vec!["LATENCY=20"], "LATENCY"),
+        ("ingress-zero", vec!["INGRESS_RATE=0"], "INGRESS_RATE"),
     ] {
         let id = lab.id(short);
         let mut env = flat_env("192.0.2.20/24");

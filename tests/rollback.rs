@@ -4,6 +4,7 @@
 mod common;
 
 use common::{as_strs, flat_env, must, text, Lab, GATEWAY, UPLINK};
+#[cfg(feature = "failpoints")]
 use serde_json::json;
 
 /// Arms a failpoint in the bundle's createRuntime hook entry.

@@ -134,6 +134,7 @@ impl Driver for FlatDriver<'_> {
             updated_at: now,
             stopped_at: None,
             egress: None,
+            ingress: None,
         };
         let claim = claim_address(ctx, &target.container_id, flat.address, &record)
             .context("claim address")?;
@@ -206,10 +207,49 @@ impl Driver for FlatDriver<'_> {
                 .container
                 .replace_root_tbf(link.index, &tbf)
                 .with_context(|| format!("set egress limit (tbf) on {ifname}"))?;
-            egress = Some(crate::record::EgressRecord {
+            egress = Some(crate::record::LimitRecord {
                 rate_kbit: limit.rate_kbit,
                 burst: tbf.burst,
                 latency_ms: limit.latency_ms,
+                device: None,
+            });
+        }
+        let mut ingress = None;
+        if let Some(limit) = &request.ingress {
+            // Ingress is shaped as the egress of an ifb inside the
+            // container's namespace, so it vanishes with the namespace
+            // (the CNI bandwidth plugin's host-side ifb fails on macvlan:
+            // containernetworking/plugins#413).
+            let tbf = limit.tbf(request.mtu.unwrap_or(parent.mtu))?;
+            let ifb_name = (0..)
+                .map(|n| format!("ifb{n}"))
+                .find(|name| !existing.contains(name))
+                .expect("some ifbN is free");
+            sockets
+                .container
+                .create_ifb(&ifb_name)
+                .with_context(|| format!("create {ifb_name} for the ingress limit"))?;
+            undo.push(Undo::DeleteLink {
+                name: ifb_name.clone(),
+            });
+            let ifb = sockets
+                .container
+                .link_by_name(&ifb_name)?
+                .with_context(|| format!("{ifb_name} vanished"))?;
+            sockets.container.set_up(ifb.index)?;
+            sockets
+                .container
+                .replace_root_tbf(ifb.index, &tbf)
+                .with_context(|| format!("set ingress limit (tbf) on {ifb_name}"))?;
+            sockets
+                .container
+                .redirect_ingress(link.index, ifb.index)
+                .with_context(|| format!("redirect {ifname}'s ingress to {ifb_name}"))?;
+            ingress = Some(crate::record::LimitRecord {
+                rate_kbit: limit.rate_kbit,
+                burst: tbf.burst,
+                latency_ms: limit.latency_ms,
+                device: Some(ifb_name),
             });
         }
         sockets.timings.step("configure_ms");
@@ -225,6 +265,7 @@ impl Driver for FlatDriver<'_> {
             r.created_at = created_at;
             r.stopped_at = None;
             r.egress = egress.clone();
+            r.ingress = ingress.clone();
         })
         .context("record the attachment")?;
         sockets.timings.step("record_ms");

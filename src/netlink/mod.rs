@@ -23,7 +23,11 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+use netlink_packet_route::tc::{
+    TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType, TcAttribute,
+    TcFilterU32Option, TcHandle, TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key,
+    TcU32Selector, TcU32SelectorFlags,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_packet_utils::nla::{Nla, NlasIterator};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -423,6 +427,78 @@ impl Netlink {
         self.request(
             RouteNetlinkMessage::NewQueueDiscipline(message),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// Creates an ifb device (the target of redirected ingress traffic).
+    pub fn create_ifb(&mut self, name: &str) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Sends everything arriving on link `index` to link `target` instead
+    /// (whose egress qdisc then shapes it): an ingress qdisc, and on it a
+    /// u32 filter matching every packet with a mirred "egress redirect"
+    /// action — `tc filter add dev X parent ffff: u32 match u32 0 0 action
+    /// mirred egress redirect dev T`.
+    pub fn redirect_ingress(&mut self, index: u32, target: u32) -> Result<()> {
+        let mut qdisc = TcMessage::default();
+        qdisc.header.index = index as i32;
+        qdisc.header.parent = TcHandle::INGRESS;
+        qdisc.header.handle = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        qdisc.attributes = vec![TcAttribute::Kind("ingress".into())];
+        self.request(
+            RouteNetlinkMessage::NewQueueDiscipline(qdisc),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+
+        let mut mirror = TcMirror::default();
+        mirror.generic.action = TcActionType::Stolen;
+        mirror.eaction = TcMirrorActionType::EgressRedir;
+        mirror.ifindex = target;
+        let mut action = TcAction::default();
+        action.tab = 1;
+        action.attributes = vec![
+            TcActionAttribute::Kind("mirred".into()),
+            TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+                mirror,
+            ))]),
+        ];
+        let mut selector = TcU32Selector::default();
+        selector.flags = TcU32SelectorFlags::Terminal;
+        selector.nkeys = 1;
+        selector.keys = vec![TcU32Key::default()]; // mask 0, value 0: every packet
+        let mut filter = TcMessage::default();
+        filter.header.index = index as i32;
+        filter.header.parent = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        // tcm_info: priority 1 in the upper half, protocol ETH_P_ALL
+        // (network byte order) in the lower.
+        filter.header.info = (1 << 16) | u32::from(u16::from_be(libc::ETH_P_ALL as u16));
+        filter.attributes = vec![
+            TcAttribute::Kind("u32".into()),
+            TcAttribute::Options(vec![
+                TcOption::U32(TcFilterU32Option::Selector(selector)),
+                TcOption::U32(TcFilterU32Option::Action(vec![action])),
+            ]),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewTrafficFilter(filter),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )?;
         Ok(())
     }
