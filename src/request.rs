@@ -340,7 +340,18 @@ pub fn parse(
     policy: &Policy,
 ) -> Result<Option<NetworkRequest>, RequestError> {
     let Some(type_setting) = settings.get(Field::Type) else {
-        if let Some(other) = settings.values.values().next() {
+        // Only limits and no type: shaping of the interface the container
+        // already has (see `parse_shaping`), not one of our networks.
+        if let Some(other) = settings
+            .values
+            .iter()
+            .find(|(annotation, _)| {
+                !SHAPING_FIELDS
+                    .iter()
+                    .any(|f| f.annotation() == **annotation)
+            })
+            .map(|(_, setting)| setting)
+        {
             return Err(RequestError {
                 setting: format!("{} (TYPE)", Field::Type.annotation()),
                 value: None,
@@ -525,15 +536,7 @@ pub fn parse(
     };
 
     let egress = parse_egress(settings)?;
-    let ingress = match settings.get(Field::IngressRate) {
-        None => None,
-        Some(setting) => Some(RateLimit {
-            rate_kbit: positive(setting, "kbit/s", u64::from(u32::MAX) / 125)?,
-            burst: None,
-            latency_ms: DEFAULT_LATENCY_MS,
-            burst_setting: setting.name.clone(),
-        }),
-    };
+    let ingress = parse_ingress(settings)?;
 
     Ok(Some(NetworkRequest {
         container_id: container_id.to_string(),
@@ -546,6 +549,56 @@ pub fn parse(
         mode,
         egress,
         ingress,
+    }))
+}
+
+/// The settings that may come without a network type.
+const SHAPING_FIELDS: [Field; 4] = [
+    Field::Rate,
+    Field::Burst,
+    Field::Latency,
+    Field::IngressRate,
+];
+
+/// Bandwidth limits for a container that is not on one of our networks
+/// (the original system limited Docker's own veth containers too): a rate
+/// without TYPE shapes the container's existing `eth0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapingRequest {
+    pub container_id: String,
+    pub egress: Option<RateLimit>,
+    pub ingress: Option<RateLimit>,
+}
+
+/// `Ok(Some)` when the container gives limits but no network type.
+pub fn parse_shaping(
+    container_id: &str,
+    settings: &Settings,
+) -> Result<Option<ShapingRequest>, RequestError> {
+    if settings.get(Field::Type).is_some()
+        || !SHAPING_FIELDS.iter().any(|f| settings.get(*f).is_some())
+    {
+        return Ok(None);
+    }
+    let egress = parse_egress(settings)?;
+    let ingress = parse_ingress(settings)?;
+    Ok(Some(ShapingRequest {
+        container_id: container_id.to_string(),
+        egress,
+        ingress,
+    }))
+}
+
+/// INGRESS_RATE (kbit/s); bucket and latency take the defaults.
+fn parse_ingress(settings: &Settings) -> Result<Option<RateLimit>, RequestError> {
+    let Some(setting) = settings.get(Field::IngressRate) else {
+        return Ok(None);
+    };
+    Ok(Some(RateLimit {
+        rate_kbit: positive(setting, "kbit/s", u64::from(u32::MAX) / 125)?,
+        burst: None,
+        latency_ms: DEFAULT_LATENCY_MS,
+        burst_setting: setting.name.clone(),
     }))
 }
 
@@ -811,6 +864,33 @@ mod tests {
         let error = fast.check_against_parent(1500).unwrap_err();
         assert_eq!(error.setting, "BRUST");
         assert!(error.problem.contains("at least 125000 bytes"), "{error}");
+    }
+
+    #[test]
+    fn limits_without_a_type_are_shaping() {
+        let settings = Settings::collect(
+            &BTreeMap::new(),
+            &env(&["RATE=5000", "INGRESS_RATE=2000"]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(parse("c1", &settings, &policy()).unwrap(), None);
+        let shaping = parse_shaping("c1", &settings).unwrap().unwrap();
+        assert_eq!(shaping.egress.unwrap().rate_kbit, 5000);
+        assert_eq!(shaping.ingress.unwrap().rate_kbit, 2000);
+        // An address without a type is still an error, limits or not.
+        let settings = Settings::collect(
+            &BTreeMap::new(),
+            &env(&["RATE=5000", "IP=192.0.2.9/24"]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            parse("c1", &settings, &policy()).unwrap_err().setting,
+            "macvlan.type (TYPE)"
+        );
+        let flat = Settings::collect(&BTreeMap::new(), &env(&with("RATE=5000")), true).unwrap();
+        assert_eq!(parse_shaping("c1", &flat).unwrap(), None);
     }
 
     #[test]

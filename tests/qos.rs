@@ -12,6 +12,10 @@ use common::{as_strs, flat_env, must, text, Lab, GATEWAY};
 /// iperf3's receiver counts it (first second omitted): from the container
 /// (egress), or with `reverse` to it (ingress).
 fn measure(lab: &Lab, pid: u32, port: u16, reverse: bool) -> f64 {
+    measure_to(lab, pid, port, reverse, GATEWAY)
+}
+
+fn measure_to(lab: &Lab, pid: u32, port: u16, reverse: bool, server_address: &str) -> f64 {
     // One measurement at a time: two iperf3 runs would share the 2 cores.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -32,7 +36,19 @@ fn measure(lab: &Lab, pid: u32, port: u16, reverse: bool) -> f64 {
     let netns = format!("--net=/proc/{pid}/ns/net");
     let port = port.to_string();
     let mut args = vec![
-        "30", "nsenter", &netns, "iperf3", "-c", GATEWAY, "-p", &port, "-t", "4", "-O", "1", "-J",
+        "30",
+        "nsenter",
+        &netns,
+        "iperf3",
+        "-c",
+        server_address,
+        "-p",
+        &port,
+        "-t",
+        "4",
+        "-O",
+        "1",
+        "-J",
     ];
     if reverse {
         args.push("-R");
@@ -134,6 +150,49 @@ fn ingress_limits_of_1_10_and_100_mbit_hold_within_ten_percent() {
         );
         lab.stop("hA", &id);
     }
+}
+
+#[test]
+fn a_rate_without_type_shapes_the_existing_eth0() {
+    let lab = Lab::new(&["hA"]);
+    let id = lab.id("shape");
+    let bundle = lab.bundle("hA", &id, &["RATE=10000", "INGRESS_RATE=5000"], &[]);
+    // A prestart hook plays another network plugin (Docker's bridge driver,
+    // CNI…): a veth `eth0` in the container, its peer in the gateway's
+    // namespace on 198.51.100.0/24. runc runs prestart before createRuntime.
+    let gw = lab.ns("gw");
+    let script = bundle.join("veth-hook.sh");
+    let body = [
+        "set -e".to_string(),
+        r#"pid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p')"#.to_string(),
+        format!(r#"ip link add eth0 netns "$pid" type veth peer name vshape netns {gw}"#),
+        format!("ip -n {gw} addr add 198.51.100.1/24 dev vshape"),
+        format!("ip -n {gw} link set vshape up"),
+        r#"nsenter --net=/proc/$pid/ns/net ip addr add 198.51.100.2/24 dev eth0"#.to_string(),
+        r#"nsenter --net=/proc/$pid/ns/net ip link set eth0 up"#.to_string(),
+    ];
+    std::fs::write(&script, body.join("\n") + "\n").unwrap();
+    let mut config = lab.read_config(&bundle);
+    config["hooks"]["prestart"] = serde_json::json!([{"path": "/bin/sh", "args": ["sh", script]}]);
+    lab.write_config(&bundle, &config);
+    lab.start("hA", &id, &bundle).expect("starts");
+    let pid = lab.pid("hA", &id);
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    let qdisc = must("nsenter", &[&netns, "tc", "qdisc", "show", "dev", "eth0"]);
+    assert!(
+        qdisc.contains("qdisc tbf") && qdisc.contains("rate 10Mbit"),
+        "{qdisc}"
+    );
+    assert!(lab.log("hA").contains("type=shaping"), "{}", lab.log("hA"));
+    assert!(lab.store_keys("hA").is_empty(), "shaping keeps no record");
+
+    let egress = measure_to(&lab, pid, 5401, false, "198.51.100.1");
+    let ingress = measure_to(&lab, pid, 5402, true, "198.51.100.1");
+    eprintln!(
+        "shaping only: egress {egress:.2} Mbit/s (limit 10), ingress {ingress:.2} Mbit/s (limit 5)"
+    );
+    assert!((egress - 10.0).abs() <= 1.0, "egress {egress:.2}");
+    assert!((ingress - 5.0).abs() <= 0.5, "ingress {ingress:.2}");
 }
 
 #[test]

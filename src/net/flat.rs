@@ -200,58 +200,15 @@ impl Driver for FlatDriver<'_> {
                 .replace_default_route(link.index, gateway)
                 .with_context(|| format!("set default route via {gateway}"))?;
         }
-        let mut egress = None;
-        if let Some(limit) = &request.egress {
-            let tbf = limit.tbf(request.mtu.unwrap_or(parent.mtu))?;
-            sockets
-                .container
-                .replace_root_tbf(link.index, &tbf)
-                .with_context(|| format!("set egress limit (tbf) on {ifname}"))?;
-            egress = Some(crate::record::LimitRecord {
-                rate_kbit: limit.rate_kbit,
-                burst: tbf.burst,
-                latency_ms: limit.latency_ms,
-                device: None,
-            });
-        }
-        let mut ingress = None;
-        if let Some(limit) = &request.ingress {
-            // Ingress is shaped as the egress of an ifb inside the
-            // container's namespace, so it vanishes with the namespace
-            // (the CNI bandwidth plugin's host-side ifb fails on macvlan:
-            // containernetworking/plugins#413).
-            let tbf = limit.tbf(request.mtu.unwrap_or(parent.mtu))?;
-            let ifb_name = (0..)
-                .map(|n| format!("ifb{n}"))
-                .find(|name| !existing.contains(name))
-                .expect("some ifbN is free");
-            sockets
-                .container
-                .create_ifb(&ifb_name)
-                .with_context(|| format!("create {ifb_name} for the ingress limit"))?;
-            undo.push(Undo::DeleteLink {
-                name: ifb_name.clone(),
-            });
-            let ifb = sockets
-                .container
-                .link_by_name(&ifb_name)?
-                .with_context(|| format!("{ifb_name} vanished"))?;
-            sockets.container.set_up(ifb.index)?;
-            sockets
-                .container
-                .replace_root_tbf(ifb.index, &tbf)
-                .with_context(|| format!("set ingress limit (tbf) on {ifb_name}"))?;
-            sockets
-                .container
-                .redirect_ingress(link.index, ifb.index)
-                .with_context(|| format!("redirect {ifname}'s ingress to {ifb_name}"))?;
-            ingress = Some(crate::record::LimitRecord {
-                rate_kbit: limit.rate_kbit,
-                burst: tbf.burst,
-                latency_ms: limit.latency_ms,
-                device: Some(ifb_name),
-            });
-        }
+        let (egress, ingress) = super::qos::apply(
+            &mut sockets.container,
+            &link,
+            &existing,
+            request.mtu.unwrap_or(parent.mtu),
+            request.egress.as_ref(),
+            request.ingress.as_ref(),
+            undo,
+        )?;
         sockets.timings.step("configure_ms");
         crate::failpoint::check("after-configure")?;
         let actual_mac = link.mac.map(|m| format_mac(&m)).unwrap_or(mac_text);

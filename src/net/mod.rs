@@ -3,6 +3,7 @@
 //! type-specific work behind the small [`Driver`] trait.
 
 mod flat;
+pub mod qos;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -78,6 +79,8 @@ pub enum Undo {
     DeleteLink { name: String },
     /// Put the store back as it was before the address claim.
     Claim(Box<Claim>),
+    /// Remove the root and ingress qdiscs added to interface `name`.
+    DeleteQdiscs { name: String },
 }
 
 /// The undo list of an attach in progress.
@@ -101,6 +104,15 @@ impl Rollback {
                     (|| {
                         if let Some(link) = container.link_by_name(&name)? {
                             container.delete_link(link.index)?;
+                        }
+                        Ok(())
+                    })(),
+                ),
+                Undo::DeleteQdiscs { name } => (
+                    "delete qdiscs",
+                    (|| {
+                        if let Some(link) = container.link_by_name(&name)? {
+                            container.delete_qdiscs(link.index)?;
                         }
                         Ok(())
                     })(),

@@ -503,6 +503,23 @@ impl Netlink {
         Ok(())
     }
 
+    /// Deletes the root and ingress qdiscs of link `index`, if any: the
+    /// kernel puts its default root qdisc back.
+    pub fn delete_qdiscs(&mut self, index: u32) -> Result<()> {
+        for parent in [TcHandle::ROOT, TcHandle::INGRESS] {
+            let mut message = TcMessage::default();
+            message.header.index = index as i32;
+            message.header.parent = parent;
+            match self.request(RouteNetlinkMessage::DelQueueDiscipline(message), NLM_F_ACK) {
+                Ok(_) => {}
+                // Nothing of that kind there.
+                Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::EINVAL)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The root tbf of link `index` as the kernel holds it, if it has one.
     pub fn root_tbf(&mut self, index: u32) -> Result<Option<tbf::Tbf>> {
         let mut query = TcMessage::default();

@@ -78,7 +78,18 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
         return Ok(());
     }
     let Some(request) = request::parse(&state.id, &settings, &config.policy)? else {
-        return Ok(());
+        let Some(shaping) = request::parse_shaping(&state.id, &settings)? else {
+            return Ok(());
+        };
+        let pid = state.pid.context(
+            "the OCI state has no pid; createRuntime needs the container's init process",
+        )?;
+        let ctx = net::Context::new(config, logger.clone())?;
+        let target = Target {
+            container_id: state.id.clone(),
+            pid,
+        };
+        return net::qos::shape(&ctx, &shaping, &target);
     };
     if bundle.netns == NetnsSpec::Host {
         bail!("the container shares the host's network namespace (no \"network\" entry in linux.namespaces); a macvlan needs a namespace of its own");

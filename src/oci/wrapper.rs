@@ -131,7 +131,12 @@ pub fn asks_for_network(config: &Value, allow_env: bool) -> bool {
             .and_then(Value::as_array)
             .is_some_and(|env| {
                 env.iter().filter_map(Value::as_str).any(|entry| {
-                    Field::Type.env_names().iter().any(|name| {
+                    // A network type, or limits alone (which shape the
+                    // container's existing interface).
+                    let names = [Field::Type, Field::Rate, Field::IngressRate]
+                        .into_iter()
+                        .flat_map(|field| field.env_names());
+                    names.into_iter().any(|name| {
                         entry
                             .strip_prefix(name)
                             .and_then(|v| v.strip_prefix('='))
