@@ -15,6 +15,7 @@ packages=(
   podman                       # podman 4.3 for the hooks.d tests
   containerd                   # containerd 1.6 and ctr, for the ctr --runc-binary test
   gcc libc6-dev pkg-config     # SQLite is compiled in (rusqlite "bundled")
+  python3                      # the demo edits its config.json with it
   ca-certificates curl
 )
 missing=()
