@@ -121,26 +121,13 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::MacvlanMode;
 
     fn record(state: State, stopped_at: Option<u64>, pid: Option<u32>) -> FlatRecord {
         FlatRecord {
-            ip: "192.0.2.10/24".into(),
-            gateway: None,
-            host_interface: "lan0".into(),
-            mac: "02:00:00:00:00:01".into(),
-            mtu: None,
-            mode: MacvlanMode::Bridge,
-            host: "h".into(),
             state,
-            pool: "192.0.2.0-24".into(),
-            ifname: None,
-            pid,
-            created_at: 0,
-            updated_at: 0,
             stopped_at,
-            egress: None,
-            ingress: None,
+            pid,
+            ..FlatRecord::sample("192.0.2.10/24")
         }
     }
 

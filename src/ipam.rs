@@ -217,25 +217,7 @@ pub fn release_flat(
         let Some(text) = store.get(&key)? else {
             return Ok(None);
         };
-        let record: FlatRecord = serde_json::from_str(&text).map_err(|e| IpamError::Corrupt {
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
-        let mut ops = vec![Op::Delete(key.clone())];
-        let mut compares = vec![Compare::Equals(key.clone(), text)];
-        if let Ok(cidr) = record.ip.parse::<Ipv4Cidr>() {
-            let address_key = keys.address(&record.pool, cidr.address);
-            compares.push(Compare::Equals(
-                address_key.clone(),
-                holder_value(container_id),
-            ));
-            ops.push(Op::Delete(address_key));
-        }
-        if store.transaction(&compares, &ops)? {
-            return Ok(Some(record));
-        }
-        // The address key may be gone or changed: remove the record alone.
-        if store.transaction(&compares[..1], &ops[..1])? {
+        if let Some(record) = release_flat_if(store, keys, container_id, &text)? {
             return Ok(Some(record));
         }
     }
@@ -274,29 +256,10 @@ pub fn release_flat_if(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::MacvlanMode;
     use crate::store::SqliteStore;
 
     fn record(ip: &str) -> FlatRecord {
-        let cidr: Ipv4Cidr = ip.parse().unwrap();
-        FlatRecord {
-            ip: ip.into(),
-            gateway: None,
-            host_interface: "lan0".into(),
-            mac: "02:00:00:00:00:01".into(),
-            mtu: None,
-            mode: MacvlanMode::Bridge,
-            host: "h".into(),
-            state: State::Attaching,
-            pool: cidr.subnet().pool_name(),
-            ifname: None,
-            pid: None,
-            created_at: 0,
-            updated_at: 0,
-            stopped_at: None,
-            egress: None,
-            ingress: None,
-        }
+        FlatRecord::sample(ip)
     }
 
     fn setup() -> (tempfile::TempDir, SqliteStore, Keys) {

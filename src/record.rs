@@ -74,6 +74,32 @@ pub struct LimitRecord {
     pub device: Option<String>,
 }
 
+#[cfg(test)]
+impl FlatRecord {
+    /// A record for unit tests: `ip` on lan0, bridge mode, attaching.
+    pub fn sample(ip: &str) -> FlatRecord {
+        let cidr: crate::cidr::Ipv4Cidr = ip.parse().expect("test CIDR");
+        FlatRecord {
+            ip: ip.into(),
+            gateway: None,
+            host_interface: "lan0".into(),
+            mac: "02:00:00:00:00:01".into(),
+            mtu: None,
+            mode: MacvlanMode::Bridge,
+            host: "h".into(),
+            state: State::Attaching,
+            pool: cidr.subnet().pool_name(),
+            ifname: None,
+            pid: None,
+            created_at: 0,
+            updated_at: 0,
+            stopped_at: None,
+            egress: None,
+            ingress: None,
+        }
+    }
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

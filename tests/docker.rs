@@ -38,10 +38,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn eth0(docker: &Dockerd, name: &str) -> (String, String) {
-    let address = docker.must(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
-    let mac = docker.must(&["exec", name, "cat", "/sys/class/net/eth0/address"]);
-    let cidr = address.split_whitespace().nth(3).unwrap_or("").to_string();
-    (cidr, mac)
+    common::eth0_inside(name, |args| docker.must(args))
 }
 
 #[test]

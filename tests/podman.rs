@@ -41,12 +41,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn eth0(podman: &Podman, name: &str) -> (String, String) {
-    let address = podman.must(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
-    let mac = podman.must(&["exec", name, "cat", "/sys/class/net/eth0/address"]);
-    (
-        address.split_whitespace().nth(3).unwrap_or("").to_string(),
-        mac,
-    )
+    common::eth0_inside(name, |args| podman.must(args))
 }
 
 #[test]

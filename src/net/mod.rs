@@ -298,7 +298,7 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
     let netns_path = target.netns_path();
     let netns =
         File::open(&netns_path).with_context(|| format!("open {}", netns_path.display()))?;
-    let container = Netlink::open_in_netns(&netns_path)
+    let container = Netlink::open_in_netns_file(&netns, &netns_path.display().to_string())
         .context("open netlink socket in the container's namespace")?;
     timings.step("enter_netns_ms");
     let mut sockets = Sockets {

@@ -144,14 +144,27 @@ impl Netlink {
     }
 
     /// A socket inside the network namespace at `netns_path` (for example
-    /// `/proc/<pid>/ns/net`). A throwaway thread enters the namespace, opens
-    /// the socket and exits; the socket keeps pointing at that namespace.
+    /// `/proc/<pid>/ns/net`).
     pub fn open_in_netns(netns_path: &Path) -> Result<Self> {
         let file = File::open(netns_path).map_err(|source| NetlinkError::EnterNetns {
             path: netns_path.display().to_string(),
             source,
         })?;
-        let path = netns_path.display().to_string();
+        Netlink::open_in_netns_file(&file, &netns_path.display().to_string())
+    }
+
+    /// A socket inside the network namespace `netns` (an open namespace
+    /// file, named `path` in errors). A throwaway thread enters the
+    /// namespace, opens the socket and exits; the socket keeps pointing at
+    /// that namespace.
+    pub fn open_in_netns_file(netns: &File, path: &str) -> Result<Self> {
+        let path = path.to_string();
+        let file = netns
+            .try_clone()
+            .map_err(|source| NetlinkError::EnterNetns {
+                path: path.clone(),
+                source,
+            })?;
         std::thread::Builder::new()
             .name("netns".into())
             .stack_size(64 * 1024)
@@ -253,13 +266,6 @@ impl Netlink {
         self.get_link(message)
     }
 
-    /// The link with index `index`, if there is one.
-    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
-        let mut message = LinkMessage::default();
-        message.header.index = index;
-        self.get_link(message)
-    }
-
     fn get_link(&mut self, query: LinkMessage) -> Result<Option<Link>> {
         match self.request(RouteNetlinkMessage::GetLink(query), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
@@ -340,27 +346,6 @@ impl Netlink {
         Ok(())
     }
 
-    /// IPv4 addresses of a link, as (address, prefix length).
-    pub fn ipv4_addresses(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
-        let mut query = AddressMessage::default();
-        query.header.family = AddressFamily::Inet;
-        let replies = self.request(RouteNetlinkMessage::GetAddress(query), NLM_F_DUMP)?;
-        let mut found = Vec::new();
-        for reply in replies {
-            if let RouteNetlinkMessage::NewAddress(address) = reply {
-                if address.header.index != index {
-                    continue;
-                }
-                for attribute in &address.attributes {
-                    if let AddressAttribute::Local(std::net::IpAddr::V4(ip)) = attribute {
-                        found.push((*ip, address.header.prefix_len));
-                    }
-                }
-            }
-        }
-        Ok(found)
-    }
-
     /// Installs the default route via `gateway` on link `index` in the main
     /// table, replacing a default route that is already there.
     pub fn replace_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> Result<()> {
@@ -381,37 +366,6 @@ impl Netlink {
         Ok(())
     }
 
-    /// The IPv4 default route's gateway and output link, if there is one.
-    pub fn ipv4_default_route(&mut self) -> Result<Option<(Ipv4Addr, u32)>> {
-        let mut query = RouteMessage::default();
-        query.header.address_family = AddressFamily::Inet;
-        let replies = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
-        for reply in replies {
-            if let RouteNetlinkMessage::NewRoute(route) = reply {
-                if route.header.destination_prefix_length != 0
-                    || route.header.table != RouteHeader::RT_TABLE_MAIN
-                {
-                    continue;
-                }
-                let mut gateway = None;
-                let mut oif = None;
-                for attribute in &route.attributes {
-                    match attribute {
-                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
-                        RouteAttribute::Oif(index) => oif = Some(*index),
-                        _ => {}
-                    }
-                }
-                if let (Some(gateway), Some(oif)) = (gateway, oif) {
-                    return Ok(Some((gateway, oif)));
-                }
-            }
-        }
-        Ok(None)
-    }
-}
-
-impl Netlink {
     /// Makes a tbf the root qdisc of link `index`, replacing what is there.
     pub fn replace_root_tbf(&mut self, index: u32, tbf: &tbf::Tbf) -> Result<()> {
         let mut message = TcMessage::default();

@@ -63,6 +63,15 @@ pub fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// (address/prefix, MAC) of `eth0` inside a container, through an engine's
+/// `exec` (`run(&["exec", name, …])` returns stdout).
+pub fn eth0_inside(name: &str, run: impl Fn(&[&str]) -> String) -> (String, String) {
+    let address = run(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+    let mac = run(&["exec", name, "cat", "/sys/class/net/eth0/address"]);
+    let cidr = address.split_whitespace().nth(3).unwrap_or("").to_string();
+    (cidr, mac)
+}
+
 /// One test's topology and its files.
 pub struct Lab {
     /// Unique per test run: `mv<pid>x<n>`.
