@@ -220,7 +220,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect { id } => {
             let ctx = net::Context::new(config, logger)?;
-            let record = ipam::load_flat(ctx.store.as_ref(), &ctx.keys, &id)?
+            let record = ipam::load_flat(ctx.store()?, &ctx.keys, &id)?
                 .with_context(|| format!("no network record for container {id}"))?;
             let mut value = record_json(&id, &record);
             // The limits in force, read back from the kernel.
@@ -267,7 +267,7 @@ fn record_json(id: &str, record: &FlatRecord) -> serde_json::Value {
 
 fn all_records(ctx: &net::Context) -> Result<Vec<(String, FlatRecord)>> {
     let prefix = ctx.keys.flat_prefix();
-    ctx.store
+    ctx.store()?
         .list(&prefix)?
         .into_iter()
         .map(|(key, value)| {

@@ -76,7 +76,7 @@ pub fn judge(policy: &GcPolicy, id: &str, record: &FlatRecord, now: u64) -> Opti
 pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
     let prefix = ctx.keys.flat_prefix();
     let mut released = Vec::new();
-    for (key, value) in ctx.store.list(&prefix)? {
+    for (key, value) in ctx.store()?.list(&prefix)? {
         let id = key[prefix.len()..].to_string();
         let Ok(record) = serde_json::from_str::<FlatRecord>(&value) else {
             ctx.logger.log(
@@ -96,7 +96,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
         if !dry_run {
             // The record may have changed since the scan (a restart): release
             // only what still matches what was judged.
-            if ipam::release_flat_if(ctx.store.as_ref(), &ctx.keys, &id, &value)?.is_none() {
+            if ipam::release_flat_if(ctx.store()?, &ctx.keys, &id, &value)?.is_none() {
                 continue;
             }
             ctx.logger.log(

@@ -185,6 +185,10 @@ fn a_rate_without_type_shapes_the_existing_eth0() {
     );
     assert!(lab.log("hA").contains("type=shaping"), "{}", lab.log("hA"));
     assert!(lab.store_keys("hA").is_empty(), "shaping keeps no record");
+    assert!(
+        !lab.dir.path().join("state-hA.db").exists(),
+        "shaping does not even open the store"
+    );
 
     let egress = measure_to(&lab, pid, 5401, false, "198.51.100.1");
     let ingress = measure_to(&lab, pid, 5402, true, "198.51.100.1");

@@ -53,7 +53,7 @@ fn claim_address(
     address: crate::cidr::Ipv4Cidr,
     record: &FlatRecord,
 ) -> Result<ipam::Claim> {
-    match ipam::claim_flat(ctx.store.as_ref(), &ctx.keys, container_id, address, record) {
+    match ipam::claim_flat(ctx.store()?, &ctx.keys, container_id, address, record) {
         Err(ipam::IpamError::Held { holder, .. }) if holder_is_gone(ctx, &holder)? => {
             ctx.logger.log(
                 crate::log::Level::Info,
@@ -68,7 +68,7 @@ fn claim_address(
                 ],
             );
             Ok(ipam::claim_flat(
-                ctx.store.as_ref(),
+                ctx.store()?,
                 &ctx.keys,
                 container_id,
                 address,
@@ -82,7 +82,7 @@ fn claim_address(
 /// Releases `holder`'s record if gc would; returns whether it did.
 fn holder_is_gone(ctx: &Context, holder: &str) -> Result<bool> {
     let key = ctx.keys.flat(holder);
-    let Some(text) = ctx.store.get(&key)? else {
+    let Some(text) = ctx.store()?.get(&key)? else {
         return Ok(false);
     };
     let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
@@ -93,7 +93,7 @@ fn holder_is_gone(ctx: &Context, holder: &str) -> Result<bool> {
     {
         return Ok(false);
     }
-    Ok(ipam::release_flat_if(ctx.store.as_ref(), &ctx.keys, holder, &text)?.is_some())
+    Ok(ipam::release_flat_if(ctx.store()?, &ctx.keys, holder, &text)?.is_some())
 }
 
 impl Driver for FlatDriver<'_> {
@@ -215,7 +215,7 @@ impl Driver for FlatDriver<'_> {
 
         let ifname_for_record = ifname.clone();
         let mac_for_record = actual_mac.clone();
-        ipam::update_flat(ctx.store.as_ref(), &ctx.keys, &target.container_id, |r| {
+        ipam::update_flat(ctx.store()?, &ctx.keys, &target.container_id, |r| {
             r.state = State::Running;
             r.ifname = Some(ifname_for_record.clone());
             r.mac = mac_for_record.clone();

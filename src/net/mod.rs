@@ -25,7 +25,8 @@ pub use flat::FlatDriver;
 /// Everything an attach or detach needs from the host.
 pub struct Context {
     pub config: Config,
-    pub store: Box<dyn Store>,
+    /// Opened on first use: shaping a container's own interface needs none.
+    store: std::cell::OnceCell<Box<dyn Store>>,
     pub keys: Keys,
     pub logger: Logger,
     /// This host's name, recorded with every container.
@@ -34,7 +35,6 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Config, logger: Logger) -> Result<Context> {
-        let store = store::open(&config)?;
         let keys = Keys::new(&config.store_prefix);
         let host = nix::unistd::gethostname()
             .ok()
@@ -42,11 +42,20 @@ impl Context {
             .unwrap_or_else(|| "localhost".into());
         Ok(Context {
             config,
-            store,
+            store: std::cell::OnceCell::new(),
             keys,
             logger,
             host,
         })
+    }
+
+    /// The store the configuration names, opened on first use.
+    pub fn store(&self) -> Result<&dyn Store> {
+        if let Some(store) = self.store.get() {
+            return Ok(store.as_ref());
+        }
+        let store = store::open(&self.config)?;
+        Ok(self.store.get_or_init(|| store).as_ref())
     }
 }
 
@@ -119,7 +128,9 @@ impl Rollback {
                 ),
                 Undo::Claim(claim) => (
                     "release address",
-                    ipam::undo_claim(ctx.store.as_ref(), container_id, &claim).map_err(Into::into),
+                    ctx.store().and_then(|store| {
+                        ipam::undo_claim(store, container_id, &claim).map_err(Into::into)
+                    }),
                 ),
             };
             if let Err(e) = result {
@@ -328,8 +339,8 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
 /// stopped (the address stays reserved for a restart). Idempotent.
 pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> {
     let started = Instant::now();
-    let record = ipam::mark_stopped(ctx.store.as_ref(), &ctx.keys, container_id)
-        .context("mark record stopped")?;
+    let record =
+        ipam::mark_stopped(ctx.store()?, &ctx.keys, container_id).context("mark record stopped")?;
     if let Some(record) = &record {
         log_detach(ctx, container_id, record, record.state.as_str(), started);
     }
@@ -340,7 +351,7 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
 /// namespace and releases its record and address.
 pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<FlatRecord> {
     let started = Instant::now();
-    let record = ipam::load_flat(ctx.store.as_ref(), &ctx.keys, container_id)?
+    let record = ipam::load_flat(ctx.store()?, &ctx.keys, container_id)?
         .with_context(|| format!("no network record for container {container_id}"))?;
     if let (Some(pid), Some(ifname)) = (pid.or(record.pid), &record.ifname) {
         let netns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
@@ -359,7 +370,7 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Fla
             }
         }
     }
-    ipam::release_flat(ctx.store.as_ref(), &ctx.keys, container_id)?;
+    ipam::release_flat(ctx.store()?, &ctx.keys, container_id)?;
     log_detach(ctx, container_id, &record, "released", started);
     Ok(record)
 }
