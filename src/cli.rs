@@ -9,11 +9,12 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::discovery;
 use crate::ipam;
 use crate::log::{Level, Logger};
 use crate::net::{self, Target};
 use crate::record::FlatRecord;
-use crate::request::{self, Field, Settings};
+use crate::request::{self, Field, ServiceName, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +66,46 @@ pub enum Command {
         /// Only show what would be released.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Register a running container's service; the registrar publishes it
+    /// while its port answers.
+    Publish {
+        /// The service's TCP port.
+        #[arg(long)]
+        port: String,
+        /// The service's name (default: the container's hostname).
+        #[arg(long)]
+        service: Option<String>,
+        /// Container id.
+        container: String,
+    },
+    /// Withdraw a container's service at once.
+    Unpublish { container: String },
+    /// Print the live endpoints of a service.
+    Lookup {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The host's background work: keeps registered services published
+    /// while their health checks pass.
+    Daemon {
+        /// Exit after the configured idle time with nothing to do (how a
+        /// hook starts it on demand).
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// Answer DNS queries (A, SRV) for `<service>.<domain>` from the store.
+    Dns {
+        /// Address and port to listen on (UDP), e.g. 192.0.2.1:53.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The zone to answer for, e.g. svc.example.
+        #[arg(long)]
+        domain: String,
+        /// Forward other names to this server (default: refuse them).
+        #[arg(long)]
+        forward: Option<std::net::SocketAddr>,
     },
 }
 
@@ -218,6 +259,60 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Publish {
+            port,
+            service,
+            container,
+        } => {
+            let ctx = net::Context::new(config, logger)?;
+            publish(&ctx, &container, &port, service.as_deref())
+                .with_context(|| format!("container {container}"))
+        }
+        Command::Unpublish { container } => {
+            let ctx = net::Context::new(config, logger)?;
+            match discovery::withdraw(ctx.store()?, &ctx.keys, &container)? {
+                Some(r) => println!("{container}: withdrew {} {}:{}", r.service, r.ip, r.port),
+                None => anyhow::bail!("container {container}: no service is registered"),
+            }
+            Ok(())
+        }
+        Command::Lookup { name, json } => {
+            let ctx = net::Context::new(config, logger)?;
+            let service = ServiceName::parse(&name)
+                .with_context(|| format!("service {name:?}: {}", ServiceName::EXPECTED))?;
+            let endpoints = discovery::endpoints(ctx.store()?, &ctx.keys, service.as_str())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&endpoints)?);
+                return Ok(());
+            }
+            if endpoints.is_empty() {
+                anyhow::bail!("service {service}: no live endpoints");
+            }
+            for e in &endpoints {
+                println!("{}:{} {} {}", e.ip, e.port, e.container, e.host);
+            }
+            Ok(())
+        }
+        Command::Daemon { exit_when_idle } => {
+            let ctx = net::Context::new(config, logger)?;
+            discovery::registrar::run(&ctx, exit_when_idle)
+        }
+        Command::Dns {
+            listen,
+            domain,
+            forward,
+        } => {
+            let ctx = net::Context::new(config, logger)?;
+            let options = discovery::dns::DnsOptions {
+                listen,
+                domain: discovery::dns::DnsOptions::parse_domain(&domain)?,
+                others: match forward {
+                    Some(upstream) => discovery::dns::Others::Forward(upstream),
+                    None => discovery::dns::Others::Refuse,
+                },
+            };
+            discovery::dns::serve(&ctx, &options)
+        }
         Command::Inspect { id } => {
             let ctx = net::Context::new(config, logger)?;
             let record = ipam::load_flat(ctx.store()?, &ctx.keys, &id)?
@@ -254,6 +349,61 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `macvlan publish`: registers a service of a running container of this host.
+fn publish(ctx: &net::Context, id: &str, port: &str, service: Option<&str>) -> Result<()> {
+    let port = request::parse_port(port)
+        .with_context(|| format!("invalid --port {port:?}: expected a TCP port from 1 to 65535"))?;
+    let record = ipam::load_flat(ctx.store()?, &ctx.keys, id)?
+        .context("no network record; publish works for containers on a macvlan network")?;
+    if record.host != ctx.host {
+        anyhow::bail!(
+            "runs on host {}; publish it there (the health check runs on the container's host)",
+            record.host
+        );
+    }
+    let pid = match (record.state, record.pid) {
+        (crate::record::State::Running, Some(pid)) => pid,
+        _ => anyhow::bail!("is not running (state {})", record.state.as_str()),
+    };
+    let service = match service {
+        Some(name) => ServiceName::parse(name)
+            .with_context(|| format!("invalid --service {name:?}: {}", ServiceName::EXPECTED))?,
+        None => {
+            let hostname = container_hostname(pid)?;
+            ServiceName::parse(&hostname).with_context(|| {
+                format!("its hostname {hostname:?} is not a service name; give --service NAME")
+            })?
+        }
+    };
+    let address: crate::cidr::Ipv4Cidr = record
+        .ip
+        .parse()
+        .map_err(|_| anyhow::anyhow!("corrupt address {:?} in its record", record.ip))?;
+    let registration =
+        discovery::Registration::new(&service, address.address, port, id, &ctx.host, pid)?;
+    discovery::register(ctx.store()?, &ctx.keys, &registration)?;
+    discovery::registrar::ensure_running(&ctx.config)
+        .context("start the registrar (macvlan daemon)")?;
+    println!(
+        "{id}: registered {service} at {}:{port}; published while the port answers",
+        address.address
+    );
+    Ok(())
+}
+
+/// The hostname inside a container (its UTS namespace).
+fn container_hostname(pid: u32) -> Result<String> {
+    std::thread::spawn(move || -> Result<String> {
+        let path = format!("/proc/{pid}/ns/uts");
+        let uts = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        nix::sched::setns(&uts, nix::sched::CloneFlags::CLONE_NEWUTS)
+            .context("enter the container's UTS namespace")?;
+        Ok(nix::unistd::gethostname()?.to_string_lossy().into_owned())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("hostname lookup panicked"))?
 }
 
 fn record_json(id: &str, record: &FlatRecord) -> serde_json::Value {

@@ -62,6 +62,46 @@ pub struct Config {
     pub debug: bool,
     pub policy: Policy,
     pub gc: GcPolicy,
+    /// This host's name in records (default: the kernel's hostname).
+    pub host_name: Option<String>,
+    pub daemon: DaemonConfig,
+    pub discovery: DiscoveryConfig,
+    /// The file this was loaded from, passed on to the daemon a hook starts.
+    pub source: Option<PathBuf>,
+}
+
+/// `macvlan daemon`: the host's background work (registrar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Holds the daemon's lock and pid files.
+    pub runtime_dir: PathBuf,
+    /// A daemon started on demand by a hook exits after this long with
+    /// nothing to do (a daemon started by systemd keeps running).
+    pub idle_exit: std::time::Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            runtime_dir: PathBuf::from("/run/macvlan-runc"),
+            idle_exit: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Service registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// An endpoint vanishes this long after its registrar stops renewing it.
+    pub ttl: std::time::Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            ttl: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// How `macvlan gc` decides that a container is gone.
@@ -107,6 +147,10 @@ impl Default for Config {
                 ..Policy::default()
             },
             gc: GcPolicy::default(),
+            host_name: None,
+            daemon: DaemonConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            source: None,
         }
     }
 }
@@ -132,6 +176,27 @@ struct RawConfig {
     debug: Option<bool>,
     policy: Option<RawPolicy>,
     gc: Option<RawGc>,
+    host_name: Option<String>,
+    daemon: Option<RawDaemon>,
+    discovery: Option<RawDiscovery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    runtime_dir: Option<String>,
+    idle_exit: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    ttl: Option<String>,
+}
+
+fn parse_duration(key: &str, text: &str, example: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{key} {text:?}: {e}; expected a duration like \"{example}\""))
 }
 
 #[derive(Deserialize)]
@@ -195,10 +260,12 @@ impl Config {
                 })
             }
         };
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.display().to_string(),
             message,
-        })
+        })?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
@@ -258,6 +325,39 @@ impl Config {
                 };
             }
         }
+        if let Some(name) = raw.host_name {
+            if name.is_empty() || name.contains('/') || name.len() > 253 {
+                return Err(format!(
+                    "host_name {name:?}: expected a host name (no '/', at most 253 characters)"
+                ));
+            }
+            config.host_name = Some(name);
+        }
+        if let Some(daemon) = raw.daemon {
+            if let Some(dir) = daemon.runtime_dir {
+                if !dir.starts_with('/') {
+                    return Err(format!(
+                        "daemon.runtime_dir {dir:?}: expected an absolute path"
+                    ));
+                }
+                config.daemon.runtime_dir = dir.into();
+            }
+            if let Some(idle) = daemon.idle_exit {
+                config.daemon.idle_exit = parse_duration("daemon.idle_exit", &idle, "60s")?;
+            }
+        }
+        if let Some(discovery) = raw.discovery {
+            if let Some(ttl) = discovery.ttl {
+                let ttl = parse_duration("discovery.ttl", &ttl, "10s")?;
+                if ttl < std::time::Duration::from_secs(2) {
+                    return Err(format!(
+                        "discovery.ttl {:?}: at least 2s (the registrar renews every third of it)",
+                        humantime::format_duration(ttl).to_string()
+                    ));
+                }
+                config.discovery.ttl = ttl;
+            }
+        }
         Ok(config)
     }
 }
@@ -275,6 +375,8 @@ mod tests {
         assert_eq!(config.log, defaults.log);
         assert_eq!(config.policy, defaults.policy);
         assert_eq!(config.gc, defaults.gc);
+        assert_eq!(config.daemon, defaults.daemon);
+        assert_eq!(config.discovery, defaults.discovery);
         assert_eq!(config.store_prefix, "/macvlan");
     }
 
@@ -316,5 +418,8 @@ mod tests {
         assert!(Config::parse("[policy]\nallowed_subnets = [\"nope\"]").is_err());
         assert!(Config::parse("[gc]\nstopped_retention = \"soon\"").is_err());
         assert!(Config::parse("[gc]\ncontainer_dirs = [\"relative\"]").is_err());
+        assert!(Config::parse("[discovery]\nttl = \"1s\"").is_err());
+        assert!(Config::parse("[daemon]\nruntime_dir = \"run\"").is_err());
+        assert!(Config::parse("host_name = \"a/b\"").is_err());
     }
 }

@@ -4,6 +4,7 @@
 pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod failpoint;
 pub mod gc;
 pub mod ipam;

@@ -215,6 +215,8 @@ pub struct NetworkRequest {
     pub egress: Option<RateLimit>,
     /// Ingress limit (INGRESS_RATE), shaped on an ifb in the container's namespace.
     pub ingress: Option<RateLimit>,
+    /// A service to register (DISCOVER=true).
+    pub discovery: Option<DiscoveryRequest>,
 }
 
 /// RATE / BURST / LATENCY as given; the bucket is sized once the MTU is known.
@@ -374,15 +376,8 @@ pub fn parse(
         _ => return Err(invalid(type_setting, "expected flat, dhcp or vlan")),
     };
 
-    for unsupported in [Field::Vlan, Field::Discover, Field::Port, Field::Service] {
-        if let Some(setting) = settings.get(unsupported) {
-            let problem = if unsupported == Field::Vlan {
-                "only for vlan networks".to_string()
-            } else {
-                "not supported by this version yet; remove it".to_string()
-            };
-            return Err(invalid(setting, problem));
-        }
+    if let Some(setting) = settings.get(Field::Vlan) {
+        return Err(invalid(setting, "only for vlan networks"));
     }
 
     let parent_setting = settings
@@ -537,6 +532,7 @@ pub fn parse(
 
     let egress = parse_egress(settings)?;
     let ingress = parse_ingress(settings)?;
+    let discovery = parse_discovery(settings)?;
 
     Ok(Some(NetworkRequest {
         container_id: container_id.to_string(),
@@ -549,7 +545,116 @@ pub fn parse(
         mode,
         egress,
         ingress,
+        discovery,
     }))
+}
+
+/// DISCOVER / PORT / SERVICE: a service to register once the container runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryRequest {
+    pub port: u16,
+    /// The name asked for; `None` means the container's hostname.
+    pub service: Option<ServiceName>,
+}
+
+/// A service name: one DNS label (lower case letters, digits, '-'; 1–63
+/// characters, not starting or ending with '-'), so that `<name>.<domain>`
+/// resolves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub const EXPECTED: &'static str =
+        "expected a DNS label: 1-63 letters, digits or '-', not starting or ending with '-'";
+
+    pub fn parse(text: &str) -> Option<ServiceName> {
+        let name = text.trim().to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        valid.then_some(ServiceName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl DiscoveryRequest {
+    /// The name to register: SERVICE, or else the container's hostname.
+    pub fn service_name(&self, hostname: Option<&str>) -> Result<ServiceName, RequestError> {
+        if let Some(name) = &self.service {
+            return Ok(name.clone());
+        }
+        let setting = format!("{} (SERVICE)", Field::Service.annotation());
+        match hostname.filter(|h| !h.is_empty()) {
+            Some(hostname) => ServiceName::parse(hostname).ok_or_else(|| RequestError {
+                setting,
+                value: None,
+                problem: format!(
+                    "not given, and the hostname {hostname:?} is not a usable service name ({}); set SERVICE",
+                    ServiceName::EXPECTED
+                ),
+            }),
+            None => Err(RequestError {
+                setting,
+                value: None,
+                problem: "not given and the container has no hostname; set SERVICE=name".into(),
+            }),
+        }
+    }
+}
+
+/// A port number 1–65535.
+pub fn parse_port(text: &str) -> Option<u16> {
+    text.trim().parse::<u16>().ok().filter(|p| *p > 0)
+}
+
+fn parse_discovery(settings: &Settings) -> Result<Option<DiscoveryRequest>, RequestError> {
+    let enabled = match settings.get(Field::Discover) {
+        None => false,
+        Some(setting) => match setting.value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(invalid(setting, "expected true or false")),
+        },
+    };
+    if !enabled {
+        for orphan in [Field::Port, Field::Service] {
+            if let Some(setting) = settings.get(orphan) {
+                if settings.get(Field::Discover).is_none() {
+                    return Err(invalid(setting, "needs DISCOVER=true (macvlan.discover)"));
+                }
+            }
+        }
+        return Ok(None);
+    }
+    let port_setting = settings.get(Field::Port).ok_or_else(|| RequestError {
+        setting: format!("{} (PORT)", Field::Port.annotation()),
+        value: None,
+        problem: "required with DISCOVER=true: the service's TCP port, for example PORT=8000"
+            .into(),
+    })?;
+    let port = parse_port(&port_setting.value)
+        .ok_or_else(|| invalid(port_setting, "expected a TCP port from 1 to 65535"))?;
+    let service = settings
+        .get(Field::Service)
+        .map(|setting| {
+            ServiceName::parse(&setting.value)
+                .ok_or_else(|| invalid(setting, ServiceName::EXPECTED))
+        })
+        .transpose()?;
+    Ok(Some(DiscoveryRequest { port, service }))
 }
 
 /// The settings that may come without a network type.
@@ -899,5 +1004,62 @@ mod tests {
         let error = request.check_against_parent(1500).unwrap_err();
         assert!(error.problem.contains("1500"));
         assert!(request.check_against_parent(9000).is_ok());
+    }
+
+    #[test]
+    fn discovery_settings() {
+        let mut pairs = GOOD.to_vec();
+        pairs.extend(["DISCOVER=true", "PORT=8000", "SERVICE=WebApp"]);
+        let discovery = parse_env(&pairs).unwrap().unwrap().discovery.unwrap();
+        assert_eq!(discovery.port, 8000);
+        assert_eq!(discovery.service_name(None).unwrap().as_str(), "webapp");
+
+        let mut pairs = GOOD.to_vec();
+        pairs.extend(["DISCOVER=true", "PORT=80"]);
+        let discovery = parse_env(&pairs).unwrap().unwrap().discovery.unwrap();
+        assert_eq!(
+            discovery.service_name(Some("web-1")).unwrap().as_str(),
+            "web-1"
+        );
+        let no_name = discovery.service_name(None).unwrap_err().to_string();
+        assert!(
+            no_name.contains("SERVICE") && no_name.contains("no hostname"),
+            "{no_name}"
+        );
+        let bad_host = discovery.service_name(Some("a_b")).unwrap_err().to_string();
+        assert!(bad_host.contains("\"a_b\""), "{bad_host}");
+
+        let mut pairs = GOOD.to_vec();
+        pairs.push("DISCOVER=false");
+        assert_eq!(parse_env(&pairs).unwrap().unwrap().discovery, None);
+    }
+
+    #[test]
+    fn bad_discovery_settings_name_their_field() {
+        let cases: [(&[&str], &str); 7] = [
+            (&["DISCOVER=true"], "macvlan.port (PORT): required"),
+            (&["DISCOVER=true", "PORT=0"], "invalid PORT \"0\""),
+            (&["DISCOVER=true", "PORT=70000"], "invalid PORT \"70000\""),
+            (&["DISCOVER=true", "PORT=http"], "from 1 to 65535"),
+            (
+                &["DISCOVER=maybe", "PORT=80"],
+                "invalid DISCOVER \"maybe\": expected true or false",
+            ),
+            (
+                &["DISCOVER=true", "PORT=80", "SERVICE=-x"],
+                "invalid SERVICE \"-x\": expected a DNS label",
+            ),
+            (&["PORT=80"], "invalid PORT \"80\": needs DISCOVER=true"),
+        ];
+        for (extra, expected) in cases {
+            let mut pairs = GOOD.to_vec();
+            pairs.extend(extra);
+            let message = error_for(&pairs).to_string();
+            assert!(message.contains(expected), "{extra:?}: {message}");
+        }
+        let long = "a".repeat(64);
+        assert!(ServiceName::parse(&long).is_none());
+        assert!(ServiceName::parse(&long[..63]).is_some());
+        assert!(ServiceName::parse("a.b").is_none());
     }
 }

@@ -36,10 +36,12 @@ pub struct Context {
 impl Context {
     pub fn new(config: Config, logger: Logger) -> Result<Context> {
         let keys = Keys::new(&config.store_prefix);
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into());
+        let host = config.host_name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        });
         Ok(Context {
             config,
             store: std::cell::OnceCell::new(),
@@ -90,6 +92,8 @@ pub enum Undo {
     Claim(Box<Claim>),
     /// Remove the root and ingress qdiscs added to interface `name`.
     DeleteQdiscs { name: String },
+    /// Remove the container's service registration.
+    Registration,
 }
 
 /// The undo list of an attach in progress.
@@ -125,6 +129,12 @@ impl Rollback {
                         }
                         Ok(())
                     })(),
+                ),
+                Undo::Registration => (
+                    "remove service registration",
+                    ctx.store().and_then(|store| {
+                        crate::discovery::withdraw(store, &ctx.keys, container_id).map(|_| ())
+                    }),
                 ),
                 Undo::Claim(claim) => (
                     "release address",
@@ -319,7 +329,16 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
         timings,
     };
     let mut undo = Rollback::default();
-    match driver.setup(ctx, target, &facts, &mut sockets, &mut undo) {
+    let result = driver
+        .setup(ctx, target, &facts, &mut sockets, &mut undo)
+        .and_then(|attached| {
+            if let Some(discovery) = &request.discovery {
+                register_service(ctx, request, discovery, target, &mut undo)?;
+                sockets.timings.step("register_ms");
+            }
+            Ok(attached)
+        });
+    match result {
         Ok(attached) => {
             if ctx.logger.debug_enabled() {
                 let mut fields = vec![("container", target.container_id.as_str())];
@@ -335,10 +354,40 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
     }
 }
 
+/// Records the service the container asked to have registered and makes
+/// sure a registrar runs to publish it once its port answers.
+fn register_service(
+    ctx: &Context,
+    request: &NetworkRequest,
+    discovery: &crate::request::DiscoveryRequest,
+    target: &Target,
+    undo: &mut Rollback,
+) -> Result<()> {
+    // The caller has put the hostname in if SERVICE was not given.
+    let service = discovery.service_name(None)?;
+    let registration = crate::discovery::Registration::new(
+        &service,
+        request.flat.address.address,
+        discovery.port,
+        &target.container_id,
+        &ctx.host,
+        target.pid,
+    )?;
+    crate::discovery::register(ctx.store()?, &ctx.keys, &registration)?;
+    undo.push(Undo::Registration);
+    crate::failpoint::check("after-register")?;
+    crate::discovery::registrar::ensure_running(&ctx.config)
+        .context("start the registrar (macvlan daemon)")?;
+    Ok(())
+}
+
 /// `poststop`: the namespace and its devices are gone; mark the record
-/// stopped (the address stays reserved for a restart). Idempotent.
+/// stopped (the address stays reserved for a restart) and withdraw its
+/// service at once. Idempotent.
 pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> {
     let started = Instant::now();
+    crate::discovery::withdraw(ctx.store()?, &ctx.keys, container_id)
+        .context("withdraw the service registration")?;
     let record =
         ipam::mark_stopped(ctx.store()?, &ctx.keys, container_id).context("mark record stopped")?;
     if let Some(record) = &record {
@@ -353,6 +402,8 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Fla
     let started = Instant::now();
     let record = ipam::load_flat(ctx.store()?, &ctx.keys, container_id)?
         .with_context(|| format!("no network record for container {container_id}"))?;
+    crate::discovery::withdraw(ctx.store()?, &ctx.keys, container_id)
+        .context("withdraw the service registration")?;
     if let (Some(pid), Some(ifname)) = (pid.or(record.pid), &record.ifname) {
         let netns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         if netns_path.exists() {

@@ -77,7 +77,7 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
     if settings.is_empty() {
         return Ok(());
     }
-    let Some(request) = request::parse(&state.id, &settings, &config.policy)? else {
+    let Some(mut request) = request::parse(&state.id, &settings, &config.policy)? else {
         let Some(shaping) = request::parse_shaping(&state.id, &settings)? else {
             return Ok(());
         };
@@ -91,6 +91,9 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
         };
         return net::qos::shape(&ctx, &shaping, &target);
     };
+    if let Some(discovery) = &mut request.discovery {
+        discovery.service = Some(discovery.service_name(bundle.hostname.as_deref())?);
+    }
     if bundle.netns == NetnsSpec::Host {
         bail!("the container shares the host's network namespace (no \"network\" entry in linux.namespaces); a macvlan needs a namespace of its own");
     }

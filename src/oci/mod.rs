@@ -91,6 +91,8 @@ pub struct BundleConfig {
     pub annotations: BTreeMap<String, String>,
     pub env: Vec<String>,
     pub netns: NetnsSpec,
+    /// The container's hostname, the default service name.
+    pub hostname: Option<String>,
 }
 
 impl BundleConfig {
@@ -134,6 +136,10 @@ impl BundleConfig {
             annotations: string_map(value.get("annotations")),
             env,
             netns,
+            hostname: value
+                .get("hostname")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }

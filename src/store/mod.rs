@@ -12,6 +12,8 @@ use crate::config::{Config, StoreLocation};
 pub enum StoreError {
     #[error("store {location}: {message}")]
     Backend { location: String, message: String },
+    #[error("store lease {} has ended", .0 .0)]
+    LeaseEnded(LeaseId),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -29,8 +31,15 @@ pub enum Compare {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Put(String, String),
+    /// Put a key that disappears with the lease: when it is revoked, or
+    /// when it expires because nobody kept it alive.
+    PutWithLease(String, String, LeaseId),
     Delete(String),
 }
+
+/// A time-to-live grant, as etcd's: keys put under it vanish when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseId(pub i64);
 
 /// A key-value store with atomic compare-and-apply transactions.
 pub trait Store: Send + Sync {
@@ -39,6 +48,13 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, String)>>;
     /// Applies `ops` atomically if every condition holds; returns whether it did.
     fn transaction(&self, compares: &[Compare], ops: &[Op]) -> Result<bool>;
+    /// A new lease that ends `ttl` from now unless kept alive.
+    fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId>;
+    /// Restarts the lease's time to live; `false` when it has already ended
+    /// (its keys are gone: grant a new one and put them again).
+    fn keep_alive(&self, lease: LeaseId) -> Result<bool>;
+    /// Ends the lease now, deleting its keys.
+    fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
 }
 
 /// Opens the store the configuration names.
@@ -68,6 +84,30 @@ impl Keys {
 
     pub fn flat_prefix(&self) -> String {
         format!("{}/flat/", self.prefix)
+    }
+
+    /// `/macvlan/service/<name>/<container-id>`: one endpoint of a service,
+    /// under the registrar's lease (several containers may serve one name).
+    pub fn service_endpoint(&self, name: &str, container_id: &str) -> String {
+        format!("{}/service/{name}/{container_id}", self.prefix)
+    }
+
+    /// `/macvlan/service/<name>/`, or every service with `None`.
+    pub fn service_prefix(&self, name: Option<&str>) -> String {
+        match name {
+            Some(name) => format!("{}/service/{name}/", self.prefix),
+            None => format!("{}/service/", self.prefix),
+        }
+    }
+
+    /// `/macvlan/registration/<container-id>`: what the registrar keeps
+    /// registered (the service's name and port, where to health-check it).
+    pub fn registration(&self, container_id: &str) -> String {
+        format!("{}/registration/{container_id}", self.prefix)
+    }
+
+    pub fn registration_prefix(&self) -> String {
+        format!("{}/registration/", self.prefix)
     }
 
     /// `/macvlan/ipam/<pool>/<ip>`

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{named_params, params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{Compare, Op, Result, Store, StoreError};
+use super::{Compare, LeaseId, Op, Result, Store, StoreError};
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -48,9 +48,24 @@ impl SqliteStore {
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
                  PRAGMA wal_autocheckpoint = 32;
-                 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+                 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, lease INTEGER) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, ttl_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
             )
             .map_err(|e| fail(e.to_string()))?;
+        // Files written before leases existed have no lease column.
+        let has_lease_column: bool = connection
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('kv') WHERE name = 'lease'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(|e| fail(e.to_string()))?
+            > 0;
+        if !has_lease_column {
+            connection
+                .execute_batch("ALTER TABLE kv ADD COLUMN lease INTEGER")
+                .map_err(|e| fail(e.to_string()))?;
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
@@ -65,6 +80,29 @@ impl SqliteStore {
     }
 }
 
+/// Milliseconds since the epoch: lease expiry must hold across processes
+/// and reboots, so wall-clock time.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A key is visible while it has no lease or its lease has not expired.
+const LIVE: &str = "(lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_ms > :now))";
+
+/// Deletes expired leases and their keys.
+fn purge_expired(connection: &Connection) -> rusqlite::Result<()> {
+    let now = now_ms();
+    connection.execute(
+        "DELETE FROM kv WHERE lease IS NOT NULL AND lease NOT IN (SELECT id FROM leases WHERE expires_ms > ?1)",
+        params![now],
+    )?;
+    connection.execute("DELETE FROM leases WHERE expires_ms <= ?1", params![now])?;
+    Ok(())
+}
+
 /// The smallest string greater than every string starting with `prefix`
 /// (for a range scan that uses the primary key's index).
 fn prefix_end(prefix: &str) -> String {
@@ -77,9 +115,11 @@ impl Store for SqliteStore {
     fn get(&self, key: &str) -> Result<Option<String>> {
         let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         connection
-            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |row| {
-                row.get(0)
-            })
+            .query_row(
+                &format!("SELECT value FROM kv WHERE key = :key AND {LIVE}"),
+                named_params! {":key": key, ":now": now_ms()},
+                |row| row.get(0),
+            )
             .optional()
             .map_err(|e| self.error(e))
     }
@@ -87,12 +127,15 @@ impl Store for SqliteStore {
     fn list(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         let mut statement = connection
-            .prepare_cached("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")
+            .prepare_cached(&format!(
+                "SELECT key, value FROM kv WHERE key >= :start AND key < :end AND {LIVE} ORDER BY key"
+            ))
             .map_err(|e| self.error(e))?;
         let rows = statement
-            .query_map(params![prefix, prefix_end(prefix)], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
+            .query_map(
+                named_params! {":start": prefix, ":end": prefix_end(prefix), ":now": now_ms()},
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
             .map_err(|e| self.error(e))?;
         rows.collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.error(e))
@@ -109,9 +152,11 @@ impl Store for SqliteStore {
                 Compare::Equals(key, value) => (key, Some(value)),
             };
             let actual: Option<String> = transaction
-                .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |row| {
-                    row.get(0)
-                })
+                .query_row(
+                    &format!("SELECT value FROM kv WHERE key = :key AND {LIVE}"),
+                    named_params! {":key": key, ":now": now_ms()},
+                    |row| row.get(0),
+                )
                 .optional()
                 .map_err(|e| self.error(e))?;
             if actual.as_ref() != expected {
@@ -121,10 +166,28 @@ impl Store for SqliteStore {
         for op in ops {
             match op {
                 Op::Put(key, value) => transaction.execute(
-                    "INSERT INTO kv (key, value) VALUES (?1, ?2)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    "INSERT INTO kv (key, value, lease) VALUES (?1, ?2, NULL)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, lease = NULL",
                     params![key, value],
                 ),
+                Op::PutWithLease(key, value, lease) => {
+                    let live: bool = transaction
+                        .query_row(
+                            "SELECT count(*) FROM leases WHERE id = ?1 AND expires_ms > ?2",
+                            params![lease.0, now_ms()],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .map_err(|e| self.error(e))?
+                        > 0;
+                    if !live {
+                        return Err(StoreError::LeaseEnded(*lease));
+                    }
+                    transaction.execute(
+                        "INSERT INTO kv (key, value, lease) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value, lease = excluded.lease",
+                        params![key, value, lease.0],
+                    )
+                }
                 Op::Delete(key) => {
                     transaction.execute("DELETE FROM kv WHERE key = ?1", params![key])
                 }
@@ -133,6 +196,44 @@ impl Store for SqliteStore {
         }
         transaction.commit().map_err(|e| self.error(e))?;
         Ok(true)
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        purge_expired(&connection).map_err(|e| self.error(e))?;
+        connection
+            .execute(
+                "INSERT INTO leases (ttl_ms, expires_ms) VALUES (?1, ?2)",
+                params![ttl.as_millis() as i64, now_ms() + ttl.as_millis() as i64],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(LeaseId(connection.last_insert_rowid()))
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> Result<bool> {
+        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        purge_expired(&connection).map_err(|e| self.error(e))?;
+        let updated = connection
+            .execute(
+                "UPDATE leases SET expires_ms = ?1 + ttl_ms WHERE id = ?2",
+                params![now_ms(), lease.0],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(updated == 1)
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.error(e))?;
+        transaction
+            .execute("DELETE FROM kv WHERE lease = ?1", params![lease.0])
+            .map_err(|e| self.error(e))?;
+        transaction
+            .execute("DELETE FROM leases WHERE id = ?1", params![lease.0])
+            .map_err(|e| self.error(e))?;
+        transaction.commit().map_err(|e| self.error(e))
     }
 }
 
@@ -165,6 +266,65 @@ mod tests {
             )
             .unwrap());
         assert_eq!(store.get(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn leased_keys_vanish_when_the_lease_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let ttl = Duration::from_millis(300);
+        let lease = store.grant_lease(ttl).unwrap();
+        let put = |key: &str, lease| {
+            store
+                .transaction(&[], &[Op::PutWithLease(key.into(), "v".into(), lease)])
+                .unwrap()
+        };
+        put("/s/a", lease);
+        store
+            .transaction(&[], &[Op::Put("/plain".into(), "v".into())])
+            .unwrap();
+        assert_eq!(store.list("/s/").unwrap().len(), 1);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(store.keep_alive(lease).unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        // Kept alive: still there 400 ms after the grant.
+        assert_eq!(store.get("/s/a").unwrap().as_deref(), Some("v"));
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(store.get("/s/a").unwrap(), None);
+        assert!(store.list("/s/").unwrap().is_empty());
+        // An ended lease is reported, and a key can no longer be put under it.
+        assert!(!store.keep_alive(lease).unwrap());
+        assert!(matches!(
+            store.transaction(&[], &[Op::PutWithLease("/s/b".into(), "v".into(), lease)]),
+            Err(StoreError::LeaseEnded(_))
+        ));
+        // An expired key counts as absent for a create-if-absent.
+        assert!(store
+            .transaction(
+                &[Compare::Absent("/s/a".into())],
+                &[Op::Put("/s/a".into(), "w".into())]
+            )
+            .unwrap());
+        let second = store.grant_lease(Duration::from_secs(60)).unwrap();
+        put("/s/c", second);
+        store.revoke_lease(second).unwrap();
+        assert_eq!(store.get("/s/c").unwrap(), None);
+        assert_eq!(store.get("/plain").unwrap().as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn opens_a_file_written_before_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO kv VALUES ('/k', 'v');",
+        )
+        .unwrap();
+        drop(old);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get("/k").unwrap().as_deref(), Some("v"));
     }
 
     #[test]

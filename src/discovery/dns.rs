@@ -1,0 +1,344 @@
+//! `macvlan dns`: answers A and SRV queries for `<service>.<domain>` from
+//! the store's live endpoints; other names are forwarded or refused.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::Endpoint;
+use crate::log::Level;
+use crate::net::Context;
+
+/// TTL of the answers: short, since endpoints come and go with health checks.
+pub const ANSWER_TTL: u32 = 5;
+
+/// What to do with a name outside the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Others {
+    Refuse,
+    Forward(SocketAddr),
+}
+
+/// How the responder was asked to run.
+#[derive(Debug, Clone)]
+pub struct DnsOptions {
+    pub listen: SocketAddr,
+    /// The zone it answers for, e.g. `lab.` (stored lower case, fully qualified).
+    pub domain: Name,
+    pub others: Others,
+}
+
+impl DnsOptions {
+    pub fn parse_domain(text: &str) -> Result<Name> {
+        let mut name = Name::from_str(text.trim())
+            .ok()
+            .filter(|n| n.num_labels() > 0)
+            .with_context(|| format!("--domain {text:?}: expected a domain name like svc.example"))?
+            .to_lowercase();
+        name.set_fqdn(true);
+        Ok(name)
+    }
+}
+
+/// The answer to one query, or the decision to forward it.
+pub enum Reply {
+    Answer(Message),
+    Forward,
+}
+
+/// Whose endpoints a query name asks for, relative to the domain.
+#[derive(Debug, PartialEq, Eq)]
+enum Question {
+    /// The zone's own name.
+    Apex,
+    /// `<service>.D` or `_<service>._tcp.D`.
+    Service(String),
+    /// `<container-id-prefix>.<service>.D`: an SRV target, one endpoint.
+    Endpoint { service: String, container: String },
+}
+
+/// Splits `name` (lower case) into what it asks for; `None` outside the
+/// zone's names.
+fn question(name: &Name, domain: &Name) -> Option<Question> {
+    let labels: Vec<String> = name
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_string())
+        .collect();
+    let relative = &labels[..labels.len() - domain.num_labels() as usize];
+    match relative {
+        [] => Some(Question::Apex),
+        [service] => Some(Question::Service(service.clone())),
+        [service, protocol] if service.starts_with('_') && protocol == "_tcp" => {
+            Some(Question::Service(service[1..].to_string()))
+        }
+        [container, service] => Some(Question::Endpoint {
+            service: service.clone(),
+            container: container.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The SRV target naming one endpoint: the first 12 characters of its
+/// container id under the service's name.
+fn target(endpoint: &Endpoint, service: &str, domain: &Name) -> Result<Name> {
+    let short: String = endpoint
+        .container
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(12)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    Ok(Name::from_str(&format!("{short}.{service}"))?.append_domain(domain)?)
+}
+
+/// Answers `request` from `endpoints_of` (the live endpoints of a service name).
+pub fn answer(
+    request: &Message,
+    domain: &Name,
+    forwarding: bool,
+    endpoints_of: impl Fn(&str) -> Result<Vec<Endpoint>>,
+) -> Reply {
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = forwarding;
+    if request.edns.is_some() {
+        response.edns = Some(Edns::new());
+    }
+    let rcode = |mut message: Message, code: ResponseCode| {
+        message.metadata.response_code = code;
+        Reply::Answer(message)
+    };
+    if request.metadata.message_type != MessageType::Query {
+        return rcode(response, ResponseCode::FormErr);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        response.metadata.op_code = request.metadata.op_code;
+        return rcode(response, ResponseCode::NotImp);
+    }
+    let [query] = request.queries.as_slice() else {
+        return rcode(response, ResponseCode::FormErr);
+    };
+    response.add_query(query.clone());
+    let name = query.name().to_lowercase();
+    if !domain.zone_of(&name) {
+        return if forwarding {
+            Reply::Forward
+        } else {
+            rcode(response, ResponseCode::Refused)
+        };
+    }
+    response.metadata.authoritative = true;
+    let owner = query.name().clone();
+    let Some(asked) = question(&name, domain) else {
+        return rcode(response, ResponseCode::NXDomain);
+    };
+    let (service, container) = match asked {
+        Question::Apex => return Reply::Answer(response),
+        Question::Service(service) => (service, None),
+        Question::Endpoint { service, container } => (service, Some(container)),
+    };
+    let endpoints = match endpoints_of(&service) {
+        Ok(endpoints) => endpoints,
+        Err(_) => return rcode(response, ResponseCode::ServFail),
+    };
+    let endpoints: Vec<&Endpoint> = endpoints
+        .iter()
+        .filter(|e| match &container {
+            Some(short) => e.container.to_ascii_lowercase().starts_with(short.as_str()),
+            None => true,
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return rcode(response, ResponseCode::NXDomain);
+    }
+    let a = |e: &Endpoint, owner: Name| Record::from_rdata(owner, ANSWER_TTL, RData::A(A(e.ip)));
+    match query.query_type() {
+        RecordType::A => {
+            for endpoint in &endpoints {
+                response.add_answer(a(endpoint, owner.clone()));
+            }
+        }
+        RecordType::SRV if container.is_none() => {
+            for endpoint in &endpoints {
+                let Ok(target) = target(endpoint, &service, domain) else {
+                    continue;
+                };
+                response.add_answer(Record::from_rdata(
+                    owner.clone(),
+                    ANSWER_TTL,
+                    RData::SRV(SRV::new(0, 10, endpoint.port, target.clone())),
+                ));
+                response.add_additional(a(endpoint, target));
+            }
+        }
+        // The name exists, with no records of that type (NODATA).
+        _ => {}
+    }
+    Reply::Answer(response)
+}
+
+/// Serves UDP queries until the process is killed.
+pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
+    let socket = UdpSocket::bind(options.listen)
+        .with_context(|| format!("listen on {} (udp)", options.listen))?;
+    let store = ctx.store()?;
+    ctx.logger.log(
+        Level::Info,
+        "dns-start",
+        &[
+            ("listen", &options.listen.to_string()),
+            ("domain", &options.domain.to_ascii()),
+        ],
+    );
+    let forwarding = matches!(options.others, Others::Forward(_));
+    let mut buffer = [0u8; 4096];
+    loop {
+        let (length, peer) = match socket.recv_from(&mut buffer) {
+            Ok(received) => received,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("receive a query"),
+        };
+        let packet = &buffer[..length];
+        let Ok(request) = Message::from_vec(packet) else {
+            continue;
+        };
+        let reply = answer(&request, &options.domain, forwarding, |service| {
+            super::endpoints(store, &ctx.keys, service)
+        });
+        match (reply, options.others) {
+            (Reply::Answer(message), _) => {
+                if let Ok(bytes) = message.to_vec() {
+                    let _ = socket.send_to(&bytes, peer);
+                }
+            }
+            (Reply::Forward, Others::Forward(upstream)) => {
+                let socket = socket.try_clone()?;
+                let query = packet.to_vec();
+                // One thread per forwarded query: a slow upstream must not
+                // hold up the names this responder answers itself.
+                std::thread::spawn(move || forward(&socket, peer, upstream, &query));
+            }
+            (Reply::Forward, Others::Refuse) => {}
+        }
+    }
+}
+
+fn forward(socket: &UdpSocket, peer: SocketAddr, upstream: SocketAddr, query: &[u8]) {
+    let relay = || -> std::io::Result<Vec<u8>> {
+        let local: SocketAddr = if upstream.is_ipv4() {
+            "0.0.0.0:0".parse().expect("address")
+        } else {
+            "[::]:0".parse().expect("address")
+        };
+        let out = UdpSocket::bind(local)?;
+        out.set_read_timeout(Some(Duration::from_secs(3)))?;
+        out.connect(upstream)?;
+        out.send(query)?;
+        let mut buffer = vec![0u8; 4096];
+        let length = out.recv(&mut buffer)?;
+        buffer.truncate(length);
+        Ok(buffer)
+    };
+    if let Ok(response) = relay() {
+        let _ = socket.send_to(&response, peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+
+    fn endpoint(ip: &str, port: u16, container: &str) -> Endpoint {
+        Endpoint {
+            ip: ip.parse().unwrap(),
+            port,
+            container: container.into(),
+            host: "h".into(),
+        }
+    }
+
+    fn ask(name: &str, kind: RecordType, forwarding: bool) -> Reply {
+        let mut request = Message::new(7, MessageType::Query, OpCode::Query);
+        request.add_query(Query::query(Name::from_str(name).unwrap(), kind));
+        let domain = DnsOptions::parse_domain("lab").unwrap();
+        answer(&request, &domain, forwarding, |service| {
+            Ok(match service {
+                "webapp" => vec![
+                    endpoint("192.0.2.10", 8000, "AbcDef1234567890"),
+                    endpoint("192.0.2.11", 8001, "second"),
+                ],
+                _ => vec![],
+            })
+        })
+    }
+
+    fn message(reply: Reply) -> Message {
+        match reply {
+            Reply::Answer(message) => {
+                // Every answer survives the wire format.
+                Message::from_vec(&message.to_vec().unwrap()).unwrap()
+            }
+            Reply::Forward => panic!("forwarded"),
+        }
+    }
+
+    #[test]
+    fn a_records_for_every_endpoint() {
+        let m = message(ask("WebApp.lab.", RecordType::A, false));
+        assert_eq!(m.metadata.id, 7);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative);
+        let ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(ips, ["192.0.2.10", "192.0.2.11"]);
+    }
+
+    #[test]
+    fn srv_records_with_resolvable_targets() {
+        for name in ["webapp.lab.", "_webapp._tcp.lab."] {
+            let m = message(ask(name, RecordType::SRV, false));
+            assert_eq!(m.answers.len(), 2, "{name}");
+            let first = m.answers[0].data.to_string();
+            assert!(
+                first.contains("8000") && first.contains("abcdef123456.webapp.lab."),
+                "{first}"
+            );
+            assert_eq!(m.additionals.len(), 2);
+        }
+        let m = message(ask("abcdef123456.webapp.lab.", RecordType::A, false));
+        let ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(ips, ["192.0.2.10"]);
+    }
+
+    #[test]
+    fn unknown_names_other_types_and_other_zones() {
+        let m = message(ask("nothing.lab.", RecordType::A, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let m = message(ask("webapp.lab.", RecordType::AAAA, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        let m = message(ask("example.org.", RecordType::A, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(matches!(
+            ask("example.org.", RecordType::A, true),
+            Reply::Forward
+        ));
+        let m = message(ask("a.b.c.webapp.lab.", RecordType::A, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn domain_must_be_a_name() {
+        assert!(DnsOptions::parse_domain("").is_err());
+        assert_eq!(
+            DnsOptions::parse_domain("Svc.Example").unwrap().to_ascii(),
+            "svc.example."
+        );
+    }
+}

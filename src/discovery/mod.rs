@@ -1,0 +1,177 @@
+//! Service discovery: what a container asked to have registered
+//! (`/macvlan/registration/<id>`), the endpoints the registrar keeps alive
+//! under a store lease (`/macvlan/service/<name>/<id>`), and lookup.
+
+pub mod dns;
+pub mod registrar;
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::request::ServiceName;
+use crate::store::{Keys, Op, Store};
+
+/// A service a container on this host offers, kept registered by the
+/// registrar while its health check passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub service: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub container: String,
+    pub host: String,
+    /// The container's init process: the health check connects from
+    /// inside its network namespace.
+    pub pid: u32,
+    /// The inode of that namespace, so a reused pid is not mistaken for
+    /// the container.
+    pub netns_inode: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// One endpoint of a service, as lookups and DNS see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub container: String,
+    pub host: String,
+}
+
+impl Registration {
+    pub fn new(
+        service: &ServiceName,
+        ip: Ipv4Addr,
+        port: u16,
+        container: &str,
+        host: &str,
+        pid: u32,
+    ) -> Result<Registration> {
+        let netns = format!("/proc/{pid}/ns/net");
+        let netns_inode = std::fs::metadata(&netns)
+            .with_context(|| format!("stat {netns}"))?
+            .ino();
+        Ok(Registration {
+            service: service.to_string(),
+            ip,
+            port,
+            container: container.to_string(),
+            host: host.to_string(),
+            pid,
+            netns_inode,
+            created_at: crate::record::now(),
+        })
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            ip: self.ip,
+            port: self.port,
+            container: self.container.clone(),
+            host: self.host.clone(),
+        }
+    }
+
+    /// Whether the container's namespace still exists (same pid, same netns).
+    pub fn container_alive(&self) -> bool {
+        std::fs::metadata(format!("/proc/{}/ns/net", self.pid))
+            .map(|m| m.ino() == self.netns_inode)
+            .unwrap_or(false)
+    }
+}
+
+/// Records the registration (replacing an earlier one of the container);
+/// the registrar publishes the endpoint once the port answers.
+pub fn register(store: &dyn Store, keys: &Keys, registration: &Registration) -> Result<()> {
+    let mut ops = Vec::new();
+    if let Some(old) = load(store, keys, &registration.container)? {
+        if old.service != registration.service {
+            ops.push(Op::Delete(
+                keys.service_endpoint(&old.service, &old.container),
+            ));
+        }
+    }
+    ops.push(Op::Put(
+        keys.registration(&registration.container),
+        serde_json::to_string(registration)?,
+    ));
+    store
+        .transaction(&[], &ops)
+        .context("record the service registration")?;
+    Ok(())
+}
+
+/// Removes a container's registration and its endpoint at once. Returns
+/// the registration there was.
+pub fn withdraw(
+    store: &dyn Store,
+    keys: &Keys,
+    container_id: &str,
+) -> Result<Option<Registration>> {
+    let Some(registration) = load(store, keys, container_id)? else {
+        return Ok(None);
+    };
+    store
+        .transaction(
+            &[],
+            &[
+                Op::Delete(keys.service_endpoint(&registration.service, container_id)),
+                Op::Delete(keys.registration(container_id)),
+            ],
+        )
+        .context("remove the service registration")?;
+    Ok(Some(registration))
+}
+
+pub fn load(store: &dyn Store, keys: &Keys, container_id: &str) -> Result<Option<Registration>> {
+    let key = keys.registration(container_id);
+    store
+        .get(&key)?
+        .map(|value| serde_json::from_str(&value).with_context(|| format!("corrupt record {key}")))
+        .transpose()
+}
+
+/// Every registration in the store.
+pub fn registrations(store: &dyn Store, keys: &Keys) -> Result<Vec<Registration>> {
+    store
+        .list(&keys.registration_prefix())?
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::from_str(&value).with_context(|| format!("corrupt record {key}"))
+        })
+        .collect()
+}
+
+/// The live endpoints of service `name`.
+pub fn endpoints(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<Endpoint>> {
+    store
+        .list(&keys.service_prefix(Some(name)))?
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::from_str(&value).with_context(|| format!("corrupt record {key}"))
+        })
+        .collect()
+}
+
+/// Every live endpoint, with its service name.
+pub fn all_endpoints(store: &dyn Store, keys: &Keys) -> Result<Vec<(String, Endpoint)>> {
+    let prefix = keys.service_prefix(None);
+    store
+        .list(&prefix)?
+        .into_iter()
+        .map(|(key, value)| {
+            let name = key[prefix.len()..]
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let endpoint =
+                serde_json::from_str(&value).with_context(|| format!("corrupt record {key}"))?;
+            Ok((name, endpoint))
+        })
+        .collect()
+}

@@ -1,0 +1,341 @@
+//! The registrar (`macvlan daemon`): health-checks every service registered
+//! on this host from inside its container's network namespace and keeps the
+//! passing ones published under a store lease; and starting it on demand.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{Endpoint, Registration};
+use crate::config::Config;
+use crate::log::Level;
+use crate::net::Context;
+use crate::store::{LeaseId, Op};
+
+/// How long a health check waits for the TCP handshake.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn lock_path(config: &Config) -> PathBuf {
+    config.daemon.runtime_dir.join("daemon.lock")
+}
+
+pub fn pid_path(config: &Config) -> PathBuf {
+    config.daemon.runtime_dir.join("daemon.pid")
+}
+
+fn open_lock(config: &Config) -> Result<File> {
+    let dir = &config.daemon.runtime_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = lock_path(config);
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))
+}
+
+/// Takes the daemon's lock without waiting; `false` when a daemon holds it.
+fn try_lock(file: &File) -> Result<bool> {
+    // SAFETY: flock on a descriptor this function borrows.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(false);
+    }
+    Err(error).context("lock the daemon's lock file")
+}
+
+/// Starts `macvlan daemon` in the background unless one runs for this
+/// configuration: a registered service must never depend on someone having
+/// started a daemon by hand.
+pub fn ensure_running(config: &Config) -> Result<()> {
+    let lock = open_lock(config)?;
+    if !try_lock(&lock)? {
+        return Ok(());
+    }
+    drop(lock);
+    let exe = std::env::current_exe().context("find the macvlan binary")?;
+    let mut command = Command::new(exe);
+    if let Some(source) = &config.source {
+        command.arg("--config").arg(source);
+    }
+    command
+        .args(["daemon", "--exit-when-idle"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Its own session: the runtime that ran the hook waits for the hook's
+    // output pipes and may signal its process group.
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command.spawn().context("start macvlan daemon")?;
+    Ok(())
+}
+
+/// What one health check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Health {
+    Up,
+    Down(String),
+    /// The container's namespace is gone.
+    Gone,
+}
+
+/// Connects to the service from inside its container's namespace: a host
+/// cannot reach its own macvlan children through the parent interface.
+fn check(registration: &Registration) -> Health {
+    if !registration.container_alive() {
+        return Health::Gone;
+    }
+    let pid = registration.pid;
+    let inode = registration.netns_inode;
+    let address = SocketAddr::from((registration.ip, registration.port));
+    // setns moves only the calling thread; this one ends with the check.
+    let result = std::thread::spawn(move || -> Result<()> {
+        let path = format!("/proc/{pid}/ns/net");
+        let netns = File::open(&path).with_context(|| format!("open {path}"))?;
+        if netns.metadata()?.ino() != inode {
+            bail!("namespace changed");
+        }
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("enter the container's network namespace")?;
+        TcpStream::connect_timeout(&address, CHECK_TIMEOUT)
+            .with_context(|| format!("connect to {address}"))?;
+        Ok(())
+    })
+    .join();
+    match result {
+        Ok(Ok(())) => Health::Up,
+        Ok(Err(_)) if !registration.container_alive() => Health::Gone,
+        Ok(Err(e)) => Health::Down(format!("{e:#}")),
+        Err(_) => Health::Down("health check thread panicked".into()),
+    }
+}
+
+/// The registrar's memory between rounds.
+#[derive(Default)]
+struct Registrar {
+    lease: Option<LeaseId>,
+    /// What each container has published, and under which lease.
+    published: HashMap<String, (LeaseId, String, Endpoint)>,
+    /// The last health seen, to log transitions only.
+    last: HashMap<String, Health>,
+}
+
+impl Registrar {
+    /// One pass over this host's registrations. Returns how many there are.
+    fn round(&mut self, ctx: &Context) -> Result<usize> {
+        let store = ctx.store()?;
+        let registrations: Vec<Registration> = super::registrations(store, &ctx.keys)?
+            .into_iter()
+            .filter(|r| r.host == ctx.host)
+            .collect();
+        self.published
+            .retain(|id, _| registrations.iter().any(|r| &r.container == id));
+        self.last
+            .retain(|id, _| registrations.iter().any(|r| &r.container == id));
+        if registrations.is_empty() {
+            return Ok(0);
+        }
+        let lease = match self.lease {
+            Some(lease) if store.keep_alive(lease)? => lease,
+            _ => {
+                // A new lease (first round, or the old one ran out while
+                // this process was stopped): everything is put again.
+                self.published.clear();
+                let lease = store.grant_lease(ctx.config.discovery.ttl)?;
+                self.lease = Some(lease);
+                lease
+            }
+        };
+        let results: Vec<Health> = std::thread::scope(|scope| {
+            let checks: Vec<_> = registrations
+                .iter()
+                .map(|r| scope.spawn(move || check(r)))
+                .collect();
+            checks
+                .into_iter()
+                .map(|c| c.join().unwrap_or(Health::Down("check panicked".into())))
+                .collect()
+        });
+        for (registration, health) in registrations.iter().zip(results) {
+            let id = &registration.container;
+            let key = ctx.keys.service_endpoint(&registration.service, id);
+            match &health {
+                Health::Gone => {
+                    super::withdraw(store, &ctx.keys, id)?;
+                    self.published.remove(id);
+                }
+                Health::Up => {
+                    let endpoint = registration.endpoint();
+                    let current = (lease, registration.service.clone(), endpoint.clone());
+                    if self.published.get(id) != Some(&current) {
+                        store.transaction(
+                            &[],
+                            &[Op::PutWithLease(
+                                key,
+                                serde_json::to_string(&endpoint)?,
+                                lease,
+                            )],
+                        )?;
+                        self.published.insert(id.clone(), current);
+                    }
+                }
+                Health::Down(_) => {
+                    let was_down = matches!(self.last.get(id), Some(Health::Down(_)));
+                    if self.published.remove(id).is_some() || !was_down {
+                        store.transaction(&[], &[Op::Delete(key)])?;
+                    }
+                }
+            }
+            self.log_transition(ctx, registration, &health);
+        }
+        Ok(registrations.len())
+    }
+
+    fn log_transition(&mut self, ctx: &Context, registration: &Registration, health: &Health) {
+        let id = &registration.container;
+        let changed = match (self.last.get(id), health) {
+            (Some(Health::Down(_)), Health::Down(_)) => false,
+            (last, now) => last != Some(now),
+        };
+        if changed {
+            let address = format!("{}:{}", registration.ip, registration.port);
+            let (event, level, reason) = match health {
+                Health::Up => ("service-up", Level::Info, None),
+                Health::Down(reason) => ("service-down", Level::Info, Some(reason.as_str())),
+                Health::Gone => (
+                    "service-withdrawn",
+                    Level::Info,
+                    Some("the container's namespace is gone"),
+                ),
+            };
+            let mut fields = vec![
+                ("container", id.as_str()),
+                ("service", registration.service.as_str()),
+                ("address", address.as_str()),
+            ];
+            if let Some(reason) = reason {
+                fields.push(("reason", reason));
+            }
+            ctx.logger.log(level, event, &fields);
+        }
+        if *health == Health::Gone {
+            self.last.remove(id);
+        } else {
+            self.last.insert(id.clone(), health.clone());
+        }
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file =
+        File::create(&temporary).with_context(|| format!("create {}", temporary.display()))?;
+    file.write_all(text.as_bytes())?;
+    std::fs::rename(&temporary, path).with_context(|| format!("rename to {}", path.display()))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT, or, with `exit_when_idle`, until
+/// it has had nothing to do for the configured idle time.
+pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
+    let config = &ctx.config;
+    let lock = open_lock(config)?;
+    if !try_lock(&lock)? {
+        if exit_when_idle {
+            return Ok(());
+        }
+        let pid = std::fs::read_to_string(pid_path(config)).unwrap_or_default();
+        bail!(
+            "another macvlan daemon runs for {} (pid {})",
+            config.daemon.runtime_dir.display(),
+            pid.trim()
+        );
+    }
+    write_atomically(&pid_path(config), &format!("{}\n", std::process::id()))?;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            request_stop as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            request_stop as *const () as libc::sighandler_t,
+        );
+    }
+    let ttl = config.discovery.ttl;
+    let interval = ttl / 3;
+    ctx.logger.log(
+        Level::Info,
+        "daemon-start",
+        &[
+            ("pid", &std::process::id().to_string()),
+            ("host", &ctx.host),
+            ("ttl", &humantime::format_duration(ttl).to_string()),
+        ],
+    );
+    let mut registrar = Registrar::default();
+    let mut idle_since = Instant::now();
+    let mut last_error: Option<String> = None;
+    while !STOP.load(Ordering::SeqCst) {
+        match registrar.round(ctx) {
+            Ok(0) => {}
+            Ok(_) => idle_since = Instant::now(),
+            Err(e) => {
+                // Logged once per distinct error: a store outage would
+                // otherwise fill the log at every round.
+                let message = format!("{e:#}");
+                if last_error.as_ref() != Some(&message) {
+                    ctx.logger
+                        .log(Level::Error, "registrar", &[("error", &message)]);
+                    last_error = Some(message);
+                }
+                idle_since = Instant::now();
+            }
+        }
+        if exit_when_idle && idle_since.elapsed() >= config.daemon.idle_exit {
+            break;
+        }
+        let round_started = Instant::now();
+        while round_started.elapsed() < interval && !STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Endpoints stay under their lease: a restarted daemon takes them over
+    // before it runs out, and if none comes they vanish within one TTL.
+    let _ = std::fs::remove_file(pid_path(config));
+    ctx.logger.log(
+        Level::Info,
+        "daemon-stop",
+        &[("pid", &std::process::id().to_string())],
+    );
+    drop(lock);
+    Ok(())
+}
