@@ -16,6 +16,8 @@ packages=(
   containerd                   # containerd 1.6 and ctr, for the ctr --runc-binary test
   gcc libc6-dev pkg-config     # SQLite is compiled in (rusqlite "bundled")
   python3                      # the demo edits its config.json with it
+  etcd-server etcd-client      # the cluster store: etcd 3.4, started by the tests on loopback ports
+  protobuf-compiler            # protoc, which the etcd client crate needs at build time
   ca-certificates curl
 )
 missing=()
@@ -36,6 +38,16 @@ if ! command -v cargo >/dev/null; then
     curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
+fi
+
+# Debian's dynamic busybox, unpacked into lab containers that must resolve
+# names (busybox-static's wget cannot: static glibc). It conflicts with
+# busybox-static, so it is downloaded, not installed.
+mkdir -p target/test-assets
+if ! ls target/test-assets/busybox_*.deb >/dev/null 2>&1; then
+  (cd target/test-assets && apt-get download busybox >/dev/null 2>&1) || {
+    apt-get update -qq && (cd target/test-assets && apt-get download busybox >/dev/null)
+  }
 fi
 
 # The lab needs network namespaces, macvlan, veth and bridge in the kernel.

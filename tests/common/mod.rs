@@ -17,6 +17,11 @@ pub const MACVLAN_RUNC: &str = env!("CARGO_BIN_EXE_macvlan-runc");
 /// The lab uplink of every host: the parent interface containers use.
 pub const UPLINK: &str = "lan0";
 pub const GATEWAY: &str = "192.0.2.1";
+/// The registrar's TTL in lab configs: short, so that tests can watch
+/// endpoints expire.
+pub const DISCOVERY_TTL_S: u64 = 3;
+/// A daemon a hook started exits after this long with nothing to do.
+pub const DAEMON_IDLE_EXIT_S: u64 = 4;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -161,10 +166,14 @@ impl Lab {
             std::fs::write(
                 self.config_path(&host),
                 format!(
-                    "store = \"sqlite://{}\"\nlog = \"{}\"\n[gc]\ncontainer_dirs = [\"{}\"]\n",
+                    "store = \"sqlite://{}\"\nlog = \"{}\"\nhost_name = \"{host}\"\n\
+                     [gc]\ncontainer_dirs = [\"{}\"]\n\
+                     [daemon]\nruntime_dir = \"{}\"\nidle_exit = \"{DAEMON_IDLE_EXIT_S}s\"\n\
+                     [discovery]\nttl = \"{DISCOVERY_TTL_S}s\"\n",
                     self.dir.path().join(format!("state-{host}.db")).display(),
                     self.log_path(&host).display(),
-                    self.runc_root().display()
+                    self.runc_root().display(),
+                    self.daemon_dir(&host).display(),
                 ),
             )
             .unwrap();
@@ -206,6 +215,21 @@ impl Lab {
 
     pub fn config_path(&self, host: &str) -> PathBuf {
         self.dir.path().join(format!("config-{host}.toml"))
+    }
+
+    /// Where the host's `macvlan daemon` keeps its lock and pid file.
+    pub fn daemon_dir(&self, host: &str) -> PathBuf {
+        self.dir.path().join(format!("run-{host}"))
+    }
+
+    /// The pid of the host's running `macvlan daemon`, if one runs.
+    pub fn daemon_pid(&self, host: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.daemon_dir(host).join("daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
     pub fn log_path(&self, host: &str) -> PathBuf {
@@ -594,6 +618,12 @@ impl Drop for Lab {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 let host = self.hosts.first().cloned().unwrap_or_default();
                 let _ = self.runc(&host, &["delete", "--force", id]);
+            }
+        }
+        // Daemons a hook started for this lab, by the pid they wrote.
+        for host in &self.hosts {
+            if let Some(pid) = self.daemon_pid(host) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
         for ns in self.namespaces.iter().rev() {
