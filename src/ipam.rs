@@ -27,8 +27,6 @@ pub struct Claim {
     pub key: String,
     /// The record as it was before (a restart of a stopped container), raw.
     pub previous: Option<String>,
-    /// The record as the claim wrote it, raw.
-    pub written: String,
     pub address_key: String,
     /// Address key of the previous record, when it named another address.
     pub previous_address_key: Option<String>,
@@ -112,7 +110,7 @@ pub fn claim_flat(
         let written = serde_json::to_string(record).expect("record serialises");
         let mut ops = vec![
             Op::Put(address_key.clone(), mine.clone()),
-            Op::Put(key.clone(), written.clone()),
+            Op::Put(key.clone(), written),
         ];
         if let Some(old) = &previous_address_key {
             ops.push(Op::Delete(old.clone()));
@@ -121,7 +119,6 @@ pub fn claim_flat(
             return Ok(Claim {
                 key,
                 previous,
-                written,
                 address_key,
                 previous_address_key,
             });
@@ -132,7 +129,12 @@ pub fn claim_flat(
 
 /// Undoes a claim: puts back what was there before, if nothing changed since.
 pub fn undo_claim(store: &dyn Store, container_id: &str, claim: &Claim) -> Result<(), IpamError> {
-    let compares = [Compare::Equals(claim.key.clone(), claim.written.clone())];
+    // The address must still be this container's; its record may have moved
+    // on within the same attach (marked running) and is put back regardless.
+    let compares = [Compare::Equals(
+        claim.address_key.clone(),
+        holder_value(container_id),
+    )];
     let mut ops = Vec::new();
     match &claim.previous {
         Some(previous) => {

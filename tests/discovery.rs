@@ -16,11 +16,8 @@ fn web_container(lab: &Lab, host: &str, id: &str, ip: &str, extra_env: &[&str]) 
     env.extend(extra_env.iter().map(|e| e.to_string()));
     let bundle = lab.bundle(host, id, &as_strs(&env), &[]);
     let mut config = lab.read_config(&bundle);
-    config["process"]["args"] = serde_json::json!([
-        "sh",
-        "-c",
-        "httpd -p 8000 -h /www; exec sleep 100000"
-    ]);
+    config["process"]["args"] =
+        serde_json::json!(["sh", "-c", "httpd -p 8000 -h /www; exec sleep 100000"]);
     lab.write_config(&bundle, &config);
     lab.start(host, id, &bundle).unwrap();
 }
@@ -43,7 +40,10 @@ fn lookup(lab: &Lab, host: &str, name: &str) -> Vec<String> {
 fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?}: {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?}: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     started.elapsed()
@@ -102,7 +102,11 @@ fn a_service_is_published_while_its_port_answers_and_withdrawn_when_the_containe
         [format!("192.0.2.20:8000 {id} hA")]
     );
     assert!(lab.daemon_pid("hA").is_some(), "no registrar running");
-    assert!(lab.log("hA").contains("event=service-up"), "{}", lab.log("hA"));
+    assert!(
+        lab.log("hA").contains("event=service-up"),
+        "{}",
+        lab.log("hA")
+    );
 
     // The application stops answering: the endpoint goes within one TTL.
     let out = lab.exec("hA", &id, &["busybox", "killall", "httpd"]);
@@ -110,7 +114,10 @@ fn a_service_is_published_while_its_port_answers_and_withdrawn_when_the_containe
     let gone = wait_for(ttl() + Duration::from_secs(2), "endpoint withdrawn", || {
         lookup(&lab, "hA", "webapp").is_empty()
     });
-    eprintln!("withdrawn {gone:?} after the server stopped (ttl {:?})", ttl());
+    eprintln!(
+        "withdrawn {gone:?} after the server stopped (ttl {:?})",
+        ttl()
+    );
     assert!(gone <= ttl(), "took {gone:?}, more than the TTL");
     assert!(lab.log("hA").contains("event=service-down"));
 
@@ -242,7 +249,10 @@ fn publish_and_unpublish_a_running_container() {
         lookup(&lab, "hA", "runc") == [format!("192.0.2.50:8000 {id} hA")]
     });
     // Publishing again under another name moves it.
-    let out = lab.macvlan("hA", &["publish", "--port", "8000", "--service", "web", &id]);
+    let out = lab.macvlan(
+        "hA",
+        &["publish", "--port", "8000", "--service", "web", &id],
+    );
     assert!(out.status.success(), "publish: {}", text(&out));
     assert!(lookup(&lab, "hA", "runc").is_empty());
     wait_for(Duration::from_secs(10), "renamed", || {
@@ -262,7 +272,10 @@ fn a_bad_discovery_request_is_refused_with_nothing_left() {
     let lab = Lab::new(&["hA"]);
     let cases: [(&[&str], &str); 3] = [
         (&["DISCOVER=true"], "macvlan.port (PORT): required"),
-        (&["DISCOVER=true", "PORT=99999"], "PORT \\\"99999\\\": expected a TCP port"),
+        (
+            &["DISCOVER=true", "PORT=99999"],
+            "PORT \\\"99999\\\": expected a TCP port",
+        ),
         (
             &["DISCOVER=true", "PORT=80", "SERVICE=no_underscores"],
             "SERVICE \\\"no_underscores\\\": expected a DNS label",
@@ -278,7 +291,11 @@ fn a_bad_discovery_request_is_refused_with_nothing_left() {
         assert!(error.contains(&id), "names the container: {error}");
         let _ = lab.runc("hA", &["delete", "--force", &id]);
     }
-    assert!(lab.store_keys("hA").is_empty(), "{:?}", lab.store_keys("hA"));
+    assert!(
+        lab.store_keys("hA").is_empty(),
+        "{:?}",
+        lab.store_keys("hA")
+    );
     assert!(lab.daemon_pid("hA").is_none());
     assert_eq!(lab.links("hA"), ["lo", "lan0"]);
 }
@@ -325,4 +342,41 @@ fn a_registrar_restart_loses_no_registration() {
         std::thread::sleep(Duration::from_millis(200));
     }
     lab.stop("hA", &id);
+}
+
+/// The original system's demo: "webapp" on host A runs httpd on port 8000
+/// and is registered; a container on host B fetches its page by name, its
+/// resolver pointed at the DNS responder in the lab's gateway namespace.
+#[test]
+fn webapp_on_host_a_is_fetched_by_name_from_host_b() {
+    let lab = Lab::new(&["hA", "hB"]);
+    std::fs::write(lab.rootfs.join("www/index.html"), "hello from webapp\n").unwrap();
+    let webapp = lab.id("webapp");
+    web_container(
+        &lab,
+        "hA",
+        &webapp,
+        "192.0.2.80/24",
+        &["DISCOVER=true", "PORT=8000", "SERVICE=webapp"],
+    );
+    let _dns = spawn_macvlan(
+        &lab,
+        "gw",
+        "hA",
+        &["dns", "--listen", "192.0.2.1:53", "--domain", "lab"],
+    );
+    let client = lab.id("client");
+    let bundle = lab.bundle("hB", &client, &as_strs(&flat_env("192.0.2.81/24")), &[]);
+    let mut config = lab.read_config(&bundle);
+    config["root"]["path"] = serde_json::json!(lab.resolving_rootfs("192.0.2.1", "lab"));
+    lab.write_config(&bundle, &config);
+    lab.start("hB", &client, &bundle).unwrap();
+
+    let mut page = String::new();
+    wait_for(Duration::from_secs(15), "wget by name", || {
+        let out = lab.exec("hB", &client, &["wget", "-qO-", "http://webapp:8000/"]);
+        page = String::from_utf8_lossy(&out.stdout).to_string();
+        out.status.success()
+    });
+    assert_eq!(page, "hello from webapp\n");
 }

@@ -42,6 +42,28 @@ fn a_failure_at_any_step_leaves_nothing_behind() {
             lab.store_keys("hA")
         );
     }
+    // A service registration is undone too, with the link and the address,
+    // even after the record was marked running.
+    for failpoint in ["after-register", "start-registrar"] {
+        let id = lab.id(failpoint);
+        let mut env = flat_env("192.0.2.10/24");
+        env.extend(["DISCOVER=true".into(), "PORT=80".into()]);
+        let bundle = lab.bundle("hA", &id, &as_strs(&env), &[]);
+        arm(&lab, &bundle, Some(failpoint));
+        let error = lab.start("hA", &id, &bundle).unwrap_err();
+        assert!(
+            error.contains(&format!("failpoint {failpoint} triggered")),
+            "{error}"
+        );
+        assert_eq!(lab.links("hA"), ["lo", UPLINK], "{failpoint}");
+        assert!(
+            lab.store_keys("hA").is_empty(),
+            "{failpoint}: {:?}",
+            lab.store_keys("hA")
+        );
+        assert!(lab.daemon_pid("hA").is_none());
+    }
+
     // The address is free again: a healthy container takes it.
     let id = lab.id("healthy");
     let bundle = lab.bundle("hA", &id, &as_strs(&flat_env("192.0.2.10/24")), &[]);

@@ -329,15 +329,22 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
         timings,
     };
     let mut undo = Rollback::default();
-    let result = driver
-        .setup(ctx, target, &facts, &mut sockets, &mut undo)
-        .and_then(|attached| {
-            if let Some(discovery) = &request.discovery {
-                register_service(ctx, request, discovery, target, &mut undo)?;
-                sockets.timings.step("register_ms");
-            }
-            Ok(attached)
-        });
+    // The registration goes first, so that it is undone with everything
+    // else; until the interface exists the registrar's check simply fails.
+    // The registrar is started once the rest has worked.
+    let result = match &request.discovery {
+        Some(discovery) => register_service(ctx, request, discovery, target, &mut undo),
+        None => Ok(()),
+    }
+    .and_then(|()| driver.setup(ctx, target, &facts, &mut sockets, &mut undo))
+    .and_then(|attached| {
+        if request.discovery.is_some() {
+            crate::failpoint::check("start-registrar")?;
+            crate::discovery::registrar::ensure_running(&ctx.config)
+                .context("start the registrar (macvlan daemon)")?;
+        }
+        Ok(attached)
+    });
     match result {
         Ok(attached) => {
             if ctx.logger.debug_enabled() {
@@ -376,8 +383,6 @@ fn register_service(
     crate::discovery::register(ctx.store()?, &ctx.keys, &registration)?;
     undo.push(Undo::Registration);
     crate::failpoint::check("after-register")?;
-    crate::discovery::registrar::ensure_running(&ctx.config)
-        .context("start the registrar (macvlan daemon)")?;
     Ok(())
 }
 

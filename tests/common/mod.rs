@@ -213,6 +213,48 @@ impl Lab {
         self.template = template;
     }
 
+    /// A rootfs whose programs resolve names: Debian's dynamic busybox
+    /// (fetched by scripts/setup.sh) with its libraries, and a resolv.conf
+    /// pointing at `nameserver` with search domain `search`.
+    pub fn resolving_rootfs(&self, nameserver: &str, search: &str) -> PathBuf {
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-assets");
+        let deb = std::fs::read_dir(&assets)
+            .ok()
+            .and_then(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .find(|p| p.to_string_lossy().contains("busybox_"))
+            })
+            .expect("the busybox .deb in target/test-assets (scripts/setup.sh fetches it)");
+        let rootfs = self.dir.path().join("rootfs-resolving");
+        must(
+            "dpkg-deb",
+            &["-x", deb.to_str().unwrap(), rootfs.to_str().unwrap()],
+        );
+        let binary = rootfs.join("bin/busybox");
+        let ldd = must("ldd", &[binary.to_str().unwrap()]);
+        for library in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+            let target = rootfs.join(library.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(library, &target).unwrap();
+        }
+        for sub in ["proc", "sys", "dev", "tmp", "etc"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        for applet in ["sh", "wget", "nslookup", "sleep", "cat"] {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+        std::fs::write(
+            rootfs.join("etc/resolv.conf"),
+            format!("nameserver {nameserver}\nsearch {search}\n"),
+        )
+        .unwrap();
+        std::fs::write(rootfs.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
+        std::fs::write(rootfs.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        rootfs
+    }
+
     pub fn config_path(&self, host: &str) -> PathBuf {
         self.dir.path().join(format!("config-{host}.toml"))
     }
@@ -229,7 +271,9 @@ impl Lab {
             .trim()
             .parse()
             .ok()?;
-        std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+        std::path::Path::new(&format!("/proc/{pid}"))
+            .exists()
+            .then_some(pid)
     }
 
     pub fn log_path(&self, host: &str) -> PathBuf {
