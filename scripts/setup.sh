@@ -17,7 +17,7 @@ packages=(
   gcc libc6-dev pkg-config     # SQLite is compiled in (rusqlite "bundled")
   python3                      # the demo edits its config.json with it
   etcd-server etcd-client      # the cluster store: etcd 3.4, started by the tests on loopback ports
-  protobuf-compiler            # protoc, which the etcd client crate needs at build time
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known types, which the etcd client crate needs at build time
   ca-certificates curl
 )
 missing=()

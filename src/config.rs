@@ -16,6 +16,71 @@ pub const DEFAULT_LOG: &str = "/var/log/macvlan-runc.log";
 pub enum StoreLocation {
     /// Embedded SQLite file: one host, no server.
     Sqlite(PathBuf),
+    /// An etcd cluster: its client endpoints as `host:port`.
+    Etcd(Vec<String>),
+}
+
+/// How to reach etcd (`[etcd]`): bounds, TLS and authentication.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// A request (and connecting) fails after this long.
+    pub timeout: std::time::Duration,
+    /// CA bundle that signed the servers' certificates; enables TLS.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for clusters that require them.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    password: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            timeout: std::time::Duration::from_secs(5),
+            ca: None,
+            cert: None,
+            key: None,
+            user: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+// Never print the password, not even in debug output.
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("timeout", &self.timeout)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl EtcdConfig {
+    pub fn tls_enabled(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some()
+    }
+
+    /// The password, from the config or (first line of) `password_file`.
+    pub fn password(&self) -> std::io::Result<String> {
+        match (&self.password, &self.password_file) {
+            (Some(password), _) => Ok(password.clone()),
+            (None, Some(path)) => Ok(std::fs::read_to_string(path)?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()),
+            (None, None) => Ok(String::new()),
+        }
+    }
 }
 
 /// Where attach/detach lines go.
@@ -66,6 +131,7 @@ pub struct Config {
     pub host_name: Option<String>,
     pub daemon: DaemonConfig,
     pub discovery: DiscoveryConfig,
+    pub etcd: EtcdConfig,
     /// The file this was loaded from, passed on to the daemon a hook starts.
     pub source: Option<PathBuf>,
 }
@@ -150,6 +216,7 @@ impl Default for Config {
             host_name: None,
             daemon: DaemonConfig::default(),
             discovery: DiscoveryConfig::default(),
+            etcd: EtcdConfig::default(),
             source: None,
         }
     }
@@ -179,6 +246,19 @@ struct RawConfig {
     host_name: Option<String>,
     daemon: Option<RawDaemon>,
     discovery: Option<RawDiscovery>,
+    etcd: Option<RawEtcd>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    timeout: Option<String>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -223,13 +303,22 @@ fn parse_store(text: &str) -> Result<StoreLocation, String> {
         }
         return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
     }
-    if text.starts_with("etcd://") {
-        return Err(format!(
-            "store {text:?}: etcd is not built into this version yet; use sqlite:///path"
-        ));
+    if let Some(list) = text.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = list.split(',').map(|e| e.trim().to_string()).collect();
+        for endpoint in &endpoints {
+            let valid = endpoint.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid {
+                return Err(format!(
+                    "store {text:?}: {endpoint:?} is not host:port; expected etcd://10.0.0.1:2379,10.0.0.2:2379"
+                ));
+            }
+        }
+        return Ok(StoreLocation::Etcd(endpoints));
     }
     Err(format!(
-        "store {text:?}: expected sqlite:///absolute/path/state.db"
+        "store {text:?}: expected sqlite:///absolute/path/state.db or etcd://host:port[,host:port...]"
     ))
 }
 
@@ -346,6 +435,33 @@ impl Config {
                 config.daemon.idle_exit = parse_duration("daemon.idle_exit", &idle, "60s")?;
             }
         }
+        if let Some(etcd) = raw.etcd {
+            let path = |key: &str, value: Option<String>| -> Result<Option<PathBuf>, String> {
+                match value {
+                    Some(v) if !v.starts_with('/') => {
+                        Err(format!("etcd.{key} {v:?}: expected an absolute path"))
+                    }
+                    other => Ok(other.map(PathBuf::from)),
+                }
+            };
+            if let Some(timeout) = etcd.timeout {
+                config.etcd.timeout = parse_duration("etcd.timeout", &timeout, "5s")?;
+            }
+            config.etcd.ca = path("ca", etcd.ca)?;
+            config.etcd.cert = path("cert", etcd.cert)?;
+            config.etcd.key = path("key", etcd.key)?;
+            if config.etcd.cert.is_some() != config.etcd.key.is_some() {
+                return Err("etcd.cert and etcd.key: give both or neither".into());
+            }
+            config.etcd.user = etcd.user;
+            config.etcd.password = etcd.password;
+            config.etcd.password_file = path("password_file", etcd.password_file)?;
+            if config.etcd.user.is_none()
+                && (config.etcd.password.is_some() || config.etcd.password_file.is_some())
+            {
+                return Err("etcd.password: needs etcd.user".into());
+            }
+        }
         if let Some(discovery) = raw.discovery {
             if let Some(ttl) = discovery.ttl {
                 let ttl = parse_duration("discovery.ttl", &ttl, "10s")?;
@@ -411,6 +527,30 @@ mod tests {
     }
 
     #[test]
+    fn etcd_store_and_options() {
+        let config = Config::parse(
+            r#"
+            store = "etcd://10.0.0.1:2379, etcd2:2379"
+            [etcd]
+            timeout = "2s"
+            ca = "/etc/ca.pem"
+            user = "macvlan"
+            password = "secret"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.store,
+            StoreLocation::Etcd(vec!["10.0.0.1:2379".into(), "etcd2:2379".into()])
+        );
+        assert_eq!(config.etcd.timeout, std::time::Duration::from_secs(2));
+        assert!(config.etcd.tls_enabled());
+        assert_eq!(config.etcd.password().unwrap(), "secret");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_bad_values() {
         assert!(Config::parse("stroe = \"x\"").is_err());
         assert!(Config::parse("store = \"sqlite://relative.db\"").is_err());
@@ -421,5 +561,9 @@ mod tests {
         assert!(Config::parse("[discovery]\nttl = \"1s\"").is_err());
         assert!(Config::parse("[daemon]\nruntime_dir = \"run\"").is_err());
         assert!(Config::parse("host_name = \"a/b\"").is_err());
+        assert!(Config::parse("store = \"etcd://nohost\"").is_err());
+        assert!(Config::parse("store = \"etcd://a:1,b:x\"").is_err());
+        assert!(Config::parse("[etcd]\ncert = \"/c\"").is_err());
+        assert!(Config::parse("[etcd]\npassword = \"p\"").is_err());
     }
 }

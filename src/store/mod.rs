@@ -2,8 +2,10 @@
 //! (compare, then apply), so that every allocation is one atomic
 //! "create if absent", whatever backend holds the keys.
 
+mod etcd;
 mod sqlite;
 
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::{Config, StoreLocation};
@@ -61,6 +63,9 @@ pub trait Store: Send + Sync {
 pub fn open(config: &Config) -> Result<Box<dyn Store>> {
     match &config.store {
         StoreLocation::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        StoreLocation::Etcd(endpoints) => {
+            Ok(Box::new(EtcdStore::connect(endpoints, &config.etcd)?))
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod etcd;
 pub mod podman;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,198 @@
+//! The etcd store on the lab: a 3-member cluster (Debian's etcd 3.4) in the
+//! gateway's namespace, two lab hosts sharing it — addresses unique across
+//! hosts, bounded waits when the cluster is unreachable or has no leader,
+//! and service discovery across hosts.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::etcd::EtcdCluster;
+use common::{as_strs, flat_env, text, Lab, UPLINK};
+
+/// The hooks' bound in these tests: an outage must fail a hook within it.
+const TIMEOUT_S: u64 = 2;
+
+fn etcd_section() -> String {
+    format!("[etcd]\ntimeout = \"{TIMEOUT_S}s\"\n")
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn flat_addresses_are_unique_across_hosts_sharing_a_cluster() {
+    let lab = Lab::new(&["hA", "hB"]);
+    let cluster = EtcdCluster::start(&lab, 3, &etcd_section());
+    let a = lab.id("a");
+    let bundle = lab.bundle("hA", &a, &as_strs(&flat_env("192.0.2.10/24")), &[]);
+    lab.start("hA", &a, &bundle).unwrap();
+
+    // Host B asks for the address host A's container holds.
+    let b = lab.id("b");
+    let bundle = lab.bundle("hB", &b, &as_strs(&flat_env("192.0.2.10/24")), &[]);
+    let error = lab.start("hB", &b, &bundle).unwrap_err();
+    assert!(
+        error.contains(&a) && error.contains("192.0.2.10"),
+        "{error}"
+    );
+    let _ = lab.runc("hB", &["delete", "--force", &b]);
+
+    // Another address works, and both hosts see both records.
+    let bundle = lab.bundle("hB", &b, &as_strs(&flat_env("192.0.2.11/24")), &[]);
+    lab.start("hB", &b, &bundle).unwrap();
+    assert!(lab.ping("hB", &b, "192.0.2.10"));
+    for host in ["hA", "hB"] {
+        let records = lab.records(host);
+        let hosts: Vec<&str> = records
+            .iter()
+            .map(|r| r["host"].as_str().unwrap())
+            .collect();
+        assert_eq!(hosts, ["hA", "hB"], "records seen from {host}");
+    }
+    // The contract's keyspace, readable with etcdctl.
+    let keys = cluster.keys("/macvlan/");
+    for key in [
+        format!("/macvlan/flat/{a}"),
+        format!("/macvlan/flat/{b}"),
+        "/macvlan/ipam/192.0.2.0-24/192.0.2.10".to_string(),
+        "/macvlan/ipam/192.0.2.0-24/192.0.2.11".to_string(),
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    lab.stop("hA", &a);
+    lab.stop("hB", &b);
+}
+
+#[test]
+fn an_unreachable_or_leaderless_cluster_fails_the_hook_within_the_timeout() {
+    let lab = Lab::new(&["hA"]);
+    let mut cluster = EtcdCluster::start(&lab, 3, &etcd_section());
+    let check = |label: &str| {
+        let id = lab.id(label);
+        let bundle = lab.bundle("hA", &id, &as_strs(&flat_env("192.0.2.20/24")), &[]);
+        let started = Instant::now();
+        let error = lab.start("hA", &id, &bundle).unwrap_err();
+        let took = started.elapsed();
+        eprintln!(
+            "{label}: refused after {took:?}: {}",
+            error.lines().last().unwrap_or_default()
+        );
+        assert!(error.contains(&id) && error.contains("etcd://"), "{error}");
+        // runc, its hook and the bound: well under twice the timeout.
+        assert!(
+            took < Duration::from_secs(2 * TIMEOUT_S + 2),
+            "{label}: {took:?}"
+        );
+        let _ = lab.runc("hA", &["delete", "--force", &id]);
+        assert_eq!(lab.links("hA"), ["lo", UPLINK]);
+        error
+    };
+    // Two of three members gone: no quorum, no leader.
+    cluster.kill("n1");
+    cluster.kill("n2");
+    let error = check("noleader");
+    assert!(
+        error.contains("leader") || error.contains("no answer within"),
+        "{error}"
+    );
+    // All gone: nothing answers.
+    cluster.kill("n3");
+    let error = check("unreachable");
+    assert!(
+        error.contains("no answer within") || error.contains("connect"),
+        "{error}"
+    );
+}
+
+/// The original system's demo across hosts: webapp registered on host A
+/// through the shared cluster, fetched by name from a container on host B,
+/// through the DNS responder in the gateway's namespace.
+#[test]
+fn webapp_registered_on_host_a_resolves_and_answers_on_host_b() {
+    let lab = Lab::new(&["hA", "hB"]);
+    let cluster = EtcdCluster::start(&lab, 3, &etcd_section());
+    std::fs::write(lab.rootfs.join("www/index.html"), "hello across hosts\n").unwrap();
+
+    let webapp = lab.id("webapp");
+    let mut env = flat_env("192.0.2.30/24");
+    env.extend(["DISCOVER=true", "PORT=8000", "SERVICE=webapp"].map(String::from));
+    let bundle = lab.bundle("hA", &webapp, &as_strs(&env), &[]);
+    let mut config = lab.read_config(&bundle);
+    config["process"]["args"] =
+        serde_json::json!(["sh", "-c", "httpd -p 8000 -h /www; exec sleep 100000"]);
+    lab.write_config(&bundle, &config);
+    lab.start("hA", &webapp, &bundle).unwrap();
+
+    // Host B's CLI sees host A's endpoint.
+    let started = Instant::now();
+    loop {
+        let out = lab.macvlan("hB", &["lookup", "webapp"]);
+        if out.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("192.0.2.30:8000 {webapp} hA")
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(cluster
+        .keys("/macvlan/service/")
+        .contains(&format!("/macvlan/service/webapp/{webapp}")));
+
+    // The responder runs with host B's configuration: it reads the cluster.
+    let _dns = Server(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.ns("gw")))
+            .arg(common::MACVLAN)
+            .arg("--config")
+            .arg(lab.config_path("hB"))
+            .args(["dns", "--listen", "192.0.2.1:53", "--domain", "lab"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = lab.id("client");
+    let bundle = lab.bundle("hB", &client, &as_strs(&flat_env("192.0.2.31/24")), &[]);
+    let mut config = lab.read_config(&bundle);
+    config["root"]["path"] = serde_json::json!(lab.resolving_rootfs("192.0.2.1", "lab"));
+    lab.write_config(&bundle, &config);
+    lab.start("hB", &client, &bundle).unwrap();
+    let started = Instant::now();
+    let page = loop {
+        let out = lab.exec("hB", &client, &["wget", "-qO-", "http://webapp:8000/"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(page, "hello across hosts\n");
+
+    // Stopping webapp withdraws it at once, cluster-wide.
+    lab.stop("hA", &webapp);
+    let out = lab.macvlan("hB", &["lookup", "webapp"]);
+    assert!(!out.status.success());
+    let out = lab.exec("hB", &client, &["nslookup", "webapp.lab", "192.0.2.1"]);
+    assert!(text(&out).contains("NXDOMAIN"), "{}", text(&out));
+    lab.stop("hB", &client);
+}
