@@ -19,6 +19,8 @@ install -D -m 0644 config/config.toml                "$stage/etc/macvlan-runc/co
 install -D -m 0644 hooks/macvlan.json                "$stage/usr/share/containers/oci/hooks.d/macvlan.json"
 install -D -m 0644 packaging/systemd/macvlan-gc.service "$stage/lib/systemd/system/macvlan-gc.service"
 install -D -m 0644 packaging/systemd/macvlan-gc.timer   "$stage/lib/systemd/system/macvlan-gc.timer"
+install -D -m 0644 packaging/systemd/macvlan-daemon.service "$stage/lib/systemd/system/macvlan-daemon.service"
+install -D -m 0644 packaging/systemd/macvlan-dns.service "$stage/lib/systemd/system/macvlan-dns.service"
 install -D -m 0644 packaging/logrotate.conf          "$stage/etc/logrotate.d/macvlan-runc"
 doc="$stage/usr/share/doc/macvlan-runc"
 install -D -m 0644 README.md                         "$doc/README.md"
@@ -58,6 +60,7 @@ set -e
 if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
   systemctl enable --now macvlan-gc.timer || true
+  systemctl enable --now macvlan-daemon.service || true
 fi
 POSTINST
 cat > "$stage/DEBIAN/prerm" <<'PRERM'
@@ -65,6 +68,7 @@ cat > "$stage/DEBIAN/prerm" <<'PRERM'
 set -e
 if [ -d /run/systemd/system ]; then
   systemctl disable --now macvlan-gc.timer || true
+  systemctl disable --now macvlan-daemon.service macvlan-dns.service || true
 fi
 PRERM
 chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm"

@@ -3,7 +3,9 @@
 # a "LAN" switch with a gateway and a host, each in a network namespace of its
 # own; runc (inside the host's namespace) starts a busybox container whose
 # createRuntime hook gives it a macvlan of the host's uplink with a real LAN
-# address, then the container pings the gateway across the LAN.
+# address, then the container pings the gateway across the LAN. Then service
+# discovery: a "webapp" container registered by name (DISCOVER=true), found
+# with `macvlan lookup` and by DNS from the other container.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,7 +17,10 @@ WORK="$(mktemp -d /tmp/macvlan-demo.XXXXXX)"
 RUNC=(nsenter "--net=/run/netns/$LAB-host" runc --root "$WORK/runc")
 
 cleanup() {
+  "${RUNC[@]}" delete --force webapp >/dev/null 2>&1 || true
   "${RUNC[@]}" delete --force web >/dev/null 2>&1 || true
+  [ -n "${DNS_PID:-}" ] && kill "$DNS_PID" 2>/dev/null || true
+  [ -s "$WORK/run/daemon.pid" ] && kill "$(cat "$WORK/run/daemon.pid")" 2>/dev/null || true
   for ns in host gw sw; do ip netns del "$LAB-$ns" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
@@ -34,28 +39,42 @@ ip -n "$LAB-gw" addr add 192.0.2.1/24 dev lan0
 echo "== bundle: busybox-static rootfs, our hooks, TYPE=flat HOSTIF=lan0 IP=192.0.2.10/24 GW=192.0.2.1"
 mkdir -p "$WORK/bundle/rootfs/bin" "$WORK/bundle/rootfs"/{proc,sys,dev,tmp}
 cp /bin/busybox "$WORK/bundle/rootfs/bin/"
-for applet in sh ip ping sleep; do ln -s busybox "$WORK/bundle/rootfs/bin/$applet"; done
+for applet in sh ip ping sleep httpd nslookup; do ln -s busybox "$WORK/bundle/rootfs/bin/$applet"; done
+mkdir -p "$WORK/bundle/rootfs/www" && echo "hello from webapp" > "$WORK/bundle/rootfs/www/index.html"
 cat > "$WORK/config.toml" <<TOML
 store = "sqlite://$WORK/state.db"
 log = "$WORK/macvlan.log"
+[daemon]
+runtime_dir = "$WORK/run"
+[discovery]
+ttl = "3s"
 TOML
 (cd "$WORK/bundle" && runc spec)
+mkdir -p "$WORK/webapp"
 python3 - "$WORK" "$BIN" <<'PY'
 import json, sys
 work, binary = sys.argv[1], sys.argv[2]
-path = f"{work}/bundle/config.json"
-c = json.load(open(path))
-c["process"]["terminal"] = False
-c["process"]["args"] = ["sleep", "3600"]
-c["process"]["env"] += ["TYPE=flat", "HOSTIF=lan0", "IP=192.0.2.10/24", "GW=192.0.2.1"]
-for s in ("bounding", "effective", "permitted"):
-    c["process"]["capabilities"][s].append("CAP_NET_RAW")
+spec = json.load(open(f"{work}/bundle/config.json"))
 cfg = f"{work}/config.toml"
-c["hooks"] = {
-    "createRuntime": [{"path": binary, "args": ["macvlan", "--config", cfg, "hook", "createRuntime"]}],
-    "poststop": [{"path": binary, "args": ["macvlan", "--config", cfg, "hook", "poststop"]}],
-}
-json.dump(c, open(path, "w"), indent=2)
+# Two bundles on one rootfs: "web" (a plain container) and "webapp" (an HTTP
+# server registered for discovery).
+for name, args, env in (
+    ("bundle", ["sleep", "3600"], ["IP=192.0.2.10/24"]),
+    ("webapp", ["sh", "-c", "httpd -p 8000 -h /www; exec sleep 3600"],
+     ["IP=192.0.2.20/24", "DISCOVER=true", "PORT=8000", "SERVICE=webapp"]),
+):
+    c = json.loads(json.dumps(spec))
+    c["root"] = {"path": f"{work}/bundle/rootfs", "readonly": True}
+    c["process"]["terminal"] = False
+    c["process"]["args"] = args
+    c["process"]["env"] += ["TYPE=flat", "HOSTIF=lan0", "GW=192.0.2.1"] + env
+    for s in ("bounding", "effective", "permitted"):
+        c["process"]["capabilities"][s].append("CAP_NET_RAW")
+    c["hooks"] = {
+        "createRuntime": [{"path": binary, "args": ["macvlan", "--config", cfg, "hook", "createRuntime"]}],
+        "poststop": [{"path": binary, "args": ["macvlan", "--config", cfg, "hook", "poststop"]}],
+    }
+    json.dump(c, open(f"{work}/{name}/config.json", "w"), indent=2)
 PY
 
 echo "== runc create + start (inside the lab host's namespace)"
@@ -66,10 +85,30 @@ echo "== the container's interfaces and routes"
 "${RUNC[@]}" exec web ip route
 echo "== ping the LAN gateway from the container"
 "${RUNC[@]}" exec web ping -c 3 192.0.2.1
-echo "== the store (macvlan ls) and the hook's log"
+echo "== the store (macvlan ls)"
 "$BIN" --config "$WORK/config.toml" ls
-cat "$WORK/macvlan.log"
+
+echo "== service discovery: webapp (DISCOVER=true PORT=8000 SERVICE=webapp)"
+"${RUNC[@]}" create --bundle "$WORK/webapp" webapp </dev/null >"$WORK/webapp.out" 2>&1
+"${RUNC[@]}" start webapp
+# The hook started the registrar (macvlan daemon); it publishes the service
+# once its port answers a TCP connect from inside the container.
+for _ in $(seq 50); do
+  nsenter "--net=/run/netns/$LAB-host" "$BIN" --config "$WORK/config.toml" lookup webapp 2>/dev/null && break
+  sleep 0.2
+done
+echo "== a DNS responder in the gateway's namespace answers webapp.lab from the store"
+nsenter "--net=/run/netns/$LAB-gw" "$BIN" --config "$WORK/config.toml" dns --listen 192.0.2.1:53 --domain lab &
+DNS_PID=$!
+sleep 0.5
+"${RUNC[@]}" exec web nslookup webapp.lab 192.0.2.1
+"${RUNC[@]}" exec web nslookup -type=srv webapp.lab 192.0.2.1
+echo "== stop webapp: its name is withdrawn at once"
+"${RUNC[@]}" delete --force webapp
+nsenter "--net=/run/netns/$LAB-host" "$BIN" --config "$WORK/config.toml" lookup webapp || true
+
 echo "== stop: poststop keeps the address reserved for a restart"
 "${RUNC[@]}" delete --force web
 "$BIN" --config "$WORK/config.toml" ls
+cat "$WORK/macvlan.log"
 echo "demo: ok"

@@ -493,6 +493,7 @@ mod tests {
         assert_eq!(config.gc, defaults.gc);
         assert_eq!(config.daemon, defaults.daemon);
         assert_eq!(config.discovery, defaults.discovery);
+        assert_eq!(config.etcd, defaults.etcd);
         assert_eq!(config.store_prefix, "/macvlan");
     }
 

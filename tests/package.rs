@@ -22,6 +22,8 @@ fn debian_package_has_binaries_config_hooks_units_and_docs() {
         "./usr/share/containers/oci/hooks.d/macvlan.json",
         "./lib/systemd/system/macvlan-gc.service",
         "./lib/systemd/system/macvlan-gc.timer",
+        "./lib/systemd/system/macvlan-daemon.service",
+        "./lib/systemd/system/macvlan-dns.service",
         "./usr/share/doc/macvlan-runc/README.md",
         "./usr/share/doc/macvlan-runc/examples/docker-daemon.json",
         "./usr/share/doc/macvlan-runc/examples/containerd-config.toml",

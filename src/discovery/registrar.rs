@@ -22,6 +22,9 @@ use crate::log::Level;
 use crate::net::Context;
 use crate::store::{LeaseId, Op};
 
+/// How often a service that is not up is checked.
+const WAITING_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How long a health check waits for the TCP handshake.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -148,6 +151,13 @@ struct Registrar {
 }
 
 impl Registrar {
+    /// Whether some registration has not been seen up yet: those are
+    /// checked more often, so a new service is published soon after its
+    /// port opens.
+    fn waiting(&self) -> bool {
+        self.last.values().any(|h| *h != Health::Up)
+    }
+
     /// One pass over this host's registrations. Returns how many there are.
     fn round(&mut self, ctx: &Context) -> Result<usize> {
         let store = ctx.store()?;
@@ -226,8 +236,13 @@ impl Registrar {
         };
         if changed {
             let address = format!("{}:{}", registration.ip, registration.port);
+            let never_up = !self.last.contains_key(id);
             let (event, level, reason) = match health {
                 Health::Up => ("service-up", Level::Info, None),
+                // A service that has not come up yet is not news.
+                Health::Down(reason) if never_up => {
+                    ("service-waiting", Level::Debug, Some(reason.as_str()))
+                }
                 Health::Down(reason) => ("service-down", Level::Info, Some(reason.as_str())),
                 Health::Gone => (
                     "service-withdrawn",
@@ -323,8 +338,13 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
         if exit_when_idle && idle_since.elapsed() >= config.daemon.idle_exit {
             break;
         }
+        let pause = if registrar.waiting() {
+            interval.min(WAITING_INTERVAL)
+        } else {
+            interval
+        };
         let round_started = Instant::now();
-        while round_started.elapsed() < interval && !STOP.load(Ordering::SeqCst) {
+        while round_started.elapsed() < pause && !STOP.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
