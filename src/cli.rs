@@ -14,7 +14,8 @@ use crate::ipam;
 use crate::log::{Level, Logger};
 use crate::net::{self, Target};
 use crate::record::FlatRecord;
-use crate::request::{self, Field, ServiceName, Settings};
+use crate::request::{self, Field, ServiceName, Settings, VlanName};
+use crate::vlan;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,6 +96,16 @@ pub enum Command {
         #[arg(long)]
         exit_when_idle: bool,
     },
+    /// VLAN networks: create, delete, list, inspect, and this host as a
+    /// VLAN's gateway.
+    #[command(subcommand)]
+    Vlan(VlanCommand),
+    /// The original system's spelling of `vlan create`.
+    #[command(name = "create-vlan")]
+    CreateVlan(VlanCreateArgs),
+    /// Check what this host can do: kernel features (tried in a throwaway
+    /// namespace), runc, the store.
+    Doctor,
     /// Answer DNS queries (A, SRV) for `<service>.<domain>` from the store.
     Dns {
         /// Address and port to listen on (UDP), e.g. 192.0.2.1:53.
@@ -107,6 +118,43 @@ pub enum Command {
         #[arg(long)]
         forward: Option<std::net::SocketAddr>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VlanCommand {
+    /// Create a VLAN network: a cluster-unique 802.1Q ID and a subnet.
+    Create(VlanCreateArgs),
+    /// Delete a VLAN network no container holds an address in.
+    Delete { name: String },
+    /// List the VLAN networks.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one VLAN network with the addresses used and free.
+    Inspect { name: String },
+    /// Make this host the VLAN's gateway: `IF.<id>` and on it a macvlan
+    /// holding the gateway address.
+    Gateway { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VlanCreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The VLAN's subnet, e.g. 198.18.0.0/24.
+    #[arg(long)]
+    pub subnet: String,
+    /// The host interface that carries the tagged frames (the trunk).
+    #[arg(long)]
+    pub host_interface: String,
+    /// The 802.1Q ID, 1-4094 (default: an unused one at random).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The gateway's address (default: the subnet's first).
+    #[arg(long)]
+    pub gateway: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -233,7 +281,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     writeln!(
                         out,
                         "{short:<24} {:<5} {:<9} {:<19} {:<17} {:<10} {}",
-                        "flat",
+                        r.network_type(),
                         r.state.as_str(),
                         r.ip,
                         r.mac,
@@ -293,6 +341,18 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Vlan(command) => {
+            let ctx = net::Context::new(config, logger)?;
+            run_vlan(&ctx, command)
+        }
+        Command::CreateVlan(args) => {
+            let ctx = net::Context::new(config, logger)?;
+            run_vlan(&ctx, VlanCommand::Create(args))
+        }
+        Command::Doctor => {
+            let ctx = net::Context::new(config, logger)?;
+            crate::doctor::run(&ctx)
+        }
         Command::Daemon { exit_when_idle } => {
             let ctx = net::Context::new(config, logger)?;
             discovery::registrar::run(&ctx, exit_when_idle)
@@ -349,6 +409,129 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_vlan(ctx: &net::Context, command: VlanCommand) -> Result<()> {
+    let store = ctx.store()?;
+    match command {
+        VlanCommand::Create(args) => {
+            let name = VlanName::parse(&args.name).with_context(|| {
+                format!("invalid --name {:?}: {}", args.name, VlanName::EXPECTED)
+            })?;
+            let subnet: crate::cidr::Ipv4Cidr = args.subnet.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid --subnet {:?}: expected a subnet in CIDR form like 198.18.0.0/24",
+                    args.subnet
+                )
+            })?;
+            if !request::valid_interface_name(&args.host_interface) || args.host_interface == "lo" {
+                anyhow::bail!(
+                    "invalid --host-interface {:?}: expected an interface name of 1-15 characters (not lo)",
+                    args.host_interface
+                );
+            }
+            let id = args
+                .id
+                .as_deref()
+                .map(|text| {
+                    text.trim().parse::<u16>().ok().filter(|id| vlan::IDS.contains(id)).with_context(
+                        || format!("invalid --id {text:?}: expected 1-4094 (0 and 4095 are reserved by 802.1Q)"),
+                    )
+                })
+                .transpose()?;
+            let gateway = args
+                .gateway
+                .as_deref()
+                .map(|text| {
+                    crate::cidr::parse_ipv4(text).with_context(|| {
+                        format!("invalid --gateway {text:?}: expected an IPv4 address")
+                    })
+                })
+                .transpose()?;
+            let network = vlan::create(
+                store,
+                &ctx.keys,
+                &vlan::CreateRequest {
+                    name,
+                    subnet,
+                    host_interface: args.host_interface.clone(),
+                    id,
+                    gateway,
+                },
+            )
+            .with_context(|| format!("vlan {}", args.name))?;
+            println!(
+                "vlan {}: id {} subnet {} gateway {} on {}",
+                network.name, network.id, network.subnet, network.gateway, network.host_interface
+            );
+        }
+        VlanCommand::Delete { name } => {
+            let network =
+                vlan::delete(store, &ctx.keys, &name).with_context(|| format!("vlan {name}"))?;
+            println!("vlan {name}: deleted (id {} freed)", network.id);
+        }
+        VlanCommand::List { json } => {
+            let networks = vlan::list(store, &ctx.keys)?;
+            let mut rows = Vec::new();
+            for network in &networks {
+                let used = vlan::holders(store, &ctx.keys, network)?.len() as u32;
+                rows.push((network, used));
+            }
+            if json {
+                let list: Vec<serde_json::Value> =
+                    rows.iter().map(|(n, used)| vlan_json(n, *used)).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<16} {:>4} {:<18} {:<15} {:<10} {:>5} {:>6}",
+                    "NAME", "ID", "SUBNET", "GATEWAY", "INTERFACE", "USED", "FREE"
+                );
+                for (n, used) in rows {
+                    println!(
+                        "{:<16} {:>4} {:<18} {:<15} {:<10} {:>5} {:>6}",
+                        n.name,
+                        n.id,
+                        n.subnet,
+                        n.gateway,
+                        n.host_interface,
+                        used,
+                        n.capacity().saturating_sub(used)
+                    );
+                }
+            }
+        }
+        VlanCommand::Inspect { name } => {
+            let network = vlan::load(store, &ctx.keys, &name)?;
+            let held = vlan::holders(store, &ctx.keys, &network)?;
+            let mut value = vlan_json(&network, held.len() as u32);
+            value["addresses"] = held
+                .iter()
+                .map(|(ip, container)| serde_json::json!({"ip": ip, "container": container}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        VlanCommand::Gateway { name } => {
+            let network = vlan::load(store, &ctx.keys, &name)?;
+            let device = crate::net::vlan_gateway(&network)
+                .with_context(|| format!("vlan {name}: gateway"))?;
+            println!(
+                "vlan {name}: {device} holds {}/{} on {}",
+                network.gateway,
+                network.subnet().prefix,
+                network.sub_interface()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn vlan_json(network: &vlan::VlanNetwork, used: u32) -> serde_json::Value {
+    let mut value = serde_json::to_value(network).expect("network serialises");
+    value["name"] = network.name.clone().into();
+    value["sub_interface"] = network.sub_interface().into();
+    value["used"] = used.into();
+    value["free"] = network.capacity().saturating_sub(used).into();
+    value
 }
 
 /// `macvlan publish`: registers a service of a running container of this host.
@@ -410,18 +593,15 @@ fn record_json(id: &str, record: &FlatRecord) -> serde_json::Value {
     let mut value = serde_json::to_value(record).expect("record serialises");
     if let Some(map) = value.as_object_mut() {
         map.insert("id".into(), id.into());
-        map.insert("type".into(), "flat".into());
+        map.insert("type".into(), record.network_type().into());
     }
     value
 }
 
 fn all_records(ctx: &net::Context) -> Result<Vec<(String, FlatRecord)>> {
-    let prefix = ctx.keys.flat_prefix();
-    ctx.store()?
-        .list(&prefix)?
+    ipam::list_records(ctx.store()?, &ctx.keys)?
         .into_iter()
-        .map(|(key, value)| {
-            let id = key[prefix.len()..].to_string();
+        .map(|(id, key, value)| {
             let record: FlatRecord =
                 serde_json::from_str(&value).with_context(|| format!("corrupt record {key}"))?;
             Ok((id, record))

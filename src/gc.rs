@@ -74,10 +74,8 @@ pub fn judge(policy: &GcPolicy, id: &str, record: &FlatRecord, now: u64) -> Opti
 
 /// Releases (or lists, with `dry_run`) the records of this host that gc finds.
 pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
-    let prefix = ctx.keys.flat_prefix();
     let mut released = Vec::new();
-    for (key, value) in ctx.store()?.list(&prefix)? {
-        let id = key[prefix.len()..].to_string();
+    for (id, key, value) in ipam::list_records(ctx.store()?, &ctx.keys)? {
         let Ok(record) = serde_json::from_str::<FlatRecord>(&value) else {
             ctx.logger.log(
                 Level::Error,

@@ -15,6 +15,8 @@ pub enum IpamError {
     Contended(usize),
     #[error("{0} was changed by someone else meanwhile; left as it is")]
     Changed(String),
+    #[error("container {container} already has a record of another network type ({key}); remove it first (macvlan detach --id {container})")]
+    OtherNetwork { container: String, key: String },
     #[error("corrupt record {key}: {message}")]
     Corrupt { key: String, message: String },
     #[error(transparent)]
@@ -43,20 +45,51 @@ pub fn parse_holder(value: &str) -> String {
     serde_json::from_str::<String>(value).unwrap_or_else(|_| value.to_string())
 }
 
+/// Finds a container's record, flat or VLAN: its key and raw value.
+pub fn locate(
+    store: &dyn Store,
+    keys: &Keys,
+    container_id: &str,
+) -> Result<Option<(String, String)>, IpamError> {
+    for key in [keys.flat(container_id), keys.vland(container_id)] {
+        if let Some(text) = store.get(&key)? {
+            return Ok(Some((key, text)));
+        }
+    }
+    Ok(None)
+}
+
+/// Every container record in the store, flat and VLAN, as
+/// `(container id, key, raw value)`.
+pub fn list_records(
+    store: &dyn Store,
+    keys: &Keys,
+) -> Result<Vec<(String, String, String)>, IpamError> {
+    let mut all = Vec::new();
+    for prefix in [keys.flat_prefix(), keys.vland_prefix()] {
+        for (key, value) in store.list(&prefix)? {
+            all.push((key[prefix.len()..].to_string(), key, value));
+        }
+    }
+    Ok(all)
+}
+
+fn parse_record(key: &str, text: &str) -> Result<FlatRecord, IpamError> {
+    serde_json::from_str(text).map_err(|e| IpamError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A container's record (flat or VLAN), if it has one.
 pub fn load_flat(
     store: &dyn Store,
     keys: &Keys,
     container_id: &str,
 ) -> Result<Option<FlatRecord>, IpamError> {
-    let key = keys.flat(container_id);
-    match store.get(&key)? {
+    match locate(store, keys, container_id)? {
         None => Ok(None),
-        Some(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| IpamError::Corrupt {
-                key,
-                message: e.to_string(),
-            }),
+        Some((key, text)) => parse_record(&key, &text).map(Some),
     }
 }
 
@@ -70,7 +103,14 @@ pub fn claim_flat(
     address: Ipv4Cidr,
     record: &FlatRecord,
 ) -> Result<Claim, IpamError> {
-    let key = keys.flat(container_id);
+    let key = keys.record(container_id, record.vlan.is_some());
+    let other = keys.record(container_id, record.vlan.is_none());
+    if store.get(&other)?.is_some() {
+        return Err(IpamError::OtherNetwork {
+            container: container_id.to_string(),
+            key: other,
+        });
+    }
     let pool = address.subnet().pool_name();
     let address_key = keys.address(&pool, address.address);
     let mine = holder_value(container_id);
@@ -163,16 +203,11 @@ pub fn update_flat(
     container_id: &str,
     change: impl Fn(&mut FlatRecord),
 ) -> Result<bool, IpamError> {
-    let key = keys.flat(container_id);
     for _ in 0..ATTEMPTS {
-        let Some(text) = store.get(&key)? else {
+        let Some((key, text)) = locate(store, keys, container_id)? else {
             return Ok(false);
         };
-        let mut record: FlatRecord =
-            serde_json::from_str(&text).map_err(|e| IpamError::Corrupt {
-                key: key.clone(),
-                message: e.to_string(),
-            })?;
+        let mut record = parse_record(&key, &text)?;
         change(&mut record);
         record.updated_at = now();
         let new = serde_json::to_string(&record).expect("record serialises");
@@ -214,9 +249,8 @@ pub fn release_flat(
     keys: &Keys,
     container_id: &str,
 ) -> Result<Option<FlatRecord>, IpamError> {
-    let key = keys.flat(container_id);
     for _ in 0..ATTEMPTS {
-        let Some(text) = store.get(&key)? else {
+        let Some((_, text)) = locate(store, keys, container_id)? else {
             return Ok(None);
         };
         if let Some(record) = release_flat_if(store, keys, container_id, &text)? {
@@ -235,11 +269,8 @@ pub fn release_flat_if(
     container_id: &str,
     expected: &str,
 ) -> Result<Option<FlatRecord>, IpamError> {
-    let key = keys.flat(container_id);
-    let record: FlatRecord = serde_json::from_str(expected).map_err(|e| IpamError::Corrupt {
-        key: key.clone(),
-        message: e.to_string(),
-    })?;
+    let record = parse_record(&keys.flat(container_id), expected)?;
+    let key = keys.record(container_id, record.vlan.is_some());
     let mut compares = vec![Compare::Equals(key.clone(), expected.to_string())];
     let mut ops = vec![Op::Delete(key)];
     if let Ok(cidr) = record.ip.parse::<Ipv4Cidr>() {

@@ -1,5 +1,6 @@
 //! What the store remembers about one container's network, as the JSON
-//! value under `/macvlan/flat/<container-id>`.
+//! value under `/macvlan/flat/<container-id>` (flat networks) or
+//! `/macvlan/vland/<container-id>` (VLAN networks: the same fields and `vlan`).
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,27 @@ pub struct FlatRecord {
     /// Ingress limit in force (tbf on an ifb in the container's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<LimitRecord>,
+    /// The VLAN network, for containers on one (`host_interface` is then
+    /// the 802.1Q sub-interface the macvlan sits on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<VlanRef>,
+}
+
+/// Which VLAN network a record belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanRef {
+    pub name: String,
+    pub id: u16,
+}
+
+impl FlatRecord {
+    pub fn network_type(&self) -> &'static str {
+        if self.vlan.is_some() {
+            "vlan"
+        } else {
+            "flat"
+        }
+    }
 }
 
 /// The egress limit as applied.
@@ -96,6 +118,7 @@ impl FlatRecord {
             stopped_at: None,
             egress: None,
             ingress: None,
+            vlan: None,
         }
     }
 }

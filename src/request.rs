@@ -204,11 +204,27 @@ pub struct FlatRequest {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// A VLAN network: its name, and the address asked for (else the lowest free).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanRequest {
+    pub name: VlanName,
+    /// The address and, if given in CIDR form, its prefix length (which
+    /// must then be the VLAN subnet's).
+    pub address: Option<(Ipv4Addr, Option<u8>)>,
+}
+
+/// Which network, with what the parser alone can know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    Flat(FlatRequest),
+    Vlan(VlanRequest),
+}
+
 /// What a container asked for, complete and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkRequest {
     pub container_id: String,
-    pub flat: FlatRequest,
+    pub network: Network,
     pub mtu: Option<u32>,
     pub mode: MacvlanMode,
     /// Egress limit, if one was asked for.
@@ -274,25 +290,21 @@ impl RateLimit {
 
 impl NetworkRequest {
     pub fn network_type(&self) -> NetworkType {
-        NetworkType::Flat
-    }
-
-    pub fn parent(&self) -> &str {
-        &self.flat.parent
+        match self.network {
+            Network::Flat(_) => NetworkType::Flat,
+            Network::Vlan(_) => NetworkType::Vlan,
+        }
     }
 
     /// Checks what depends on the parent interface, once it has been found:
     /// the MTU may not exceed the parent's.
-    pub fn check_against_parent(&self, parent_mtu: u32) -> Result<(), RequestError> {
+    pub fn check_against_parent(&self, parent: &str, parent_mtu: u32) -> Result<(), RequestError> {
         if let Some(mtu) = self.mtu {
             if mtu > parent_mtu {
                 return Err(RequestError {
                     setting: "macvlan.mtu (MTU)".into(),
                     value: Some(mtu.to_string()),
-                    problem: format!(
-                        "must be between 68 and the MTU of {} ({parent_mtu})",
-                        self.flat.parent
-                    ),
+                    problem: format!("must be between 68 and the MTU of {parent} ({parent_mtu})"),
                 });
             }
         }
@@ -367,19 +379,80 @@ pub fn parse(
     };
     let network = match type_setting.value.trim().to_ascii_lowercase().as_str() {
         "flat" => NetworkType::Flat,
-        "dhcp" | "vlan" => {
+        "vlan" => NetworkType::Vlan,
+        "dhcp" => {
             return Err(invalid(
                 type_setting,
-                "this version supports only flat networks (dhcp and vlan are not built yet)",
+                "this version supports flat and vlan networks (dhcp is not built yet)",
             ))
         }
         _ => return Err(invalid(type_setting, "expected flat, dhcp or vlan")),
     };
 
-    if let Some(setting) = settings.get(Field::Vlan) {
-        return Err(invalid(setting, "only for vlan networks"));
+    if network != NetworkType::Vlan {
+        if let Some(setting) = settings.get(Field::Vlan) {
+            return Err(invalid(setting, "only for vlan networks"));
+        }
     }
 
+    let network_request = match network {
+        NetworkType::Flat => Network::Flat(parse_flat(settings, policy)?),
+        NetworkType::Vlan => Network::Vlan(parse_vlan(settings)?),
+        NetworkType::Dhcp => unreachable!("refused above"),
+    };
+
+    let mtu = match settings.get(Field::Mtu) {
+        None => None,
+        Some(setting) => {
+            let mtu: u32 = setting
+                .value
+                .parse()
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| {
+                    invalid(
+                        setting,
+                        "expected a number from 68 to the parent interface's MTU",
+                    )
+                })?;
+            Some(mtu)
+        }
+    };
+
+    let mode = match settings.get(Field::Mode) {
+        None => MacvlanMode::Bridge,
+        Some(setting) => match setting.value.trim().to_ascii_lowercase().as_str() {
+            "bridge" => MacvlanMode::Bridge,
+            "private" => MacvlanMode::Private,
+            "vepa" => MacvlanMode::Vepa,
+            "passthru" => MacvlanMode::Passthru,
+            _ => {
+                return Err(invalid(
+                    setting,
+                    "expected bridge, private, vepa or passthru",
+                ))
+            }
+        },
+    };
+
+    let egress = parse_egress(settings)?;
+    let ingress = parse_ingress(settings)?;
+    let discovery = parse_discovery(settings)?;
+
+    Ok(Some(NetworkRequest {
+        container_id: container_id.to_string(),
+        network: network_request,
+        mtu,
+        mode,
+        egress,
+        ingress,
+        discovery,
+    }))
+}
+
+/// HOSTIF, IP (CIDR) and GW of a flat network.
+fn parse_flat(settings: &Settings, policy: &Policy) -> Result<FlatRequest, RequestError> {
+    let network = NetworkType::Flat;
     let parent_setting = settings
         .get(Field::HostInterface)
         .ok_or_else(|| missing(Field::HostInterface, network, "HOSTIF=eth0"))?;
@@ -496,57 +569,93 @@ pub fn parse(
         }
     };
 
-    let mtu = match settings.get(Field::Mtu) {
+    Ok(FlatRequest {
+        parent,
+        address,
+        gateway,
+    })
+}
+
+/// VLAN and the optional IP of a VLAN network; its parent, subnet and
+/// gateway come from the network's record in the store.
+fn parse_vlan(settings: &Settings) -> Result<VlanRequest, RequestError> {
+    for (field, what) in [
+        (Field::HostInterface, "host interface"),
+        (Field::Gateway, "gateway"),
+    ] {
+        if let Some(setting) = settings.get(field) {
+            return Err(invalid(
+                setting,
+                format!("not used for vlan networks: the VLAN network (macvlan vlan create) names its {what}"),
+            ));
+        }
+    }
+    let name_setting = settings
+        .get(Field::Vlan)
+        .ok_or_else(|| missing(Field::Vlan, NetworkType::Vlan, "VLAN=test1"))?;
+    let name = VlanName::parse(&name_setting.value)
+        .ok_or_else(|| invalid(name_setting, VlanName::EXPECTED))?;
+    let address = match settings.get(Field::Ip) {
         None => None,
         Some(setting) => {
-            let mtu: u32 = setting
-                .value
-                .parse()
-                .ok()
-                .filter(|m| (68..=65535).contains(m))
-                .ok_or_else(|| {
-                    invalid(
-                        setting,
-                        "expected a number from 68 to the parent interface's MTU",
-                    )
-                })?;
-            Some(mtu)
+            let text = setting.value.trim();
+            let (address, prefix) = match text.split_once('/') {
+                Some((address, prefix)) => (address, Some(prefix)),
+                None => (text, None),
+            };
+            let address = parse_ipv4(address).ok_or_else(|| {
+                invalid(
+                    setting,
+                    "expected an IPv4 address like 192.0.2.10 (or in CIDR form with the VLAN's prefix)",
+                )
+            })?;
+            let prefix = match prefix {
+                None => None,
+                Some(p) => Some(
+                    p.parse::<u8>()
+                        .ok()
+                        .filter(|p| (1..=30).contains(p))
+                        .ok_or_else(|| {
+                            invalid(
+                                setting,
+                                "expected a prefix length from 1 to 30 after the '/'",
+                            )
+                        })?,
+                ),
+            };
+            Some((address, prefix))
         }
     };
+    Ok(VlanRequest { name, address })
+}
 
-    let mode = match settings.get(Field::Mode) {
-        None => MacvlanMode::Bridge,
-        Some(setting) => match setting.value.trim().to_ascii_lowercase().as_str() {
-            "bridge" => MacvlanMode::Bridge,
-            "private" => MacvlanMode::Private,
-            "vepa" => MacvlanMode::Vepa,
-            "passthru" => MacvlanMode::Passthru,
-            _ => {
-                return Err(invalid(
-                    setting,
-                    "expected bridge, private, vepa or passthru",
-                ))
-            }
-        },
-    };
+/// A VLAN network's name: 1–32 letters, digits, '-' or '_'.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VlanName(String);
 
-    let egress = parse_egress(settings)?;
-    let ingress = parse_ingress(settings)?;
-    let discovery = parse_discovery(settings)?;
+impl VlanName {
+    pub const EXPECTED: &'static str =
+        "expected a VLAN network name: 1-32 letters, digits, '-' or '_'";
 
-    Ok(Some(NetworkRequest {
-        container_id: container_id.to_string(),
-        flat: FlatRequest {
-            parent,
-            address,
-            gateway,
-        },
-        mtu,
-        mode,
-        egress,
-        ingress,
-        discovery,
-    }))
+    pub fn parse(text: &str) -> Option<VlanName> {
+        let name = text.trim();
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| VlanName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VlanName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// DISCOVER / PORT / SERVICE: a service to register once the container runs.
@@ -759,6 +868,13 @@ fn parse_egress(settings: &Settings) -> Result<Option<RateLimit>, RequestError> 
 mod tests {
     use super::*;
 
+    fn flat(request: &NetworkRequest) -> &FlatRequest {
+        match &request.network {
+            Network::Flat(flat) => flat,
+            other => panic!("not flat: {other:?}"),
+        }
+    }
+
     fn policy() -> Policy {
         Policy::default()
     }
@@ -802,9 +918,9 @@ mod tests {
     #[test]
     fn full_flat_request_from_env() {
         let request = parse_env(&GOOD).unwrap().unwrap();
-        assert_eq!(request.flat.parent, "lan0");
-        assert_eq!(request.flat.address.to_string(), "192.0.2.10/24");
-        assert_eq!(request.flat.gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(flat(&request).parent, "lan0");
+        assert_eq!(flat(&request).address.to_string(), "192.0.2.10/24");
+        assert_eq!(flat(&request).gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(request.mode, MacvlanMode::Bridge);
         assert_eq!(request.mtu, None);
     }
@@ -832,8 +948,8 @@ mod tests {
                 .collect();
         let settings = Settings::collect(&annotations, &env(&GOOD), true).unwrap();
         let request = parse("c1", &settings, &policy()).unwrap().unwrap();
-        assert_eq!(request.flat.address.to_string(), "192.0.2.20/24");
-        assert_eq!(request.flat.parent, "lan0");
+        assert_eq!(flat(&request).address.to_string(), "192.0.2.20/24");
+        assert_eq!(flat(&request).parent, "lan0");
     }
 
     #[test]
@@ -953,7 +1069,7 @@ mod tests {
 
         env.push("BURST=1000");
         let request = parse_env(&env).unwrap().unwrap();
-        let error = request.check_against_parent(1500).unwrap_err();
+        let error = request.check_against_parent("lan0", 1500).unwrap_err();
         assert_eq!(error.setting, "BURST");
         assert!(error.problem.contains("at least 1514 bytes"), "{error}");
 
@@ -966,7 +1082,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let error = fast.check_against_parent(1500).unwrap_err();
+        let error = fast.check_against_parent("lan0", 1500).unwrap_err();
         assert_eq!(error.setting, "BRUST");
         assert!(error.problem.contains("at least 125000 bytes"), "{error}");
     }
@@ -1001,9 +1117,9 @@ mod tests {
     #[test]
     fn mtu_checked_against_parent() {
         let request = parse_env(&with("MTU=9000")).unwrap().unwrap();
-        let error = request.check_against_parent(1500).unwrap_err();
+        let error = request.check_against_parent("lan0", 1500).unwrap_err();
         assert!(error.problem.contains("1500"));
-        assert!(request.check_against_parent(9000).is_ok());
+        assert!(request.check_against_parent("lan0", 9000).is_ok());
     }
 
     #[test]
@@ -1061,5 +1177,60 @@ mod tests {
         assert!(ServiceName::parse(&long).is_none());
         assert!(ServiceName::parse(&long[..63]).is_some());
         assert!(ServiceName::parse("a.b").is_none());
+    }
+
+    #[test]
+    fn vlan_requests() {
+        let parse_vlan = |pairs: &[&str]| {
+            let mut all = vec!["TYPE=vlan"];
+            all.extend_from_slice(pairs);
+            parse_env(&all)
+        };
+        let request = parse_vlan(&["VLAN=test1"]).unwrap().unwrap();
+        assert_eq!(request.network_type(), NetworkType::Vlan);
+        assert_eq!(
+            request.network,
+            Network::Vlan(VlanRequest {
+                name: VlanName::parse("test1").unwrap(),
+                address: None
+            })
+        );
+        let request = parse_vlan(&["VLANID=test1", "IP=198.18.0.9/24"])
+            .unwrap()
+            .unwrap();
+        let Network::Vlan(vlan) = request.network else {
+            panic!()
+        };
+        assert_eq!(vlan.address, Some((Ipv4Addr::new(198, 18, 0, 9), Some(24))));
+
+        let cases: [(&[&str], &str); 5] = [
+            (&[], "macvlan.vlan (VLAN): required for a vlan network"),
+            (
+                &["VLAN=a b"],
+                "invalid VLAN \"a b\": expected a VLAN network name",
+            ),
+            (
+                &["VLAN=t", "HOSTIF=lan0"],
+                "invalid HOSTIF \"lan0\": not used for vlan networks",
+            ),
+            (
+                &["VLAN=t", "GW=198.18.0.1"],
+                "invalid GW \"198.18.0.1\": not used for vlan networks",
+            ),
+            (
+                &["VLAN=t", "IP=198.18.0.300"],
+                "invalid IP \"198.18.0.300\"",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let message = parse_vlan(pairs).unwrap_err().to_string();
+            assert!(message.contains(expected), "{pairs:?}: {message}");
+        }
+        // VLAN on a flat network is a mistake.
+        let mut pairs = GOOD.to_vec();
+        pairs.push("VLAN=t");
+        assert!(error_for(&pairs)
+            .to_string()
+            .contains("only for vlan networks"));
     }
 }

@@ -3,7 +3,9 @@
 //! type-specific work behind the small [`Driver`] trait.
 
 mod flat;
+mod macvlan;
 pub mod qos;
+mod vlan;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -17,10 +19,11 @@ use crate::ipam::{self, Claim};
 use crate::log::{Level, Logger};
 use crate::netlink::Netlink;
 use crate::record::FlatRecord;
-use crate::request::{NetworkRequest, NetworkType};
+use crate::request::{Network, NetworkRequest};
 use crate::store::{self, Keys, Store};
 
 pub use flat::FlatDriver;
+pub use vlan::{ensure_sub_interface, gateway_device, vlan_gateway, VlanDriver};
 
 /// Everything an attach or detach needs from the host.
 pub struct Context {
@@ -79,7 +82,9 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Attached {
     pub ifname: String,
+    /// CIDR form.
     pub address: String,
+    pub ip: std::net::Ipv4Addr,
     pub mac: String,
     pub parent: String,
 }
@@ -201,14 +206,18 @@ impl Timings {
 /// What validation found on the host, for the setup to use.
 #[derive(Debug, Clone)]
 pub struct HostFacts {
+    /// The host's interface the network uses.
     pub parent: crate::netlink::Link,
+    /// The VLAN network, for VLAN requests.
+    pub vlan: Option<crate::vlan::VlanNetwork>,
 }
 
 /// A network type: everything it can check before changing anything, then
 /// the setup, registering an undo for each change.
 pub trait Driver {
-    /// Checks the request against the host (parent interface, MTU).
-    fn validate(&self, host: &mut Netlink) -> Result<HostFacts>;
+    /// Checks the request against the host (parent interface, MTU) and the
+    /// store (the network it names), changing nothing.
+    fn validate(&self, ctx: &Context, host: &mut Netlink) -> Result<HostFacts>;
     /// Builds the container's interface.
     fn setup(
         &self,
@@ -221,10 +230,9 @@ pub trait Driver {
 }
 
 fn driver_for(request: &NetworkRequest) -> Box<dyn Driver + '_> {
-    match request.network_type() {
-        NetworkType::Flat => Box::new(FlatDriver { request }),
-        // The request parser refuses the other types until their drivers exist.
-        other => unreachable!("no driver for {}", other.as_str()),
+    match &request.network {
+        Network::Flat(flat) => Box::new(FlatDriver { request, flat }),
+        Network::Vlan(vlan) => Box::new(VlanDriver { request, vlan }),
     }
 }
 
@@ -313,7 +321,7 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
     check_own_netns(target)?;
     let driver = driver_for(request);
     let mut host = Netlink::open().context("open netlink socket")?;
-    let facts = driver.validate(&mut host)?;
+    let facts = driver.validate(ctx, &mut host)?;
     timings.step("validate_ms");
 
     let netns_path = target.netns_path();
@@ -329,22 +337,20 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
         timings,
     };
     let mut undo = Rollback::default();
-    // The registration goes first, so that it is undone with everything
-    // else; until the interface exists the registrar's check simply fails.
-    // The registrar is started once the rest has worked.
-    let result = match &request.discovery {
-        Some(discovery) => register_service(ctx, request, discovery, target, &mut undo),
-        None => Ok(()),
-    }
-    .and_then(|()| driver.setup(ctx, target, &facts, &mut sockets, &mut undo))
-    .and_then(|attached| {
-        if request.discovery.is_some() {
-            crate::failpoint::check("start-registrar")?;
-            crate::discovery::registrar::ensure_running(&ctx.config)
-                .context("start the registrar (macvlan daemon)")?;
-        }
-        Ok(attached)
-    });
+    // The service is registered once the address is known, and undone with
+    // everything else; the registrar starts once the rest has worked.
+    let result = driver
+        .setup(ctx, target, &facts, &mut sockets, &mut undo)
+        .and_then(|attached| {
+            if let Some(discovery) = &request.discovery {
+                register_service(ctx, discovery, target, attached.ip, &mut undo)?;
+                crate::failpoint::check("start-registrar")?;
+                crate::discovery::registrar::ensure_running(&ctx.config)
+                    .context("start the registrar (macvlan daemon)")?;
+                sockets.timings.step("register_ms");
+            }
+            Ok(attached)
+        });
     match result {
         Ok(attached) => {
             if ctx.logger.debug_enabled() {
@@ -365,16 +371,16 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
 /// sure a registrar runs to publish it once its port answers.
 fn register_service(
     ctx: &Context,
-    request: &NetworkRequest,
     discovery: &crate::request::DiscoveryRequest,
     target: &Target,
+    ip: std::net::Ipv4Addr,
     undo: &mut Rollback,
 ) -> Result<()> {
     // The caller has put the hostname in if SERVICE was not given.
     let service = discovery.service_name(None)?;
     let registration = crate::discovery::Registration::new(
         &service,
-        request.flat.address.address,
+        ip,
         discovery.port,
         &target.container_id,
         &ctx.host,
@@ -444,7 +450,7 @@ fn log_detach(
         "detach",
         &[
             ("container", container_id),
-            ("type", "flat"),
+            ("type", record.network_type()),
             ("address", &record.ip),
             ("state", state),
             (

@@ -18,7 +18,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -72,6 +73,8 @@ pub struct Link {
     /// `IFLA_LINK`: the parent's index, for stacked devices such as macvlan.
     pub parent_index: Option<u32>,
     pub up: bool,
+    /// The 802.1Q ID, for VLAN devices.
+    pub vlan_id: Option<u16>,
 }
 
 /// The macvlan modes of `ip-link(8)`.
@@ -307,6 +310,47 @@ impl Netlink {
         Ok(())
     }
 
+    /// Creates the 802.1Q sub-interface `name` with `id` on `parent_index`
+    /// in this namespace (`ip link add link IF name IF.ID type vlan id ID`).
+    pub fn create_vlan(&mut self, name: &str, parent_index: u32, id: u16) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        message.attributes.push(LinkAttribute::Link(parent_index));
+        message.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)])),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Creates a veth pair `name` / `peer` in this namespace (`macvlan
+    /// doctor` needs an Ethernet device to try things on).
+    pub fn create_veth(&mut self, name: &str, peer: &str) -> Result<()> {
+        let mut peer_message = LinkMessage::default();
+        peer_message
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
+        let mut message = LinkMessage::default();
+        message.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message))),
+            ]),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
     /// Sets a link up.
     pub fn set_up(&mut self, index: u32) -> Result<()> {
         let mut message = LinkMessage::default();
@@ -527,6 +571,7 @@ fn parse_link(message: &LinkMessage) -> Link {
         kind: None,
         parent_index: None,
         up: message.header.flags.contains(LinkFlags::Up),
+        vlan_id: None,
     };
     for attribute in &message.attributes {
         match attribute {
@@ -540,8 +585,15 @@ fn parse_link(message: &LinkMessage) -> Link {
             LinkAttribute::Link(parent) => link.parent_index = Some(*parent),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
-                    if let LinkInfo::Kind(kind) = info {
-                        link.kind = Some(kind.to_string());
+                    match info {
+                        LinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
+                        LinkInfo::Data(InfoData::Vlan(vlan)) => {
+                            link.vlan_id = vlan.iter().find_map(|v| match v {
+                                InfoVlan::Id(id) => Some(*id),
+                                _ => None,
+                            })
+                        }
+                        _ => {}
                     }
                 }
             }

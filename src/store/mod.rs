@@ -91,6 +91,49 @@ impl Keys {
         format!("{}/flat/", self.prefix)
     }
 
+    /// `/macvlan/vland/<container-id>`: a container on a VLAN network.
+    pub fn vland(&self, container_id: &str) -> String {
+        format!("{}/vland/{container_id}", self.prefix)
+    }
+
+    pub fn vland_prefix(&self) -> String {
+        format!("{}/vland/", self.prefix)
+    }
+
+    /// Where a container's record lives: `flat` or `vland`.
+    pub fn record(&self, container_id: &str, on_vlan: bool) -> String {
+        if on_vlan {
+            self.vland(container_id)
+        } else {
+            self.flat(container_id)
+        }
+    }
+
+    /// `/macvlan/vlan/<name>`: a VLAN network.
+    pub fn vlan(&self, name: &str) -> String {
+        format!("{}/vlan/{name}", self.prefix)
+    }
+
+    pub fn vlan_prefix(&self) -> String {
+        format!("{}/vlan/", self.prefix)
+    }
+
+    /// `/macvlan/vlan-id/<id>`: which network holds an 802.1Q ID.
+    pub fn vlan_id(&self, id: u16) -> String {
+        format!("{}/vlan-id/{id}", self.prefix)
+    }
+
+    /// A counter every VLAN creation and deletion moves, so that the
+    /// subnet-overlap check and the write are one atomic step.
+    pub fn vlan_generation(&self) -> String {
+        format!("{}/vlan-generation", self.prefix)
+    }
+
+    /// `/macvlan/ipam/<pool>/`: every held address of a pool.
+    pub fn pool_prefix(&self, pool: &str) -> String {
+        format!("{}/ipam/{pool}/", self.prefix)
+    }
+
     /// `/macvlan/service/<name>/<container-id>`: one endpoint of a service,
     /// under the registrar's lease (several containers may serve one name).
     pub fn service_endpoint(&self, name: &str, container_id: &str) -> String {

@@ -1,0 +1,197 @@
+//! `macvlan doctor`: what this host can do — the kernel features the
+//! network types need (tried for real in a throwaway network namespace),
+//! the privileges, runc, and the store — and how to get what is missing.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use crate::net::Context;
+use crate::netlink::{MacvlanMode, MacvlanSpec, Netlink};
+
+/// One check's outcome.
+struct Check {
+    what: &'static str,
+    /// `None`: works.
+    problem: Option<String>,
+    /// What to do about it, and what does not work without it.
+    remedy: &'static str,
+}
+
+/// Tries the kernel features in a network namespace of a short-lived
+/// thread's own (unshare moves only that thread; the namespace and every
+/// device in it go when the thread ends).
+fn kernel_checks() -> Vec<Check> {
+    std::thread::spawn(|| {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+            return vec![Check {
+                what: "a throwaway network namespace",
+                problem: Some(format!("unshare: {e}")),
+                remedy: "run as root (CAP_SYS_ADMIN)",
+            }];
+        }
+        let mut netlink = match Netlink::open() {
+            Ok(n) => n,
+            Err(e) => {
+                return vec![Check {
+                    what: "netlink",
+                    problem: Some(e.to_string()),
+                    remedy: "run as root",
+                }]
+            }
+        };
+        let mut checks = Vec::new();
+        let mut parent = None;
+        let veth = netlink
+            .create_veth("probe0", "probe1")
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                netlink
+                    .link_by_name("probe0")
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "probe0 vanished".to_string())
+            });
+        match veth {
+            Ok(link) => {
+                parent = Some(link);
+                checks.push(ok("veth (to try the rest on)"));
+            }
+            Err(e) => checks.push(Check {
+                what: "veth (to try the rest on)",
+                problem: Some(e),
+                remedy: "load the veth module; the other kernel checks need it",
+            }),
+        }
+        if let Some(parent) = parent {
+            let macvlan = netlink.create_macvlan(&MacvlanSpec {
+                name: "probemv",
+                parent_index: parent.index,
+                mode: MacvlanMode::Bridge,
+                mac: None,
+                mtu: None,
+                netns: None,
+            });
+            checks.push(result(
+                "macvlan",
+                macvlan.map_err(|e| e.to_string()),
+                "load the macvlan module (CONFIG_MACVLAN); no network type works without it",
+            ));
+            checks.push(result(
+                "802.1Q VLAN",
+                netlink
+                    .create_vlan("probe0.7", parent.index, 7)
+                    .map_err(|e| e.to_string()),
+                "load the 8021q module (CONFIG_VLAN_8021Q); TYPE=vlan and `vlan gateway` need it",
+            ));
+            let tbf = crate::netlink::tbf::Tbf::new(10_000, 12_500, 50)
+                .ok_or_else(|| "tbf parameters".to_string())
+                .and_then(|tbf| {
+                    netlink
+                        .replace_root_tbf(parent.index, &tbf)
+                        .map_err(|e| e.to_string())
+                });
+            checks.push(result(
+                "tbf qdisc",
+                tbf,
+                "load sch_tbf (CONFIG_NET_SCH_TBF); RATE and INGRESS_RATE need it",
+            ));
+        }
+        checks.push(result(
+            "ifb",
+            netlink.create_ifb("probeifb").map_err(|e| e.to_string()),
+            "load the ifb module (CONFIG_IFB); INGRESS_RATE needs it",
+        ));
+        checks
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        vec![Check {
+            what: "kernel checks",
+            problem: Some("the check thread panicked".into()),
+            remedy: "",
+        }]
+    })
+}
+
+fn ok(what: &'static str) -> Check {
+    Check {
+        what,
+        problem: None,
+        remedy: "",
+    }
+}
+
+fn result(what: &'static str, outcome: Result<(), String>, remedy: &'static str) -> Check {
+    Check {
+        what,
+        problem: outcome.err(),
+        remedy,
+    }
+}
+
+/// Whether `program` names an executable file, directly or on PATH.
+fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        path.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = Path::new(program);
+        return executable(path).then(|| path.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(program))
+        .find(|path| executable(path))
+}
+
+pub fn run(ctx: &Context) -> Result<()> {
+    let mut checks = Vec::new();
+    checks.push(result(
+        "privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
+        crate::net::check_privileges().map_err(|e| format!("{e:#}")),
+        "run hooks and admin commands as root",
+    ));
+    checks.extend(kernel_checks());
+    checks.push(result(
+        "runc",
+        find_program(&ctx.config.runtime)
+            .map(|_| ())
+            .ok_or_else(|| format!("{:?} not found", ctx.config.runtime)),
+        "install runc, or set `runtime` in the config; the macvlan-runc wrapper needs it",
+    ));
+    let store = ctx
+        .store()
+        .and_then(|store| Ok(store.list(&ctx.keys.vlan_prefix())?))
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"));
+    checks.push(result(
+        "store",
+        store,
+        "check `store` (and [etcd]) in the config; every hook needs the store",
+    ));
+    let mut problems = 0;
+    for check in &checks {
+        match &check.problem {
+            None => println!("ok       {}", check.what),
+            Some(problem) => {
+                problems += 1;
+                println!("MISSING  {}: {problem}", check.what);
+                if !check.remedy.is_empty() {
+                    println!("         → {}", check.remedy);
+                }
+            }
+        }
+    }
+    if problems > 0 {
+        bail!(
+            "{problems} problem{} found (above)",
+            if problems == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The steps every macvlan network shares once its address is claimed: the
+//! interface inside the container, its address, route and limits, and the
+//! record marked running.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context as _, Result};
+
+use super::{free_interface_name, stable_mac, Attached, Context, Rollback, Sockets, Target, Undo};
+use crate::cidr::Ipv4Cidr;
+use crate::ipam::{self, Claim};
+use crate::netlink::{format_mac, Link, MacvlanMode, MacvlanSpec};
+use crate::record::{FlatRecord, State};
+use crate::request::NetworkRequest;
+
+/// Where the container's macvlan goes and what it holds.
+pub struct Placement<'a> {
+    /// The device the macvlan sits on: the LAN interface, or a VLAN's
+    /// 802.1Q sub-interface.
+    pub parent: &'a Link,
+    pub address: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    /// Now, as the record's creation time when it has no earlier one.
+    pub now: u64,
+}
+
+/// The record a claim writes (state attaching), without gateway or VLAN.
+pub fn new_record(
+    ctx: &Context,
+    target: &Target,
+    request: &NetworkRequest,
+    parent_name: &str,
+    address: Ipv4Cidr,
+    now: u64,
+) -> FlatRecord {
+    FlatRecord {
+        ip: address.to_string(),
+        gateway: None,
+        host_interface: parent_name.to_string(),
+        mac: format_mac(&stable_mac(&target.container_id)),
+        mtu: request.mtu,
+        mode: request.mode,
+        host: ctx.host.clone(),
+        state: State::Attaching,
+        pool: address.subnet().pool_name(),
+        ifname: None,
+        pid: Some(target.pid),
+        created_at: now,
+        updated_at: now,
+        stopped_at: None,
+        egress: None,
+        ingress: None,
+        vlan: None,
+    }
+}
+
+/// Registers the claim's undo, then builds the container's interface and
+/// marks the record running.
+pub fn attach_claimed(
+    ctx: &Context,
+    target: &Target,
+    request: &NetworkRequest,
+    sockets: &mut Sockets,
+    undo: &mut Rollback,
+    claim: Claim,
+    placement: Placement<'_>,
+) -> Result<Attached> {
+    let Placement {
+        parent,
+        address,
+        gateway,
+        now,
+    } = placement;
+    let created_at = claim
+        .previous
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<FlatRecord>(text).ok())
+        .map(|old| old.created_at)
+        .unwrap_or(now);
+    undo.push(Undo::Claim(Box::new(claim)));
+    sockets.timings.step("claim_ms");
+    crate::failpoint::check("after-claim")?;
+
+    let existing: Vec<String> = sockets
+        .container
+        .links()
+        .context("list the container's interfaces")?
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let ifname = free_interface_name(&existing);
+    sockets.timings.step("list_links_ms");
+
+    // Created directly inside the container's namespace under its final
+    // name (`ip link add … netns`): one message instead of create, move
+    // and rename, and a crash can never leave a stray link on the host.
+    // Passthru takes the parent's MAC: setting ours would change the
+    // parent's address (macvlan's passthru semantics).
+    let mac = stable_mac(&target.container_id);
+    let spec = MacvlanSpec {
+        name: &ifname,
+        parent_index: parent.index,
+        mode: request.mode,
+        mac: (request.mode != MacvlanMode::Passthru).then_some(mac),
+        mtu: request.mtu,
+        netns: Some(&sockets.netns),
+    };
+    sockets
+        .host
+        .create_macvlan(&spec)
+        .with_context(|| format!("create macvlan on {}", parent.name))?;
+    undo.push(Undo::DeleteLink {
+        name: ifname.clone(),
+    });
+    sockets.timings.step("create_link_ms");
+    crate::failpoint::check("after-create")?;
+
+    let link = sockets
+        .container
+        .link_by_name(&ifname)
+        .context("find the new interface")?
+        .with_context(|| format!("{ifname} vanished from the container's namespace"))?;
+    sockets
+        .container
+        .add_ipv4_address(link.index, address.address, address.prefix)
+        .with_context(|| format!("add address {address} to {ifname}"))?;
+    sockets
+        .container
+        .set_up(link.index)
+        .with_context(|| format!("set {ifname} up"))?;
+    if let Some(gateway) = gateway {
+        sockets
+            .container
+            .replace_default_route(link.index, gateway)
+            .with_context(|| format!("set default route via {gateway}"))?;
+    }
+    let (egress, ingress) = super::qos::apply(
+        &mut sockets.container,
+        &link,
+        &existing,
+        request.mtu.unwrap_or(parent.mtu),
+        request.egress.as_ref(),
+        request.ingress.as_ref(),
+        undo,
+    )?;
+    sockets.timings.step("configure_ms");
+    crate::failpoint::check("after-configure")?;
+    let actual_mac = link
+        .mac
+        .map(|m| format_mac(&m))
+        .unwrap_or_else(|| format_mac(&mac));
+
+    let ifname_for_record = ifname.clone();
+    let mac_for_record = actual_mac.clone();
+    ipam::update_flat(ctx.store()?, &ctx.keys, &target.container_id, |r| {
+        r.state = State::Running;
+        r.ifname = Some(ifname_for_record.clone());
+        r.mac = mac_for_record.clone();
+        r.created_at = created_at;
+        r.stopped_at = None;
+        r.egress = egress.clone();
+        r.ingress = ingress.clone();
+    })
+    .context("record the attachment")?;
+    sockets.timings.step("record_ms");
+
+    Ok(Attached {
+        ifname,
+        address: address.to_string(),
+        ip: address.address,
+        mac: actual_mac,
+        parent: parent.name.clone(),
+    })
+}
