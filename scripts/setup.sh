@@ -18,6 +18,7 @@ packages=(
   python3                      # the demo edits its config.json with it
   etcd-server etcd-client      # the cluster store: etcd 3.4, started by the tests on loopback ports
   protobuf-compiler libprotobuf-dev  # protoc and its well-known types, which the etcd client crate needs at build time
+  qemu-system-x86              # a guest with Debian's kernel for the 802.1Q tests (this kernel has no 802.1Q)
   ca-certificates curl
 )
 missing=()
@@ -48,6 +49,20 @@ if ! ls target/test-assets/busybox_*.deb >/dev/null 2>&1; then
   (cd target/test-assets && apt-get download busybox >/dev/null 2>&1) || {
     apt-get update -qq && (cd target/test-assets && apt-get download busybox >/dev/null)
   }
+fi
+
+# Debian's kernel for the QEMU guest of the VLAN tests (tests/vlan_guest.rs),
+# downloaded, not installed: it has 802.1Q, which this machine's kernel lacks.
+latest_kernel() {
+  apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | awk '{print $1}' | sort -V | tail -1
+}
+if ! ls target/test-assets/linux-image-*.deb >/dev/null 2>&1; then
+  kernel=$(latest_kernel)
+  if [ -z "$kernel" ] || ! (cd target/test-assets && apt-get download "$kernel" >/dev/null 2>&1); then
+    apt-get update -qq
+    kernel=$(latest_kernel)
+    (cd target/test-assets && apt-get download "$kernel" >/dev/null)
+  fi
 fi
 
 # The lab needs network namespaces, macvlan, veth and bridge in the kernel.

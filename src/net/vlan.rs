@@ -154,28 +154,70 @@ pub fn gateway_device(network: &VlanNetwork) -> String {
     format!("vgw{}", network.id)
 }
 
+/// The VRF that holds a VLAN's gateway device on the gateway host, and its
+/// routing table.
+pub fn gateway_vrf(network: &VlanNetwork) -> (String, u32) {
+    (format!("vrf{}", network.id), 10_000 + u32::from(network.id))
+}
+
+/// Finds or creates link `name` with `create`, tolerating a concurrent
+/// creator, and checks it with `right`.
+fn ensure_link(
+    host: &mut Netlink,
+    name: &str,
+    right: impl Fn(&Link) -> bool,
+    create: impl Fn(&mut Netlink) -> std::result::Result<(), crate::netlink::NetlinkError>,
+) -> Result<Link> {
+    for _ in 0..3 {
+        if let Some(link) = host.link_by_name(name)? {
+            if !right(&link) {
+                bail!(
+                    "{name} exists but is not what macvlan made (kind {}); remove it",
+                    link.kind.as_deref().unwrap_or("physical")
+                );
+            }
+            return Ok(link);
+        }
+        match create(host) {
+            Ok(()) => continue,
+            Err(e) if e.errno() == Some(libc::EEXIST) => continue,
+            Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => bail!(
+                "cannot create {name}: this kernel lacks the device type (`macvlan doctor` shows what this host can do)"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("create {name}")),
+        }
+    }
+    bail!("{name} kept appearing and disappearing while it was being created")
+}
+
 /// `macvlan vlan gateway NAME`: makes this host the VLAN's gateway — the
-/// VLAN's sub-interface, and on it a macvlan holding the gateway address.
-/// Idempotent. Forwarding and NAT between the VLAN and elsewhere are the
-/// operator's (README, "VLAN networks").
+/// VLAN's sub-interface, and on it a macvlan holding the gateway address,
+/// inside a VRF of its own. The VRF matters when one host is the gateway
+/// of several VLANs: without it every gateway address is local to the
+/// whole host, and a container of one VLAN could reach another VLAN's
+/// gateway through its own. Idempotent. Forwarding and NAT out of the VRF
+/// are the operator's (README, "VLAN networks").
 pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
     super::check_privileges()?;
     let mut host = Netlink::open().context("open netlink socket")?;
     let parent = find_parent(&mut host, &network.host_interface)?;
     let sub = ensure_sub_interface(&mut host, &parent, network)?;
+    let (vrf_name, table) = gateway_vrf(network);
+    let vrf = ensure_link(
+        &mut host,
+        &vrf_name,
+        |l| l.kind.as_deref() == Some("vrf"),
+        |h| h.create_vrf(&vrf_name, table),
+    )?;
+    host.set_up(vrf.index)
+        .with_context(|| format!("set {vrf_name} up"))?;
     let name = gateway_device(network);
-    let device = match host.link_by_name(&name)? {
-        Some(link)
-            if link.kind.as_deref() == Some("macvlan") && link.parent_index == Some(sub.index) =>
-        {
-            link
-        }
-        Some(_) => bail!(
-            "{name} exists but is not a macvlan on {}; remove it",
-            sub.name
-        ),
-        None => {
-            host.create_macvlan(&crate::netlink::MacvlanSpec {
+    let device = ensure_link(
+        &mut host,
+        &name,
+        |l| l.kind.as_deref() == Some("macvlan") && l.parent_index == Some(sub.index),
+        |h| {
+            h.create_macvlan(&crate::netlink::MacvlanSpec {
                 name: &name,
                 parent_index: sub.index,
                 mode: crate::netlink::MacvlanMode::Bridge,
@@ -183,11 +225,12 @@ pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
                 mtu: None,
                 netns: None,
             })
-            .with_context(|| format!("create macvlan {name} on {}", sub.name))?;
-            host.link_by_name(&name)?
-                .with_context(|| format!("{name} vanished"))?
-        }
-    };
+        },
+    )?;
+    if device.controller != Some(vrf.index) {
+        host.set_controller(device.index, vrf.index)
+            .with_context(|| format!("put {name} into {vrf_name}"))?;
+    }
     match host.add_ipv4_address(device.index, network.gateway, network.subnet().prefix) {
         Ok(()) => {}
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
@@ -195,5 +238,5 @@ pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
     }
     host.set_up(device.index)
         .with_context(|| format!("set {name} up"))?;
-    Ok(name)
+    Ok(format!("{name} (in {vrf_name}, table {table})"))
 }

@@ -18,8 +18,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, MacVlanMode,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, InfoVrf, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -75,6 +75,8 @@ pub struct Link {
     pub up: bool,
     /// The 802.1Q ID, for VLAN devices.
     pub vlan_id: Option<u16>,
+    /// `IFLA_MASTER`: the VRF or bridge the link is enslaved to.
+    pub controller: Option<u32>,
 }
 
 /// The macvlan modes of `ip-link(8)`.
@@ -351,6 +353,34 @@ impl Netlink {
         Ok(())
     }
 
+    /// Creates a VRF device `name` bound to routing table `table`.
+    pub fn create_vrf(&mut self, name: &str, table: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vrf),
+                LinkInfo::Data(InfoData::Vrf(vec![InfoVrf::TableId(table)])),
+            ]),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Makes `controller` (a VRF or bridge) the master of link `index`.
+    pub fn set_controller(&mut self, index: u32, controller: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message
+            .attributes
+            .push(LinkAttribute::Controller(controller));
+        self.request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK)?;
+        Ok(())
+    }
+
     /// Sets a link up.
     pub fn set_up(&mut self, index: u32) -> Result<()> {
         let mut message = LinkMessage::default();
@@ -572,6 +602,7 @@ fn parse_link(message: &LinkMessage) -> Link {
         parent_index: None,
         up: message.header.flags.contains(LinkFlags::Up),
         vlan_id: None,
+        controller: None,
     };
     for attribute in &message.attributes {
         match attribute {
@@ -583,6 +614,7 @@ fn parse_link(message: &LinkMessage) -> Link {
                 link.mac = Some(mac);
             }
             LinkAttribute::Link(parent) => link.parent_index = Some(*parent),
+            LinkAttribute::Controller(controller) => link.controller = Some(*controller),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     match info {

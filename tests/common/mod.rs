@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod etcd;
+pub mod guest;
 pub mod podman;
 
 use std::path::{Path, PathBuf};
