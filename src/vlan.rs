@@ -18,6 +18,9 @@ pub const IDS: std::ops::RangeInclusive<u16> = 1..=4094;
 
 const ATTEMPTS: usize = 64;
 
+/// After a lost race, the next address is picked among this many free ones.
+const CONTENDED_SPREAD: usize = 32;
+
 /// A VLAN network, as `/macvlan/vlan/<name>` holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VlanNetwork {
@@ -400,19 +403,30 @@ pub fn claim(
     }
     let first = u32::from(subnet.network()) + 1;
     let last = u32::from(subnet.broadcast()) - 1;
+    let mut lost_races = 0;
     for _ in 0..ATTEMPTS {
         let used: BTreeSet<Ipv4Addr> = holders(store, keys, network)?
             .into_iter()
             .map(|(ip, _)| ip)
             .collect();
-        let Some(address) = (first..=last)
+        let free: Vec<Ipv4Addr> = (first..=last)
             .map(Ipv4Addr::from)
-            .find(|a| *a != network.gateway && !used.contains(a))
-        else {
+            .filter(|a| *a != network.gateway && !used.contains(a))
+            .take(CONTENDED_SPREAD)
+            .collect();
+        if free.is_empty() {
             return Err(VlanError::Exhausted {
                 name: network.name.clone(),
                 subnet: network.subnet.clone(),
             });
+        }
+        // The lowest free address; after a lost race, one of the next few
+        // at random, so that hosts allocating at once stop colliding on
+        // the same one.
+        let address = if lost_races == 0 {
+            free[0]
+        } else {
+            free[random_below(free.len())]
         };
         match ipam::claim_flat(
             store,
@@ -422,8 +436,8 @@ pub fn claim(
             &with_address(address),
         ) {
             Ok(claim) => return Ok((claim, at(address))),
-            // Taken meanwhile by another host's container: the next one.
-            Err(IpamError::Held { .. }) => continue,
+            // Taken meanwhile by another host's container.
+            Err(IpamError::Held { .. }) => lost_races += 1,
             Err(e) => return Err(e.into()),
         }
     }

@@ -196,3 +196,85 @@ fn webapp_registered_on_host_a_resolves_and_answers_on_host_b() {
     assert!(text(&out).contains("NXDOMAIN"), "{}", text(&out));
     lab.stop("hB", &client);
 }
+
+/// Two lab hosts allocate 240 addresses from one pool, 16 at a time, and
+/// the cluster's leader is killed midway: no address is handed out twice,
+/// every allocation that failed says why, and retries get the rest through.
+#[test]
+fn concurrent_allocations_stay_unique_when_the_leader_dies() {
+    let lab = Lab::new(&["hA", "hB"]);
+    let mut cluster = EtcdCluster::start(&lab, 3, "[etcd]\ntimeout = \"5s\"\n");
+    let out = lab.macvlan(
+        "hA",
+        &[
+            "vlan",
+            "create",
+            "--name",
+            "pool",
+            "--subnet",
+            "198.18.0.0/22",
+            "--host-interface",
+            UPLINK,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let leader = cluster.leader();
+    let mut killed_at = 0;
+    let allocations =
+        common::etcd::allocate_concurrently(&lab, &["hA", "hB"], "pool", 16, 240, 10, |done| {
+            while done.load(std::sync::atomic::Ordering::SeqCst) < 80 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            killed_at = done.load(std::sync::atomic::Ordering::SeqCst);
+            cluster.kill(&leader);
+        });
+    eprintln!("killed leader {leader} after {killed_at} allocations");
+    assert_eq!(allocations.len(), 240);
+    let errors: Vec<&String> = allocations.iter().flat_map(|a| &a.errors).collect();
+    eprintln!(
+        "{} errors met (then retried), e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
+    for error in &errors {
+        // A clear error: which store, what failed, why.
+        assert!(
+            error.contains("etcd://")
+                || error.contains("held by")
+                || error.contains("kept changing"),
+            "unclear error: {error}"
+        );
+    }
+    let failed: Vec<&str> = allocations
+        .iter()
+        .filter(|a| a.address.is_none())
+        .map(|a| a.container.as_str())
+        .collect();
+    assert!(failed.is_empty(), "never allocated: {failed:?}");
+
+    // The cluster's view: one key per address, one record per container,
+    // and they agree.
+    let out = cluster.etcdctl(&["get", "--prefix", "/macvlan/ipam/198.18.0.0-22/"]);
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let holders: std::collections::BTreeMap<String, String> = lines
+        .chunks(2)
+        .map(|pair| {
+            let ip = pair[0].rsplit('/').next().unwrap().to_string();
+            (ip, pair[1].trim_matches('"').to_string())
+        })
+        .collect();
+    assert_eq!(holders.len(), 240, "address keys");
+    let mut addresses = std::collections::BTreeSet::new();
+    for allocation in &allocations {
+        let ip = allocation.address.unwrap().to_string();
+        assert!(addresses.insert(ip.clone()), "{ip} handed out twice");
+        assert_eq!(
+            holders.get(&ip),
+            Some(&allocation.container),
+            "holder of {ip}"
+        );
+    }
+}

@@ -168,7 +168,14 @@ fn no_answer(timeout: Duration) -> String {
 fn describe(error: &etcd_client::Error) -> String {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
-            format!("{} ({:?})", status.message(), status.code())
+            let mut text = format!("{} ({:?})", status.message(), status.code());
+            // "transport error" alone says little: add what caused it.
+            let mut source = std::error::Error::source(status);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
         }
         other => other.to_string(),
     }

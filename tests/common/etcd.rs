@@ -229,3 +229,115 @@ impl Drop for EtcdCluster {
         }
     }
 }
+
+/// Allocates addresses from VLAN network `network` in the cluster as the
+/// hooks of lab hosts do: `clients` threads, spread over `hosts`, each in
+/// its host's network namespace with its own store connection, taking
+/// `total` allocations between them (containers `c0`, `c1`, …). Each
+/// allocation is tried up to `tries` times. Returns, per allocation, its
+/// latency and its outcome (the address, or every error it met).
+pub fn allocate_concurrently(
+    lab: &Lab,
+    hosts: &[&str],
+    network: &str,
+    clients: usize,
+    total: usize,
+    tries: usize,
+    during: impl FnOnce(&std::sync::atomic::AtomicUsize),
+) -> Vec<Allocation> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for client in 0..clients {
+            let host = hosts[client % hosts.len()].to_string();
+            let (next, done, results) = (&next, &done, &results);
+            let config_path = lab.config_path(&host);
+            let netns = format!("/run/netns/{}", lab.ns(&host));
+            scope.spawn(move || {
+                // Sockets are made in the namespace of the thread that opens them.
+                let file = std::fs::File::open(&netns).unwrap();
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let config = macvlan_runc::config::Config::load(&config_path, true).unwrap();
+                let keys = macvlan_runc::store::Keys::new(&config.store_prefix);
+                let store = macvlan_runc::store::open(&config).expect("connect to etcd");
+                let vlan = macvlan_runc::vlan::load(store.as_ref(), &keys, network).unwrap();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= total {
+                        break;
+                    }
+                    let id = format!("c{n}");
+                    let record = record_for(&vlan, &host);
+                    let started = Instant::now();
+                    let mut errors = Vec::new();
+                    let mut address = None;
+                    for _ in 0..tries {
+                        match macvlan_runc::vlan::claim(
+                            store.as_ref(),
+                            &keys,
+                            &id,
+                            &vlan,
+                            None,
+                            &record,
+                        ) {
+                            Ok((_, cidr)) => {
+                                address = Some(cidr.address);
+                                break;
+                            }
+                            Err(e) => {
+                                errors.push(e.to_string());
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                        }
+                    }
+                    results.lock().unwrap().push(Allocation {
+                        container: id,
+                        latency: started.elapsed(),
+                        address,
+                        errors,
+                    });
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        during(&done);
+    });
+    results.into_inner().unwrap()
+}
+
+pub struct Allocation {
+    pub container: String,
+    pub latency: Duration,
+    pub address: Option<std::net::Ipv4Addr>,
+    pub errors: Vec<String>,
+}
+
+fn record_for(
+    network: &macvlan_runc::vlan::VlanNetwork,
+    host: &str,
+) -> macvlan_runc::record::FlatRecord {
+    macvlan_runc::record::FlatRecord {
+        ip: network.subnet.clone(),
+        gateway: Some(network.gateway.to_string()),
+        host_interface: network.sub_interface(),
+        mac: "02:00:00:00:00:01".into(),
+        mtu: None,
+        mode: macvlan_runc::netlink::MacvlanMode::Bridge,
+        host: host.to_string(),
+        state: macvlan_runc::record::State::Attaching,
+        pool: network.pool(),
+        ifname: None,
+        pid: None,
+        created_at: 0,
+        updated_at: 0,
+        stopped_at: None,
+        egress: None,
+        ingress: None,
+        vlan: Some(macvlan_runc::record::VlanRef {
+            name: network.name.clone(),
+            id: network.id,
+        }),
+    }
+}
