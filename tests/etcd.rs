@@ -278,3 +278,98 @@ fn concurrent_allocations_stay_unique_when_the_leader_dies() {
         );
     }
 }
+
+/// A cluster with authentication: the password comes from a file, works,
+/// and a wrong one fails saying so — with no password in any message or log.
+#[test]
+fn user_and_password_from_a_file_and_never_printed() {
+    let lab = Lab::new(&["hA"]);
+    let cluster = EtcdCluster::start(&lab, 1, "");
+    let secret = "s3cret-Pa55";
+    for args in [
+        vec!["user", "add", "root", "--new-user-password", secret],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["auth", "enable"],
+    ] {
+        let out = cluster.etcdctl(&args);
+        assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
+    }
+    let password_file = lab.dir.path().join("etcd-password");
+    std::fs::write(&password_file, format!("{secret}\n")).unwrap();
+    let config = lab.config_path("hA");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with_password = |file: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "{base}[etcd]\ntimeout = \"3s\"\nuser = \"root\"\npassword_file = \"{}\"\n",
+                file.display()
+            ),
+        )
+        .unwrap();
+    };
+
+    with_password(&password_file);
+    let id = lab.id("auth");
+    let bundle = lab.bundle("hA", &id, &as_strs(&flat_env("192.0.2.40/24")), &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    let out = lab.macvlan("hA", &["ls"]);
+    assert!(
+        out.status.success() && text(&out).contains("192.0.2.40"),
+        "{}",
+        text(&out)
+    );
+    lab.stop("hA", &id);
+
+    let wrong = lab.dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    with_password(&wrong);
+    let out = lab.macvlan("hA", &["--debug", "ls"]);
+    let message = text(&out);
+    assert!(!out.status.success(), "{message}");
+    assert!(
+        message.contains("etcd://") && message.contains("authentication failed"),
+        "{message}"
+    );
+    let id = lab.id("auth2");
+    let bundle = lab.bundle("hA", &id, &as_strs(&flat_env("192.0.2.41/24")), &[]);
+    let error = lab.start("hA", &id, &bundle).unwrap_err();
+    assert!(error.contains("authentication failed"), "{error}");
+    let _ = lab.runc("hA", &["delete", "--force", &id]);
+    for text in [&message, &error, &lab.log("hA")] {
+        assert!(
+            !text.contains(secret) && !text.contains("not-the-password"),
+            "a password was printed: {text}"
+        );
+    }
+}
+
+/// A cluster that speaks TLS and requires client certificates: the hook
+/// works with `[etcd] ca/cert/key`, and without the client certificate it
+/// fails with an error naming the store.
+#[test]
+fn tls_with_client_certificates() {
+    let lab = Lab::new(&["hA"]);
+    let cluster = EtcdCluster::start_with(&lab, 1, "", true);
+    let id = lab.id("tls");
+    let bundle = lab.bundle("hA", &id, &as_strs(&flat_env("192.0.2.50/24")), &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    assert!(cluster
+        .keys("/macvlan/flat/")
+        .contains(&format!("/macvlan/flat/{id}")));
+    lab.stop("hA", &id);
+
+    // The same cluster without our client certificate.
+    let config = lab.config_path("hA");
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    let without: String = text_before
+        .lines()
+        .filter(|l| !l.starts_with("cert = ") && !l.starts_with("key = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, format!("{without}timeout = \"3s\"\n")).unwrap();
+    let out = lab.macvlan("hA", &["ls"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("etcd://"), "{}", text(&out));
+    eprintln!("without a client certificate: {}", text(&out).trim());
+}

@@ -27,12 +27,40 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     gw_ns: String,
     pub dir: PathBuf,
+    /// With TLS: the directory holding ca.pem, server and client pairs.
+    tls: Option<PathBuf>,
+}
+
+/// A CA, a server certificate for the members' addresses and a client
+/// certificate, made with openssl in `dir`.
+fn make_certificates(dir: &std::path::Path, addresses: &[String]) {
+    let sans: Vec<String> = addresses.iter().map(|a| format!("IP:{a}")).collect();
+    let script = format!(
+        "set -e; cd {dir}
+         openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=lab-ca -keyout ca-key.pem -out ca.pem 2>/dev/null
+         for who in server client; do
+           openssl req -newkey rsa:2048 -nodes -subj /CN=$who -keyout $who-key.pem -out $who.csr 2>/dev/null
+           printf 'subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n' > $who.ext
+           openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile $who.ext -out $who.pem 2>/dev/null
+         done",
+        dir = dir.display(),
+        sans = sans.join(",")
+    );
+    let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
+    assert!(status.success(), "making certificates");
 }
 
 impl EtcdCluster {
     /// Starts `size` members and points every lab host's config at them,
     /// with `extra_config` appended (e.g. an `[etcd]` section).
     pub fn start(lab: &Lab, size: usize, extra_config: &str) -> EtcdCluster {
+        EtcdCluster::start_with(lab, size, extra_config, false)
+    }
+
+    /// Like `start`, with TLS on the client port (server certificate from a
+    /// lab CA, client certificates required) when `tls` is set; the hosts'
+    /// configs get `[etcd] ca`, `cert` and `key`.
+    pub fn start_with(lab: &Lab, size: usize, extra_config: &str, tls: bool) -> EtcdCluster {
         let gw = lab.ns("gw");
         let dir = lab.dir.path().join("etcd");
         std::fs::create_dir_all(&dir).unwrap();
@@ -71,13 +99,31 @@ impl EtcdCluster {
             .iter()
             .map(|(name, address)| format!("{name}=http://{address}:2380"))
             .collect();
+        let tls_dir = tls.then(|| {
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            let addresses: Vec<String> = members.iter().map(|(_, a)| a.clone()).collect();
+            make_certificates(&tls_dir, &addresses);
+            tls_dir
+        });
+        let scheme = if tls { "https" } else { "http" };
         let mut cluster = EtcdCluster {
             members: Vec::new(),
             gw_ns: gw.clone(),
             dir: dir.clone(),
+            tls: tls_dir.clone(),
         };
         for (name, address) in &members {
             let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+            let mut tls_args: Vec<String> = Vec::new();
+            if let Some(t) = &tls_dir {
+                tls_args = vec![
+                    format!("--cert-file={}", t.join("server.pem").display()),
+                    format!("--key-file={}", t.join("server-key.pem").display()),
+                    format!("--trusted-ca-file={}", t.join("ca.pem").display()),
+                    "--client-cert-auth".into(),
+                ];
+            }
             let child = Command::new("nsenter")
                 .arg(format!("--net=/run/netns/{gw}"))
                 .arg("etcd")
@@ -86,9 +132,9 @@ impl EtcdCluster {
                 .arg(dir.join(name))
                 .args([
                     "--listen-client-urls",
-                    &format!("http://{address}:2379"),
+                    &format!("{scheme}://{address}:2379"),
                     "--advertise-client-urls",
-                    &format!("http://{address}:2379"),
+                    &format!("{scheme}://{address}:2379"),
                     "--listen-peer-urls",
                     &format!("http://{address}:2380"),
                     "--initial-advertise-peer-urls",
@@ -104,6 +150,7 @@ impl EtcdCluster {
                     "--election-timeout",
                     "1000",
                 ])
+                .args(&tls_args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -123,6 +170,15 @@ impl EtcdCluster {
                 .collect::<Vec<_>>()
                 .join(",")
         );
+        let mut extra_config = extra_config.to_string();
+        if let Some(t) = &tls_dir {
+            extra_config.push_str(&format!(
+                "[etcd]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                t.join("ca.pem").display(),
+                t.join("client.pem").display(),
+                t.join("client-key.pem").display()
+            ));
+        }
         for host in &lab.hosts {
             let path = lab.config_path(host);
             let config = std::fs::read_to_string(&path).unwrap();
@@ -146,7 +202,10 @@ impl EtcdCluster {
         self.members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("http://{}:2379", m.address))
+            .map(|m| {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}:2379", m.address)
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -155,8 +214,16 @@ impl EtcdCluster {
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
         let netns = format!("--net=/run/netns/{}", self.gw_ns);
         let endpoints = format!("--endpoints={}", self.endpoints());
-        let mut all = vec!["20", "nsenter", &netns, "etcdctl", &endpoints];
-        all.extend_from_slice(args);
+        let mut all: Vec<String> = ["20", "nsenter", &netns, "etcdctl", &endpoints]
+            .map(String::from)
+            .to_vec();
+        if let Some(t) = &self.tls {
+            all.push(format!("--cacert={}", t.join("ca.pem").display()));
+            all.push(format!("--cert={}", t.join("client.pem").display()));
+            all.push(format!("--key={}", t.join("client-key.pem").display()));
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
         run("timeout", &all)
     }
 
