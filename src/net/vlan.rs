@@ -26,38 +26,33 @@ pub fn ensure_sub_interface(
     network: &VlanNetwork,
 ) -> Result<Link> {
     let name = network.sub_interface();
-    for _ in 0..3 {
-        if let Some(link) = host.link_by_name(&name)? {
+    let link = ensure_link(
+        host,
+        &name,
+        |link| {
             let right = link.kind.as_deref() == Some("vlan")
                 && link.vlan_id == Some(network.id)
                 && link.parent_index == Some(parent.index);
-            if !right {
-                bail!(
-                    "{name} exists but is not VLAN {} on {} (kind {}, id {}); rename or remove it",
+            right.then_some(()).ok_or_else(|| {
+                format!(
+                    "is not VLAN {} on {} (kind {}, id {})",
                     network.id,
                     parent.name,
                     link.kind.as_deref().unwrap_or("physical"),
                     link.vlan_id
                         .map(|i| i.to_string())
                         .unwrap_or_else(|| "none".into()),
-                );
-            }
-            if !link.up {
-                host.set_up(link.index)
-                    .with_context(|| format!("set {name} up"))?;
-            }
-            return Ok(link);
-        }
-        match host.create_vlan(&name, parent.index, network.id) {
-            Ok(()) => continue,
-            Err(e) if e.errno() == Some(libc::EEXIST) => continue,
-            Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => bail!(
-                "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q, module 8021q), so {name} cannot be created; `macvlan doctor` shows what this host can do"
-            ),
-            Err(e) => return Err(e).with_context(|| format!("create VLAN device {name}")),
-        }
+                )
+            })
+        },
+        |h| h.create_vlan(&name, parent.index, network.id),
+        "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q, module 8021q)",
+    )?;
+    if !link.up {
+        host.set_up(link.index)
+            .with_context(|| format!("set {name} up"))?;
     }
-    bail!("{name} kept appearing and disappearing while it was being created")
+    Ok(link)
 }
 
 impl Driver for VlanDriver<'_> {
@@ -161,20 +156,20 @@ pub fn gateway_vrf(network: &VlanNetwork) -> (String, u32) {
 }
 
 /// Finds or creates link `name` with `create`, tolerating a concurrent
-/// creator, and checks it with `right`.
+/// creator (hooks of several containers race for shared devices), and
+/// checks what it found with `check`. `unsupported` says what the kernel
+/// lacks when it does not know the device type.
 fn ensure_link(
     host: &mut Netlink,
     name: &str,
-    right: impl Fn(&Link) -> bool,
+    check: impl Fn(&Link) -> std::result::Result<(), String>,
     create: impl Fn(&mut Netlink) -> std::result::Result<(), crate::netlink::NetlinkError>,
+    unsupported: &str,
 ) -> Result<Link> {
     for _ in 0..3 {
         if let Some(link) = host.link_by_name(name)? {
-            if !right(&link) {
-                bail!(
-                    "{name} exists but is not what macvlan made (kind {}); remove it",
-                    link.kind.as_deref().unwrap_or("physical")
-                );
+            if let Err(problem) = check(&link) {
+                bail!("{name} exists but {problem}; rename or remove it");
             }
             return Ok(link);
         }
@@ -182,7 +177,7 @@ fn ensure_link(
             Ok(()) => continue,
             Err(e) if e.errno() == Some(libc::EEXIST) => continue,
             Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => bail!(
-                "cannot create {name}: this kernel lacks the device type (`macvlan doctor` shows what this host can do)"
+                "{unsupported}, so {name} cannot be created; `macvlan doctor` shows what this host can do"
             ),
             Err(e) => return Err(e).with_context(|| format!("create {name}")),
         }
@@ -206,8 +201,15 @@ pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
     let vrf = ensure_link(
         &mut host,
         &vrf_name,
-        |l| l.kind.as_deref() == Some("vrf"),
+        |l| match l.kind.as_deref() {
+            Some("vrf") => Ok(()),
+            other => Err(format!(
+                "is a {} device, not a VRF",
+                other.unwrap_or("physical")
+            )),
+        },
         |h| h.create_vrf(&vrf_name, table),
+        "this kernel has no VRF support (CONFIG_NET_VRF, module vrf)",
     )?;
     host.set_up(vrf.index)
         .with_context(|| format!("set {vrf_name} up"))?;
@@ -215,7 +217,11 @@ pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
     let device = ensure_link(
         &mut host,
         &name,
-        |l| l.kind.as_deref() == Some("macvlan") && l.parent_index == Some(sub.index),
+        |l| {
+            (l.kind.as_deref() == Some("macvlan") && l.parent_index == Some(sub.index))
+                .then_some(())
+                .ok_or_else(|| format!("is not a macvlan on {}", sub.name))
+        },
         |h| {
             h.create_macvlan(&crate::netlink::MacvlanSpec {
                 name: &name,
@@ -226,6 +232,7 @@ pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
                 netns: None,
             })
         },
+        "this kernel has no macvlan support (CONFIG_MACVLAN, module macvlan)",
     )?;
     if device.controller != Some(vrf.index) {
         host.set_controller(device.index, vrf.index)
