@@ -9,7 +9,8 @@ packages=(
   busybox-static               # the rootfs of lab and demo containers
   iproute2                     # lab topology and checks in tests (the product uses netlink)
   util-linux                   # nsenter, unshare, setpriv
-  iperf3                       # bandwidth-limit tests
+  iperf3                       # bandwidth-limit tests and the data-plane benchmark
+  iptables                     # NAT in the data-plane benchmark (SNAT/DNAT as Docker's port publishing)
   containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison
   docker.io                    # dockerd 20.10 for the runtime-wrapper tests (started by the tests, never as a service)
   podman                       # podman 4.3 for the hooks.d tests

@@ -579,6 +579,15 @@ impl Lab {
         })
     }
 
+    /// Like `netns_process`, for benchmarks that outlast two minutes.
+    pub fn long_netns_process(&self, host: &str) -> NetnsProcess {
+        let host_ns = self.netns_inode(host);
+        let own = namespace_inode("/proc/self/ns/net");
+        self.spawn_in(host, &["unshare", "--net", "sleep", "7200"], |ns| {
+            ns != own && ns != host_ns
+        })
+    }
+
     /// Starts `sleep` inside the lab host's own namespace (like a container
     /// that shares the host's network) and returns once it is there.
     pub fn host_process(&self, host: &str) -> NetnsProcess {
