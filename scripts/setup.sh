@@ -10,6 +10,7 @@ packages=(
   iproute2                     # lab topology and checks in tests (the product uses netlink)
   util-linux                   # nsenter, unshare, setpriv
   iperf3                       # bandwidth-limit tests and the data-plane benchmark
+  openssl                      # the lab CA and certificates of the etcd TLS test
   iptables                     # NAT in the data-plane benchmark (SNAT/DNAT as Docker's port publishing)
   containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison
   docker.io                    # dockerd 20.10 for the runtime-wrapper tests (started by the tests, never as a service)

@@ -195,52 +195,52 @@ pub fn undo_claim(store: &dyn Store, container_id: &str, claim: &Claim) -> Resul
     Ok(())
 }
 
-/// Rewrites a container's record through `change`, atomically. `Ok(false)`:
-/// there is no record.
+/// Rewrites a container's record through `change`, atomically, and returns
+/// it as it is now; `change` returns `false` when there is nothing to write.
+/// `Ok(None)`: there is no record.
 pub fn update_flat(
     store: &dyn Store,
     keys: &Keys,
     container_id: &str,
-    change: impl Fn(&mut FlatRecord),
-) -> Result<bool, IpamError> {
+    change: impl Fn(&mut FlatRecord) -> bool,
+) -> Result<Option<FlatRecord>, IpamError> {
     for _ in 0..ATTEMPTS {
         let Some((key, text)) = locate(store, keys, container_id)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut record = parse_record(&key, &text)?;
-        change(&mut record);
+        if !change(&mut record) {
+            return Ok(Some(record));
+        }
         record.updated_at = now();
         let new = serde_json::to_string(&record).expect("record serialises");
         if store.transaction(
             &[Compare::Equals(key.clone(), text)],
             &[Op::Put(key.clone(), new)],
         )? {
-            return Ok(true);
+            return Ok(Some(record));
         }
     }
     Err(IpamError::Contended(ATTEMPTS))
 }
 
-/// Marks a container's record stopped. Idempotent; an unknown id is fine.
+/// Marks a container's record stopped: one read and, unless it already
+/// is, one write (poststop runs at every container stop). Idempotent; an
+/// unknown id is fine.
 pub fn mark_stopped(
     store: &dyn Store,
     keys: &Keys,
     container_id: &str,
 ) -> Result<Option<FlatRecord>, IpamError> {
-    let Some(record) = load_flat(store, keys, container_id)? else {
-        return Ok(None);
-    };
-    if record.state == State::Stopped {
-        return Ok(Some(record));
-    }
     update_flat(store, keys, container_id, |r| {
-        if r.state != State::Stopped {
-            r.state = State::Stopped;
-            r.stopped_at = Some(now());
-            r.pid = None;
+        if r.state == State::Stopped {
+            return false;
         }
-    })?;
-    load_flat(store, keys, container_id)
+        r.state = State::Stopped;
+        r.stopped_at = Some(now());
+        r.pid = None;
+        true
+    })
 }
 
 /// Removes a container's record and its address key, atomically.

@@ -160,6 +160,7 @@ pub fn attach_claimed(
         r.stopped_at = None;
         r.egress = egress.clone();
         r.ingress = ingress.clone();
+        true
     })
     .context("record the attachment")?;
     sockets.timings.step("record_ms");
