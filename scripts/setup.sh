@@ -10,6 +10,7 @@ packages=(
   iproute2                     # lab topology and checks in tests (the product uses netlink)
   util-linux                   # nsenter, unshare, setpriv
   iperf3                       # bandwidth-limit tests and the data-plane benchmark
+  dnsmasq-base                 # the lab LAN's DHCP server in the DHCP tests and benchmark (started by them, never as a service)
   openssl                      # the lab CA and certificates of the etcd TLS test
   iptables                     # NAT in the data-plane benchmark (SNAT/DNAT as Docker's port publishing)
   containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison

@@ -131,6 +131,7 @@ pub struct Config {
     pub host_name: Option<String>,
     pub daemon: DaemonConfig,
     pub discovery: DiscoveryConfig,
+    pub dhcp: DhcpConfig,
     pub etcd: EtcdConfig,
     /// The file this was loaded from, passed on to the daemon a hook starts.
     pub source: Option<PathBuf>,
@@ -166,6 +167,25 @@ impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
             ttl: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// The built-in DHCP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpConfig {
+    /// A hook fails when no server has given an address within this long.
+    pub timeout: std::time::Duration,
+    /// How long to listen for an answer to the ARP probe of an offered
+    /// address (RFC 5227); zero skips the probe.
+    pub probe_wait: std::time::Duration,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> Self {
+        DhcpConfig {
+            timeout: std::time::Duration::from_secs(10),
+            probe_wait: std::time::Duration::from_millis(200),
         }
     }
 }
@@ -216,6 +236,7 @@ impl Default for Config {
             host_name: None,
             daemon: DaemonConfig::default(),
             discovery: DiscoveryConfig::default(),
+            dhcp: DhcpConfig::default(),
             etcd: EtcdConfig::default(),
             source: None,
         }
@@ -246,7 +267,15 @@ struct RawConfig {
     host_name: Option<String>,
     daemon: Option<RawDaemon>,
     discovery: Option<RawDiscovery>,
+    dhcp: Option<RawDhcp>,
     etcd: Option<RawEtcd>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDhcp {
+    timeout: Option<String>,
+    probe_wait: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -460,6 +489,21 @@ impl Config {
                 && (config.etcd.password.is_some() || config.etcd.password_file.is_some())
             {
                 return Err("etcd.password: needs etcd.user".into());
+            }
+        }
+        if let Some(dhcp) = raw.dhcp {
+            if let Some(timeout) = dhcp.timeout {
+                let timeout = parse_duration("dhcp.timeout", &timeout, "10s")?;
+                if timeout < std::time::Duration::from_secs(1) {
+                    return Err(format!(
+                        "dhcp.timeout {:?}: at least 1s",
+                        humantime::format_duration(timeout).to_string()
+                    ));
+                }
+                config.dhcp.timeout = timeout;
+            }
+            if let Some(wait) = dhcp.probe_wait {
+                config.dhcp.probe_wait = parse_duration("dhcp.probe_wait", &wait, "200ms")?;
             }
         }
         if let Some(discovery) = raw.discovery {

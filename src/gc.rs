@@ -97,6 +97,21 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
             if ipam::release_flat_if(ctx.store()?, &ctx.keys, &id, &value)?.is_none() {
                 continue;
             }
+            // A DHCP lease whose container vanished without a poststop
+            // goes back to its server too.
+            if let Some(lease) = &record.lease {
+                if let Err(e) = crate::dhcp::release_lease(ctx, &record, lease) {
+                    ctx.logger.log(
+                        Level::Error,
+                        "gc",
+                        &[
+                            ("container", &id),
+                            ("address", &lease.address),
+                            ("error", &format!("release the DHCP lease: {e:#}")),
+                        ],
+                    );
+                }
+            }
             ctx.logger.log(
                 Level::Info,
                 "gc",

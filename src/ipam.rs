@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use crate::cidr::Ipv4Cidr;
-use crate::record::{now, FlatRecord, State};
+use crate::record::{now, FlatRecord, RecordKind, State};
 use crate::store::{Compare, Keys, Op, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,8 @@ pub fn locate(
     keys: &Keys,
     container_id: &str,
 ) -> Result<Option<(String, String)>, IpamError> {
-    for key in [keys.flat(container_id), keys.vland(container_id)] {
+    for kind in RecordKind::ALL {
+        let key = keys.record(container_id, kind);
         if let Some(text) = store.get(&key)? {
             return Ok(Some((key, text)));
         }
@@ -66,7 +67,7 @@ pub fn list_records(
     keys: &Keys,
 ) -> Result<Vec<(String, String, String)>, IpamError> {
     let mut all = Vec::new();
-    for prefix in [keys.flat_prefix(), keys.vland_prefix()] {
+    for prefix in RecordKind::ALL.map(|kind| keys.record_prefix(kind)) {
         for (key, value) in store.list(&prefix)? {
             all.push((key[prefix.len()..].to_string(), key, value));
         }
@@ -93,6 +94,25 @@ pub fn load_flat(
     }
 }
 
+/// Refuses a container that already has a record of another network type.
+pub fn check_no_other_network(
+    store: &dyn Store,
+    keys: &Keys,
+    container_id: &str,
+    kind: RecordKind,
+) -> Result<(), IpamError> {
+    for other in RecordKind::ALL.into_iter().filter(|k| *k != kind) {
+        let key = keys.record(container_id, other);
+        if store.get(&key)?.is_some() {
+            return Err(IpamError::OtherNetwork {
+                container: container_id.to_string(),
+                key,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Claims `address` for `container_id` and writes `record` (state
 /// attaching) in one transaction. Claiming an address the container already
 /// holds (a restart) succeeds; one held by another container fails naming it.
@@ -103,14 +123,8 @@ pub fn claim_flat(
     address: Ipv4Cidr,
     record: &FlatRecord,
 ) -> Result<Claim, IpamError> {
-    let key = keys.record(container_id, record.vlan.is_some());
-    let other = keys.record(container_id, record.vlan.is_none());
-    if store.get(&other)?.is_some() {
-        return Err(IpamError::OtherNetwork {
-            container: container_id.to_string(),
-            key: other,
-        });
-    }
+    let key = keys.record(container_id, record.kind());
+    check_no_other_network(store, keys, container_id, record.kind())?;
     let pool = address.subnet().pool_name();
     let address_key = keys.address(&pool, address.address);
     let mine = holder_value(container_id);
@@ -270,7 +284,7 @@ pub fn release_flat_if(
     expected: &str,
 ) -> Result<Option<FlatRecord>, IpamError> {
     let record = parse_record(&keys.flat(container_id), expected)?;
-    let key = keys.record(container_id, record.vlan.is_some());
+    let key = keys.record(container_id, record.kind());
     let mut compares = vec![Compare::Equals(key.clone(), expected.to_string())];
     let mut ops = vec![Op::Delete(key)];
     if let Ok(cidr) = record.ip.parse::<Ipv4Cidr>() {

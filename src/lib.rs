@@ -4,6 +4,7 @@
 pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod dhcp;
 pub mod discovery;
 pub mod doctor;
 pub mod failpoint;

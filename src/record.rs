@@ -1,6 +1,7 @@
 //! What the store remembers about one container's network, as the JSON
 //! value under `/macvlan/flat/<container-id>` (flat networks) or
-//! `/macvlan/vland/<container-id>` (VLAN networks: the same fields and `vlan`).
+//! `/macvlan/vland/<container-id>` (VLAN networks: the same fields and `vlan`)
+//! or `/macvlan/dhcp/<container-id>` (DHCP networks: `client_id` and `lease`).
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,39 @@ pub struct FlatRecord {
     /// the 802.1Q sub-interface the macvlan sits on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<VlanRef>,
+    /// DHCP networks: the client identifier (option 61) sent, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// DHCP networks: the lease held (none once released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<DhcpLease>,
+    /// The inode of the container's network namespace while it runs, so a
+    /// daemon never mistakes a recycled pid for the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_inode: Option<u64>,
+}
+
+/// A DHCP lease as the server gave it. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpLease {
+    /// CIDR, e.g. `192.0.2.50/24`.
+    pub address: String,
+    /// The server identifier (option 54): where renewals go.
+    pub server: std::net::Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// When the last ACK came.
+    pub obtained_at: u64,
+    /// Lease time in seconds (option 51).
+    pub lease_time: u32,
+    /// Renewal (T1) and rebinding (T2) times, and the end of the lease.
+    pub renew_at: u64,
+    pub rebind_at: u64,
+    pub expires_at: u64,
 }
 
 /// Which VLAN network a record belongs to.
@@ -77,12 +111,34 @@ pub struct VlanRef {
 
 impl FlatRecord {
     pub fn network_type(&self) -> &'static str {
-        if self.vlan.is_some() {
-            "vlan"
-        } else {
-            "flat"
+        match self.kind() {
+            RecordKind::Flat => "flat",
+            RecordKind::Vlan => "vlan",
+            RecordKind::Dhcp => "dhcp",
         }
     }
+
+    pub fn kind(&self) -> RecordKind {
+        if self.vlan.is_some() {
+            RecordKind::Vlan
+        } else if self.client_id.is_some() {
+            RecordKind::Dhcp
+        } else {
+            RecordKind::Flat
+        }
+    }
+}
+
+/// Which key family a record lives under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Flat,
+    Vlan,
+    Dhcp,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 3] = [RecordKind::Flat, RecordKind::Vlan, RecordKind::Dhcp];
 }
 
 /// The egress limit as applied.
@@ -119,6 +175,9 @@ impl FlatRecord {
             egress: None,
             ingress: None,
             vlan: None,
+            client_id: None,
+            lease: None,
+            netns_inode: None,
         }
     }
 }

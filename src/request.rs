@@ -213,10 +213,18 @@ pub struct VlanRequest {
     pub address: Option<(Ipv4Addr, Option<u8>)>,
 }
 
+/// A DHCP network: a macvlan on the parent's LAN whose address, prefix and
+/// gateway come from the LAN's DHCP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpRequest {
+    pub parent: String,
+}
+
 /// Which network, with what the parser alone can know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     Flat(FlatRequest),
+    Dhcp(DhcpRequest),
     Vlan(VlanRequest),
 }
 
@@ -292,6 +300,7 @@ impl NetworkRequest {
     pub fn network_type(&self) -> NetworkType {
         match self.network {
             Network::Flat(_) => NetworkType::Flat,
+            Network::Dhcp(_) => NetworkType::Dhcp,
             Network::Vlan(_) => NetworkType::Vlan,
         }
     }
@@ -380,12 +389,7 @@ pub fn parse(
     let network = match type_setting.value.trim().to_ascii_lowercase().as_str() {
         "flat" => NetworkType::Flat,
         "vlan" => NetworkType::Vlan,
-        "dhcp" => {
-            return Err(invalid(
-                type_setting,
-                "this version supports flat and vlan networks (dhcp is not built yet)",
-            ))
-        }
+        "dhcp" => NetworkType::Dhcp,
         _ => return Err(invalid(type_setting, "expected flat, dhcp or vlan")),
     };
 
@@ -398,7 +402,7 @@ pub fn parse(
     let network_request = match network {
         NetworkType::Flat => Network::Flat(parse_flat(settings, policy)?),
         NetworkType::Vlan => Network::Vlan(parse_vlan(settings)?),
-        NetworkType::Dhcp => unreachable!("refused above"),
+        NetworkType::Dhcp => Network::Dhcp(parse_dhcp(settings, policy)?),
     };
 
     let mtu = match settings.get(Field::Mtu) {
@@ -450,9 +454,12 @@ pub fn parse(
     }))
 }
 
-/// HOSTIF, IP (CIDR) and GW of a flat network.
-fn parse_flat(settings: &Settings, policy: &Policy) -> Result<FlatRequest, RequestError> {
-    let network = NetworkType::Flat;
+/// HOSTIF of a flat or DHCP network: a valid name the policy allows.
+fn parse_parent(
+    settings: &Settings,
+    policy: &Policy,
+    network: NetworkType,
+) -> Result<String, RequestError> {
     let parent_setting = settings
         .get(Field::HostInterface)
         .ok_or_else(|| missing(Field::HostInterface, network, "HOSTIF=eth0"))?;
@@ -478,6 +485,28 @@ fn parse_flat(settings: &Settings, policy: &Policy) -> Result<FlatRequest, Reque
             ),
         ));
     }
+    Ok(parent)
+}
+
+/// HOSTIF of a DHCP network; the address, prefix and gateway come from the
+/// server, so IP and GW are refused rather than silently ignored.
+fn parse_dhcp(settings: &Settings, policy: &Policy) -> Result<DhcpRequest, RequestError> {
+    let parent = parse_parent(settings, policy, NetworkType::Dhcp)?;
+    for field in [Field::Ip, Field::Gateway] {
+        if let Some(setting) = settings.get(field) {
+            return Err(invalid(
+                setting,
+                "a dhcp network takes its address and gateway from the DHCP server; remove it, or use TYPE=flat for a fixed address",
+            ));
+        }
+    }
+    Ok(DhcpRequest { parent })
+}
+
+/// HOSTIF, IP (CIDR) and GW of a flat network.
+fn parse_flat(settings: &Settings, policy: &Policy) -> Result<FlatRequest, RequestError> {
+    let network = NetworkType::Flat;
+    let parent = parse_parent(settings, policy, network)?;
 
     let ip_setting = settings
         .get(Field::Ip)

@@ -1,6 +1,7 @@
 //! The registrar (`macvlan daemon`): health-checks every service registered
 //! on this host from inside its container's network namespace and keeps the
-//! passing ones published under a store lease; and starting it on demand.
+//! passing ones published under a store lease, runs the DHCP lease keeper
+//! ([`crate::dhcp::keeper`]); and starting it on demand.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -317,32 +318,47 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
         ],
     );
     let mut registrar = Registrar::default();
+    let mut keeper = crate::dhcp::keeper::Keeper::default();
     let mut idle_since = Instant::now();
     let mut last_error: Option<String> = None;
     while !STOP.load(Ordering::SeqCst) {
-        match registrar.round(ctx) {
-            Ok(0) => {}
-            Ok(_) => idle_since = Instant::now(),
-            Err(e) => {
-                // Logged once per distinct error: a store outage would
-                // otherwise fill the log at every round.
-                let message = format!("{e:#}");
-                if last_error.as_ref() != Some(&message) {
-                    ctx.logger
-                        .log(Level::Error, "registrar", &[("error", &message)]);
-                    last_error = Some(message);
+        let registered = registrar.round(ctx);
+        let kept = keeper.round(ctx);
+        let mut lease_due = None;
+        for result in [
+            registered,
+            kept.map(|(n, due)| {
+                lease_due = due;
+                n
+            }),
+        ] {
+            match result {
+                Ok(0) => {}
+                Ok(_) => idle_since = Instant::now(),
+                Err(e) => {
+                    // Logged once per distinct error: a store outage would
+                    // otherwise fill the log at every round.
+                    let message = format!("{e:#}");
+                    if last_error.as_ref() != Some(&message) {
+                        ctx.logger
+                            .log(Level::Error, "daemon", &[("error", &message)]);
+                        last_error = Some(message);
+                    }
+                    idle_since = Instant::now();
                 }
-                idle_since = Instant::now();
             }
         }
         if exit_when_idle && idle_since.elapsed() >= config.daemon.idle_exit {
             break;
         }
-        let pause = if registrar.waiting() {
+        let mut pause = if registrar.waiting() {
             interval.min(WAITING_INTERVAL)
         } else {
             interval
         };
+        if let Some(due) = lease_due {
+            pause = pause.min(due.max(Duration::from_millis(50)));
+        }
         let round_started = Instant::now();
         while round_started.elapsed() < pause && !STOP.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));

@@ -51,6 +51,9 @@ pub fn new_record(
         egress: None,
         ingress: None,
         vlan: None,
+        client_id: None,
+        lease: None,
+        netns_inode: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! network type (privileges, namespace checks, logging, rollback), with the
 //! type-specific work behind the small [`Driver`] trait.
 
+mod dhcp;
 mod flat;
 mod macvlan;
 pub mod qos;
@@ -99,6 +100,17 @@ pub enum Undo {
     DeleteQdiscs { name: String },
     /// Remove the container's service registration.
     Registration,
+    /// Give a DHCP lease back (RELEASE through the container's socket).
+    DhcpRelease {
+        socket: std::net::UdpSocket,
+        payload: Vec<u8>,
+        server: std::net::Ipv4Addr,
+    },
+    /// Put a record key back as it was (`None`: absent).
+    RestoreRecord {
+        key: String,
+        previous: Option<String>,
+    },
 }
 
 /// The undo list of an attach in progress.
@@ -139,6 +151,27 @@ impl Rollback {
                     "remove service registration",
                     ctx.store().and_then(|store| {
                         crate::discovery::withdraw(store, &ctx.keys, container_id).map(|_| ())
+                    }),
+                ),
+                Undo::DhcpRelease {
+                    socket,
+                    payload,
+                    server,
+                } => (
+                    "release DHCP lease",
+                    crate::dhcp::wire::send(&socket, server, &payload),
+                ),
+                Undo::RestoreRecord { key, previous } => (
+                    "restore record",
+                    ctx.store().and_then(|store| {
+                        let op = match previous {
+                            Some(text) => store::Op::Put(key, text),
+                            None => store::Op::Delete(key),
+                        };
+                        store
+                            .transaction(&[], &[op])
+                            .map(|_| ())
+                            .map_err(Into::into)
                     }),
                 ),
                 Undo::Claim(claim) => (
@@ -232,6 +265,7 @@ pub trait Driver {
 fn driver_for(request: &NetworkRequest) -> Box<dyn Driver + '_> {
     match &request.network {
         Network::Flat(flat) => Box::new(FlatDriver { request, flat }),
+        Network::Dhcp(dhcp) => Box::new(dhcp::DhcpDriver { request, dhcp }),
         Network::Vlan(vlan) => Box::new(VlanDriver { request, vlan }),
     }
 }
@@ -401,6 +435,9 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
         .context("withdraw the service registration")?;
     let record =
         ipam::mark_stopped(ctx.store()?, &ctx.keys, container_id).context("mark record stopped")?;
+    if let Some(record) = record.as_ref().filter(|r| r.lease.is_some()) {
+        crate::dhcp::release_stopped(ctx, container_id, record)?;
+    }
     if let Some(record) = &record {
         log_detach(ctx, container_id, record, record.state.as_str(), started);
     }
@@ -431,6 +468,10 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Fla
                 }
             }
         }
+    }
+    if let Some(lease) = &record.lease {
+        crate::dhcp::release_lease(ctx, &record, lease)
+            .with_context(|| format!("release the DHCP lease on {}", lease.address))?;
     }
     ipam::release_flat(ctx.store()?, &ctx.keys, container_id)?;
     log_detach(ctx, container_id, &record, "released", started);

@@ -420,6 +420,17 @@ impl Netlink {
         Ok(())
     }
 
+    /// Removes an IPv4 address (and with it the routes through it).
+    pub fn delete_ipv4_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> Result<()> {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.prefix_len = prefix;
+        message.header.index = index;
+        message.attributes = vec![AddressAttribute::Local(address.into())];
+        self.request(RouteNetlinkMessage::DelAddress(message), NLM_F_ACK)?;
+        Ok(())
+    }
+
     /// Installs the default route via `gateway` on link `index` in the main
     /// table, replacing a default route that is already there.
     pub fn replace_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> Result<()> {
@@ -636,6 +647,16 @@ fn parse_link(message: &LinkMessage) -> Link {
 }
 
 /// `02:ab:…` form of a MAC address.
+/// Reads `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in mac.iter_mut() {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))

@@ -100,13 +100,24 @@ impl Keys {
         format!("{}/vland/", self.prefix)
     }
 
-    /// Where a container's record lives: `flat` or `vland`.
-    pub fn record(&self, container_id: &str, on_vlan: bool) -> String {
-        if on_vlan {
-            self.vland(container_id)
-        } else {
-            self.flat(container_id)
+    /// `/macvlan/dhcp/<container-id>`: a container on a DHCP network.
+    pub fn dhcp(&self, container_id: &str) -> String {
+        format!("{}/dhcp/{container_id}", self.prefix)
+    }
+
+    /// Where records of `kind` live: `flat/`, `vland/` or `dhcp/`.
+    pub fn record_prefix(&self, kind: crate::record::RecordKind) -> String {
+        use crate::record::RecordKind;
+        match kind {
+            RecordKind::Flat => self.flat_prefix(),
+            RecordKind::Vlan => self.vland_prefix(),
+            RecordKind::Dhcp => format!("{}/dhcp/", self.prefix),
         }
+    }
+
+    /// Where a container's record of `kind` lives.
+    pub fn record(&self, container_id: &str, kind: crate::record::RecordKind) -> String {
+        format!("{}{container_id}", self.record_prefix(kind))
     }
 
     /// `/macvlan/vlan/<name>`: a VLAN network.

@@ -406,5 +406,8 @@ fn record_for(
             name: network.name.clone(),
             id: network.id,
         }),
+        client_id: None,
+        lease: None,
+        netns_inode: None,
     }
 }

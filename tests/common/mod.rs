@@ -3,6 +3,7 @@
 //! namespace. Everything is removed in `Drop`, which also runs on panic.
 #![allow(dead_code)]
 
+pub mod dhcp_server;
 pub mod docker;
 pub mod etcd;
 pub mod guest;

@@ -1,0 +1,284 @@
+//! The lease keeper, part of `macvlan daemon`: renews this host's DHCP
+//! leases at T1 (to their server) and T2 (to any server), starts over when
+//! one runs out, and gives back the lease of a container whose namespace is
+//! gone. Its state is the store: a restarted daemon carries on from there.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+
+use super::client;
+use super::packet::ReplyKind;
+use super::wire;
+use crate::ipam;
+use crate::log::Level;
+use crate::net::Context;
+use crate::netlink::Netlink;
+use crate::record::{now, DhcpLease, FlatRecord, RecordKind, State};
+
+/// How long one renewal waits for its answer.
+const RENEW_WAIT: Duration = Duration::from_secs(2);
+
+/// A lease the keeper could not get is tried again after this long.
+const RETRY_AFTER: u64 = 10;
+
+#[derive(Default)]
+pub struct Keeper {
+    /// When a container's failed renewal or acquisition is tried again
+    /// (Unix seconds).
+    retry_at: HashMap<String, u64>,
+}
+
+/// The container's namespace, if the process the record names still has
+/// the namespace it was attached in.
+fn container_netns(record: &FlatRecord) -> Option<File> {
+    let pid = record.pid?;
+    let file = File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    let inode = file.metadata().ok()?.ino();
+    (Some(inode) == record.netns_inode).then_some(file)
+}
+
+impl Keeper {
+    /// One pass over this host's DHCP containers. Returns how many leases
+    /// it keeps and when one next needs attention.
+    pub fn round(&mut self, ctx: &Context) -> Result<(usize, Option<Duration>)> {
+        let store = ctx.store()?;
+        let prefix = ctx.keys.record_prefix(RecordKind::Dhcp);
+        let mut kept = 0;
+        let mut next: Option<u64> = None;
+        let mut seen = Vec::new();
+        for (key, text) in store.list(&prefix)? {
+            let id = key[prefix.len()..].to_string();
+            let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
+                continue;
+            };
+            if record.host != ctx.host || record.state != State::Running {
+                continue;
+            }
+            seen.push(id.clone());
+            let Some(netns) = container_netns(&record) else {
+                let address = record.ip.clone();
+                let result = super::release_stopped(ctx, &id, &record);
+                let mut fields = vec![
+                    ("container", id.as_str()),
+                    ("address", address.as_str()),
+                    ("reason", "the container's namespace is gone"),
+                ];
+                let error = result.err().map(|e| format!("{e:#}"));
+                if let Some(error) = &error {
+                    fields.push(("error", error));
+                }
+                ctx.logger.log(
+                    if error.is_some() {
+                        Level::Error
+                    } else {
+                        Level::Info
+                    },
+                    "dhcp-release",
+                    &fields,
+                );
+                continue;
+            };
+            kept += 1;
+            let now = now();
+            let due = match (&record.lease, self.retry_at.get(&id)) {
+                (_, Some(retry)) if *retry > now => *retry,
+                (Some(lease), _) if lease.renew_at > now => lease.renew_at,
+                _ => {
+                    self.retry_at.remove(&id);
+                    if let Err(e) = self.attend(ctx, &id, &record, &netns) {
+                        ctx.logger.log(
+                            Level::Error,
+                            "dhcp-keep",
+                            &[
+                                ("container", id.as_str()),
+                                ("address", record.ip.as_str()),
+                                ("error", &format!("{e:#}")),
+                            ],
+                        );
+                        self.retry_at.insert(id.clone(), now + RETRY_AFTER);
+                    }
+                    continue;
+                }
+            };
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        self.retry_at.retain(|id, _| seen.contains(id));
+        let wait = next.map(|due| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Duration::from_secs(due).saturating_sub(now)
+        });
+        Ok((
+            kept,
+            wait.or(if kept > 0 { Some(Duration::ZERO) } else { None }),
+        ))
+    }
+
+    /// Renews, rebinds or re-acquires the lease of a running container.
+    fn attend(&mut self, ctx: &Context, id: &str, record: &FlatRecord, netns: &File) -> Result<()> {
+        let ifname = record
+            .ifname
+            .clone()
+            .context("the record names no interface")?;
+        let identity = super::identity_of(record, None)?;
+        let socket = wire::open_client(netns, &ifname)?;
+        let now = now();
+        let lease = match &record.lease {
+            Some(lease) if lease.expires_at > now => lease.clone(),
+            expired => {
+                if let Some(lease) = expired {
+                    remove_address(netns, &ifname, lease)?;
+                    ctx.logger.log(
+                        Level::Info,
+                        "dhcp-expired",
+                        &[("container", id), ("address", &lease.address)],
+                    );
+                    store_lease(ctx, id, None)?;
+                }
+                return self.reacquire(ctx, id, record, netns, &ifname, &socket, &identity);
+            }
+        };
+        let address = lease.cidr()?.address;
+        let (state, to, stage_end) = if now >= lease.rebind_at {
+            ("rebinding", std::net::Ipv4Addr::BROADCAST, lease.expires_at)
+        } else {
+            ("renewing", lease.server, lease.rebind_at)
+        };
+        let reply = client::renew(&socket, &identity, address, to, Instant::now() + RENEW_WAIT)?;
+        match reply {
+            Some(ack) if ack.kind == ReplyKind::Ack && ack.address == address => {
+                let renewed = super::lease_from(&ack, super::super::record::now());
+                ctx.logger.log(
+                    Level::Info,
+                    "dhcp-renew",
+                    &[
+                        ("container", id),
+                        ("address", &renewed.address),
+                        ("server", &renewed.server.to_string()),
+                        ("state", state),
+                        ("lease_s", &renewed.lease_time.to_string()),
+                    ],
+                );
+                store_lease(ctx, id, Some(renewed))?;
+            }
+            Some(other) => {
+                // A NAK (or an ACK for another address): the lease is over.
+                remove_address(netns, &ifname, &lease)?;
+                ctx.logger.log(
+                    Level::Info,
+                    "dhcp-nak",
+                    &[
+                        ("container", id),
+                        ("address", &lease.address),
+                        ("server", &other.server.to_string()),
+                    ],
+                );
+                store_lease(ctx, id, None)?;
+                let mut current = record.clone();
+                current.lease = None;
+                return self.reacquire(ctx, id, &current, netns, &ifname, &socket, &identity);
+            }
+            None => {
+                // RFC 2131 §4.4.5: wait half the remaining time to T2 (or
+                // to the end of the lease) before asking again.
+                let retry = now + ((stage_end.saturating_sub(now)) / 2).max(1);
+                self.retry_at.insert(id.to_string(), retry.min(stage_end));
+                if ctx.logger.debug_enabled() {
+                    ctx.logger.log(
+                        Level::Debug,
+                        "dhcp-renew-unanswered",
+                        &[
+                            ("container", id),
+                            ("address", &lease.address),
+                            ("state", state),
+                        ],
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts over from INIT for a running container that has lost its lease.
+    #[allow(clippy::too_many_arguments)]
+    fn reacquire(
+        &mut self,
+        ctx: &Context,
+        id: &str,
+        record: &FlatRecord,
+        netns: &File,
+        ifname: &str,
+        socket: &std::net::UdpSocket,
+        identity: &super::packet::ClientIdentity,
+    ) -> Result<()> {
+        let mut container = Netlink::open_in_netns_file(netns, "the container's namespace")?;
+        let link = container
+            .link_by_name(ifname)?
+            .with_context(|| format!("{ifname} is gone from the container"))?;
+        let started = Instant::now();
+        let wait = ctx.config.dhcp.probe_wait;
+        let mac = identity.mac;
+        let (reply, _) = client::acquire(
+            socket,
+            identity,
+            super::previous_address(record),
+            started,
+            started + ctx.config.dhcp.timeout,
+            |address| {
+                if wait.is_zero() {
+                    return Ok(false);
+                }
+                wire::arp_probe(netns, link.index, mac, address, wait)
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
+        let lease = super::lease_from(&reply, now());
+        let address = lease.cidr()?;
+        container.add_ipv4_address(link.index, address.address, address.prefix)?;
+        if let Some(router) = reply.router {
+            container.replace_default_route(link.index, router)?;
+        }
+        ctx.logger.log(
+            Level::Info,
+            "dhcp-lease",
+            &[
+                ("container", id),
+                ("address", &lease.address),
+                ("server", &lease.server.to_string()),
+            ],
+        );
+        store_lease(ctx, id, Some(lease))
+    }
+}
+
+fn remove_address(netns: &File, ifname: &str, lease: &DhcpLease) -> Result<()> {
+    let address = lease.cidr()?;
+    let mut container = Netlink::open_in_netns_file(netns, "the container's namespace")?;
+    if let Some(link) = container.link_by_name(ifname)? {
+        match container.delete_ipv4_address(link.index, address.address, address.prefix) {
+            Ok(()) => {}
+            // Already gone.
+            Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {address} from {ifname}")),
+        }
+    }
+    Ok(())
+}
+
+/// Records the lease now held (or none).
+fn store_lease(ctx: &Context, id: &str, lease: Option<DhcpLease>) -> Result<()> {
+    ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
+        if let Some(lease) = &lease {
+            r.ip = lease.address.clone();
+            r.gateway = lease.router.map(|g| g.to_string());
+        }
+        r.lease = lease.clone();
+        true
+    })?;
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! DHCP networks' built-in client: getting a lease for a container, keeping
+//! it in the store under `/macvlan/dhcp/<id>`, and giving it back.
+
+pub mod client;
+pub mod keeper;
+pub mod packet;
+pub mod wire;
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+use crate::cidr::Ipv4Cidr;
+use crate::ipam;
+use crate::log::Level;
+use crate::net::Context;
+use crate::record::{now, DhcpLease, FlatRecord, RecordKind, State};
+use crate::store::{Compare, Op};
+use packet::{ClientIdentity, Reply};
+
+/// The lease a server's ACK grants, dated `now` (Unix seconds).
+pub fn lease_from(reply: &Reply, now: u64) -> DhcpLease {
+    let lease_time = u64::from(reply.lease_time);
+    DhcpLease {
+        address: format!("{}/{}", reply.address, reply.prefix),
+        server: reply.server,
+        router: reply.router,
+        dns: reply.dns.clone(),
+        domain: reply.domain.clone(),
+        obtained_at: now,
+        lease_time: reply.lease_time,
+        renew_at: now + u64::from(reply.renewal).min(lease_time),
+        rebind_at: now + u64::from(reply.rebinding).min(lease_time),
+        expires_at: now + lease_time,
+    }
+}
+
+impl DhcpLease {
+    pub fn cidr(&self) -> Result<Ipv4Cidr> {
+        self.address
+            .parse()
+            .map_err(|_| anyhow::anyhow!("lease address {:?} is not CIDR", self.address))
+    }
+}
+
+/// The identity a record's container uses with the server.
+pub fn identity_of(record: &FlatRecord, hostname: Option<String>) -> Result<ClientIdentity> {
+    let mac = crate::netlink::parse_mac(&record.mac)
+        .with_context(|| format!("record MAC {:?}", record.mac))?;
+    Ok(ClientIdentity::new(mac, hostname))
+}
+
+/// Writes `record` under the container's DHCP key if the key still holds
+/// `expected` (raw; `None` = absent).
+pub fn put_record(
+    ctx: &Context,
+    container_id: &str,
+    expected: Option<&str>,
+    record: &FlatRecord,
+) -> Result<bool> {
+    let key = ctx.keys.record(container_id, RecordKind::Dhcp);
+    let compare = match expected {
+        Some(text) => Compare::Equals(key.clone(), text.to_string()),
+        None => Compare::Absent(key.clone()),
+    };
+    Ok(ctx
+        .store()?
+        .transaction(&[compare], &[Op::Put(key, serde_json::to_string(record)?)])?)
+}
+
+/// Gives a stopped container's lease back to its server (from a throwaway
+/// namespace: the container's is gone) and marks the record stopped. The
+/// record stays, so a restart asks for the same address. Idempotent.
+pub fn release_stopped(ctx: &Context, container_id: &str, record: &FlatRecord) -> Result<()> {
+    if let Some(lease) = &record.lease {
+        release_lease(ctx, record, lease)
+            .with_context(|| format!("release the DHCP lease on {}", lease.address))?;
+    }
+    ipam::update_flat(ctx.store()?, &ctx.keys, container_id, |r| {
+        if r.state == State::Stopped && r.lease.is_none() {
+            return false;
+        }
+        r.state = State::Stopped;
+        r.stopped_at.get_or_insert_with(now);
+        r.pid = None;
+        r.netns_inode = None;
+        r.lease = None;
+        true
+    })?;
+    Ok(())
+}
+
+/// Sends a RELEASE for `lease` from a throwaway namespace on the record's
+/// parent interface.
+pub fn release_lease(ctx: &Context, record: &FlatRecord, lease: &DhcpLease) -> Result<()> {
+    let started = Instant::now();
+    let address = lease.cidr()?;
+    let mut host = crate::netlink::Netlink::open().context("open netlink socket")?;
+    let parent = host
+        .link_by_name(&record.host_interface)?
+        .with_context(|| format!("parent interface {} not found", record.host_interface))?;
+    let identity = identity_of(record, None)?;
+    let payload = packet::release(0x5eed_0001, &identity, address.address, lease.server);
+    wire::send_from_throwaway(parent.index, address, lease.router, lease.server, payload)?;
+    if ctx.logger.debug_enabled() {
+        ctx.logger.log(
+            Level::Debug,
+            "dhcp-release",
+            &[
+                ("address", &lease.address),
+                ("server", &lease.server.to_string()),
+                (
+                    "duration_ms",
+                    &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+                ),
+            ],
+        );
+    }
+    Ok(())
+}
+
+/// The previous address of a restarting container, to ask for again.
+pub fn previous_address(record: &FlatRecord) -> Option<Ipv4Addr> {
+    record
+        .lease
+        .as_ref()
+        .map(|l| l.address.as_str())
+        .or(Some(record.ip.as_str()))
+        .and_then(|text| text.parse::<Ipv4Cidr>().ok())
+        .map(|c| c.address)
+        .filter(|a| !a.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use packet::ReplyKind;
+
+    #[test]
+    fn lease_times_follow_the_reply() {
+        let reply = Reply {
+            kind: ReplyKind::Ack,
+            address: Ipv4Addr::new(198, 18, 0, 50),
+            server: Ipv4Addr::new(198, 18, 0, 1),
+            prefix: 24,
+            router: None,
+            dns: vec![],
+            domain: None,
+            lease_time: 120,
+            renewal: 4,
+            rebinding: 200,
+            message: None,
+        };
+        let lease = lease_from(&reply, 1000);
+        assert_eq!(lease.address, "198.18.0.50/24");
+        assert_eq!(lease.renew_at, 1004);
+        // A T2 beyond the lease is capped at its end.
+        assert_eq!(lease.rebind_at, 1120);
+        assert_eq!(lease.expires_at, 1120);
+    }
+}

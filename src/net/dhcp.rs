@@ -1,0 +1,201 @@
+//! DHCP networks: a macvlan of the host's LAN interface whose address,
+//! prefix and default route come from the LAN's DHCP server, through the
+//! built-in client; the lease is kept by `macvlan daemon`.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use super::{
+    free_interface_name, stable_mac, Attached, Context, Driver, HostFacts, Rollback, Sockets,
+    Target, Undo,
+};
+use crate::dhcp::{self, client, packet, wire};
+use crate::ipam;
+use crate::netlink::{format_mac, MacvlanMode, MacvlanSpec, Netlink};
+use crate::record::{now, FlatRecord, RecordKind, State};
+use crate::request::{DhcpRequest, NetworkRequest};
+
+pub struct DhcpDriver<'a> {
+    pub request: &'a NetworkRequest,
+    pub dhcp: &'a DhcpRequest,
+}
+
+impl Driver for DhcpDriver<'_> {
+    fn validate(&self, _ctx: &Context, host: &mut Netlink) -> Result<HostFacts> {
+        let parent = super::flat::find_parent(host, &self.dhcp.parent)?;
+        self.request
+            .check_against_parent(&self.dhcp.parent, parent.mtu)?;
+        Ok(HostFacts { parent, vlan: None })
+    }
+
+    fn setup(
+        &self,
+        ctx: &Context,
+        target: &Target,
+        facts: &HostFacts,
+        sockets: &mut Sockets,
+        undo: &mut Rollback,
+    ) -> Result<Attached> {
+        let started = Instant::now();
+        let id = &target.container_id;
+        let request = self.request;
+        let parent = &facts.parent;
+        let store = ctx.store()?;
+        ipam::check_no_other_network(store, &ctx.keys, id, RecordKind::Dhcp)?;
+        let key = ctx.keys.record(id, RecordKind::Dhcp);
+        let previous_text = store.get(&key)?;
+        let previous: Option<FlatRecord> = match &previous_text {
+            Some(text) => {
+                Some(serde_json::from_str(text).map_err(|e| anyhow!("corrupt record {key}: {e}"))?)
+            }
+            None => None,
+        };
+        if let Some(old) = &previous {
+            if old.state == State::Running && old.host == ctx.host && old.pid != Some(target.pid) {
+                if let Some(pid) = old.pid {
+                    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        bail!("container {id} already has a DHCP address ({}) in process {pid}; detach it first", old.ip);
+                    }
+                }
+            }
+        }
+        sockets.timings.step("read_record_ms");
+
+        let existing: Vec<String> = sockets
+            .container
+            .links()
+            .context("list the container's interfaces")?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let ifname = free_interface_name(&existing);
+        let mac = stable_mac(id);
+        sockets
+            .host
+            .create_macvlan(&MacvlanSpec {
+                name: &ifname,
+                parent_index: parent.index,
+                mode: request.mode,
+                mac: (request.mode != MacvlanMode::Passthru).then_some(mac),
+                mtu: request.mtu,
+                netns: Some(&sockets.netns),
+            })
+            .with_context(|| format!("create macvlan on {}", parent.name))?;
+        undo.push(Undo::DeleteLink {
+            name: ifname.clone(),
+        });
+        crate::failpoint::check("after-create")?;
+        let link = sockets
+            .container
+            .link_by_name(&ifname)
+            .context("find the new interface")?
+            .with_context(|| format!("{ifname} vanished from the container's namespace"))?;
+        let mac = link.mac.unwrap_or(mac);
+        sockets
+            .container
+            .set_up(link.index)
+            .with_context(|| format!("set {ifname} up"))?;
+        sockets.timings.step("create_link_ms");
+
+        let socket = wire::open_client(&sockets.netns, &ifname)?;
+        let identity = packet::ClientIdentity::new(mac, None);
+        let config = &ctx.config.dhcp;
+        let netns = &sockets.netns;
+        let (reply, story) = client::acquire(
+            &socket,
+            &identity,
+            previous.as_ref().and_then(dhcp::previous_address),
+            started,
+            started + config.timeout,
+            |address| {
+                if config.probe_wait.is_zero() {
+                    return Ok(false);
+                }
+                wire::arp_probe(netns, link.index, mac, address, config.probe_wait)
+            },
+        )
+        .map_err(|e| anyhow!(e))
+        .with_context(|| {
+            format!(
+                "get an address by DHCP on {ifname} (HOSTIF {})",
+                parent.name
+            )
+        })?;
+        undo.push(Undo::DhcpRelease {
+            payload: packet::release(0x5eed_0002, &identity, reply.address, reply.server),
+            socket,
+            server: reply.server,
+        });
+        sockets.timings.step("dhcp_ms");
+        for address in &story.declined {
+            ctx.logger.log(
+                crate::log::Level::Info,
+                "dhcp-decline",
+                &[
+                    ("container", id.as_str()),
+                    ("address", &address.to_string()),
+                    ("reason", "an ARP probe found the offered address in use"),
+                ],
+            );
+        }
+        crate::failpoint::check("after-lease")?;
+
+        let now = now();
+        let lease = dhcp::lease_from(&reply, now);
+        let address = lease.cidr()?;
+        sockets
+            .container
+            .add_ipv4_address(link.index, address.address, address.prefix)
+            .with_context(|| format!("add address {address} to {ifname}"))?;
+        if let Some(router) = reply.router {
+            sockets
+                .container
+                .replace_default_route(link.index, router)
+                .with_context(|| format!("set default route via {router}"))?;
+        }
+        let (egress, ingress) = super::qos::apply(
+            &mut sockets.container,
+            &link,
+            &existing,
+            request.mtu.unwrap_or(parent.mtu),
+            request.egress.as_ref(),
+            request.ingress.as_ref(),
+            undo,
+        )?;
+        sockets.timings.step("configure_ms");
+
+        let mut record =
+            super::macvlan::new_record(ctx, target, request, &parent.name, address, now);
+        record.gateway = reply.router.map(|r| r.to_string());
+        record.mac = format_mac(&mac);
+        record.state = State::Running;
+        record.ifname = Some(ifname.clone());
+        record.created_at = previous.as_ref().map(|p| p.created_at).unwrap_or(now);
+        record.egress = egress;
+        record.ingress = ingress;
+        record.client_id = Some(identity.client_id_hex());
+        record.lease = Some(lease);
+        record.netns_inode = Some(sockets.netns.metadata()?.ino());
+        if !dhcp::put_record(ctx, id, previous_text.as_deref(), &record)? {
+            bail!("the record {key} changed while the lease was taken (another hook for {id}?)");
+        }
+        undo.push(Undo::RestoreRecord {
+            key,
+            previous: previous_text,
+        });
+        sockets.timings.step("record_ms");
+        crate::failpoint::check("start-renewer")?;
+        crate::discovery::registrar::ensure_running(&ctx.config)
+            .context("start the lease keeper (macvlan daemon)")?;
+
+        Ok(Attached {
+            ifname,
+            address: address.to_string(),
+            ip: address.address,
+            mac: format_mac(&mac),
+            parent: parent.name.clone(),
+        })
+    }
+}
