@@ -940,6 +940,34 @@ mod tests {
     }
 
     #[test]
+    fn dhcp_needs_a_parent_and_refuses_fixed_addresses() {
+        let request = parse_env(&["TYPE=DHCP", "HOSTIF=lan0"]).unwrap().unwrap();
+        assert_eq!(
+            request.network,
+            Network::Dhcp(DhcpRequest {
+                parent: "lan0".into()
+            })
+        );
+        assert_eq!(request.network_type(), NetworkType::Dhcp);
+        let missing = error_for(&["TYPE=dhcp"]);
+        assert!(missing.to_string().contains("HOSTIF"), "{missing}");
+        for fixed in ["IP=192.0.2.10/24", "GW=192.0.2.1"] {
+            let error = error_for(&["TYPE=dhcp", "HOSTIF=lan0", fixed]);
+            let field = fixed.split('=').next().unwrap();
+            assert!(
+                error.to_string().contains(field)
+                    && error.to_string().contains("from the DHCP server"),
+                "{error}"
+            );
+        }
+        let vlan = error_for(&["TYPE=dhcp", "HOSTIF=lan0", "VLAN=test1"]);
+        assert!(
+            vlan.to_string().contains("only for vlan networks"),
+            "{vlan}"
+        );
+    }
+
+    #[test]
     fn no_type_means_no_network() {
         assert_eq!(parse_env(&["PATH=/bin", "HOME=/"]).unwrap(), None);
     }

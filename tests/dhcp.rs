@@ -138,3 +138,271 @@ fn leases_on_two_hosts_survive_restart_and_are_released_at_stop() {
     );
     let _ = text;
 }
+
+/// Adds `text` to a lab host's configuration file.
+fn configure(lab: &Lab, host: &str, text: &str) {
+    let path = lab.config_path(host);
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(text);
+    std::fs::write(path, config).unwrap();
+}
+
+/// dnsmasq's shortest lease is 2 minutes, but it sends the T1 and T2 it is
+/// given: with T1 = 3 s the daemon renews every 3 s, which the test sees as
+/// the expiry in dnsmasq's lease file moving forward. Killing the daemon
+/// and starting a new one loses nothing: it reads the leases from the store.
+#[test]
+fn daemon_renews_at_t1_and_a_restarted_daemon_carries_on() {
+    let lab = Lab::new(&["h1"]);
+    let server = Dnsmasq::start(
+        &lab,
+        "renew",
+        &["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,6"],
+    );
+    let id = lab.id("r");
+    let bundle = lab.bundle("h1", &id, &dhcp_env(), &[]);
+    lab.start("h1", &id, &bundle).unwrap();
+    let address = address_of(&lab, "h1", &id);
+    let mac = mac_of(&id);
+    let first = server.lease_for_mac(&mac).expect("lease in dnsmasq").expiry;
+
+    // The hook started the daemon; it renews at T1.
+    wait_for(
+        Duration::from_secs(10),
+        "a renewal moves the expiry",
+        || server.lease_for_mac(&mac).is_some_and(|l| l.expiry > first),
+    );
+    assert!(lab.log("h1").contains("dhcp-renew"), "{}", lab.log("h1"));
+
+    // Kill the daemon outright: no chance to hand anything over.
+    let pid = lab.daemon_pid("h1").expect("the hook started a daemon");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for(Duration::from_secs(5), "daemon gone", || {
+        lab.daemon_pid("h1").is_none()
+    });
+    let before_restart = server.lease_for_mac(&mac).expect("lease kept").expiry;
+    let netns = format!("--net=/run/netns/{}", lab.ns("h1"));
+    let config = lab.config_path("h1");
+    let mut daemon = std::process::Command::new("nsenter")
+        .args([
+            &netns,
+            common::MACVLAN,
+            "--config",
+            config.to_str().unwrap(),
+            "daemon",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let renewed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(Duration::from_secs(10), "the new daemon renews", || {
+            server
+                .lease_for_mac(&mac)
+                .is_some_and(|l| l.expiry > before_restart)
+        })
+    }));
+    // The address never changed, in dnsmasq or in the container.
+    let now_held = server.lease_for_mac(&mac).map(|l| format!("{}/24", l.ip));
+    let still = address_of(&lab, "h1", &id);
+    lab.stop("h1", &id);
+    // The explicit daemon sees the container gone and stays (no idle exit).
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    renewed.unwrap();
+    assert_eq!(now_held.as_deref(), Some(address.as_str()));
+    assert_eq!(still, address);
+}
+
+/// With no server on the LAN the hook gives up at `[dhcp] timeout` with a
+/// clear message, and leaves no link, no record and no daemon behind.
+#[test]
+fn no_server_fails_within_the_timeout_leaving_nothing() {
+    let lab = Lab::new(&["h1"]);
+    configure(&lab, "h1", "[dhcp]\ntimeout = \"2s\"\n");
+    let id = lab.id("n");
+    let bundle = lab.bundle("h1", &id, &dhcp_env(), &[]);
+    let started = Instant::now();
+    let error = lab.start("h1", &id, &bundle).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        error.contains("no DHCP server answered within 2s"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&id) || error.contains("HOSTIF lan0"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        lab.store_keys("h1").iter().all(|k| !k.contains("/dhcp/")),
+        "{:?}",
+        lab.store_keys("h1")
+    );
+    assert!(lab.records("h1").is_empty());
+    assert_eq!(
+        lab.daemon_pid("h1"),
+        None,
+        "no renewal process for a failed attach"
+    );
+    assert_eq!(lab.links("h1"), vec!["lo", "lan0"]);
+    let out = lab.runc("h1", &["list", "-q"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&id));
+    eprintln!("no server: failed after {took:?}: {error}");
+}
+
+/// The server offers an address someone already has (dnsmasq with
+/// --no-ping and a reservation for the container on an address another
+/// lab host holds): the client's ARP probe finds it, it declines, and
+/// takes the next offer from the pool.
+#[test]
+fn an_address_in_use_is_declined() {
+    let lab = Lab::new(&["h1", "h2"]);
+    let id = lab.id("d");
+    let taken = "192.0.2.120";
+    common::must(
+        "ip",
+        &[
+            "-n",
+            &lab.ns("h2"),
+            "addr",
+            "add",
+            &format!("{taken}/24"),
+            "dev",
+            "lan0",
+        ],
+    );
+    let server = Dnsmasq::start(
+        &lab,
+        "decline",
+        &["--no-ping", &format!("--dhcp-host={},{taken}", mac_of(&id))],
+    );
+    let bundle = lab.bundle("h1", &id, &dhcp_env(), &[]);
+    lab.start("h1", &id, &bundle).unwrap();
+    let address = address_of(&lab, "h1", &id);
+    assert_ne!(address, format!("{taken}/24"));
+    assert!(in_pool(&address), "{address}");
+    let log = server.log_text();
+    assert!(
+        log.contains(&format!("DHCPDECLINE({}) {taken}", "lan0")),
+        "{log}"
+    );
+    assert!(
+        lab.log("h1").contains(&format!("event=dhcp-decline")) && lab.log("h1").contains(taken),
+        "{}",
+        lab.log("h1")
+    );
+    lab.stop("h1", &id);
+}
+
+#[test]
+fn bad_dhcp_requests_are_refused_naming_the_field() {
+    let lab = Lab::new(&["h1"]);
+    for (env, expected) in [
+        (vec!["TYPE=dhcp"], "HOSTIF"),
+        (vec!["TYPE=dhcp", "HOSTIF=lan0", "IP=192.0.2.9/24"], "IP"),
+        (vec!["TYPE=dhcp", "HOSTIF=nosuch0"], "no such interface"),
+    ] {
+        let id = lab.id(&format!("bad{}", env.len()));
+        let bundle = lab.bundle("h1", &id, &env, &[]);
+        let error = lab.start("h1", &id, &bundle).unwrap_err();
+        assert!(error.contains(expected), "{env:?}: {error}");
+        assert!(lab.records("h1").is_empty());
+        assert_eq!(lab.links("h1"), vec!["lo", "lan0"]);
+    }
+}
+
+/// A failure after the lease was granted gives the lease back and leaves
+/// nothing: no link, no record, no daemon, no lease in dnsmasq.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failure_after_the_lease_gives_it_back() {
+    let lab = Lab::new(&["h1"]);
+    let server = Dnsmasq::start(&lab, "rollback", &[]);
+    for failpoint in ["after-lease", "start-renewer"] {
+        let id = lab.id(failpoint);
+        let bundle = lab.bundle("h1", &id, &dhcp_env(), &[]);
+        let mut config = lab.read_config(&bundle);
+        config["hooks"]["createRuntime"][0]["env"] =
+            serde_json::json!([format!("MACVLAN_FAILPOINT={failpoint}")]);
+        lab.write_config(&bundle, &config);
+        let error = lab.start("h1", &id, &bundle).unwrap_err();
+        assert!(
+            error.contains(&format!("failpoint {failpoint} triggered")),
+            "{error}"
+        );
+        assert!(
+            server.log_text().contains(&format!("DHCPACK(lan0)")),
+            "{}",
+            server.log_text()
+        );
+        wait_for(Duration::from_secs(5), "the lease released", || {
+            server.lease_for_mac(&mac_of(&id)).is_none()
+        });
+        assert_eq!(lab.links("h1"), vec!["lo", "lan0"], "{failpoint}");
+        assert!(
+            lab.store_keys("h1").is_empty(),
+            "{failpoint}: {:?}",
+            lab.store_keys("h1")
+        );
+        assert_eq!(lab.daemon_pid("h1"), None, "{failpoint}");
+    }
+}
+
+/// A process attached with `macvlan attach` that dies without any
+/// poststop: the daemon notices its namespace is gone, gives the lease
+/// back, and then, with nothing left to do, exits.
+#[test]
+fn a_vanished_namespace_releases_its_lease_and_the_daemon_goes_away() {
+    let lab = Lab::new(&["h1"]);
+    let server = Dnsmasq::start(&lab, "vanish", &[]);
+    let process = lab.long_netns_process("h1");
+    let id = lab.id("v");
+    let pid = process.pid().to_string();
+    let out = lab.macvlan(
+        "h1",
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--id",
+            &id,
+            "--type",
+            "dhcp",
+            "--host-interface",
+            "lan0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let lease = server
+        .lease_for_mac(&mac_of(&id))
+        .expect("lease in dnsmasq");
+    assert!(in_pool(&format!("{}/24", lease.ip)));
+    wait_for(
+        Duration::from_secs(5),
+        "the attach started the daemon",
+        || lab.daemon_pid("h1").is_some(),
+    );
+    drop(process);
+    let took = wait_for(Duration::from_secs(10), "the lease released", || {
+        server.lease_for_mac(&mac_of(&id)).is_none()
+    });
+    wait_for(
+        Duration::from_secs(common::DAEMON_IDLE_EXIT_S + 6),
+        "the idle daemon exits",
+        || lab.daemon_pid("h1").is_none(),
+    );
+    let record = lab
+        .records("h1")
+        .into_iter()
+        .find(|r| r["id"] == id.as_str())
+        .expect("record");
+    assert_eq!(record["state"], "stopped", "{record}");
+    assert!(
+        lab.log("h1").contains("event=dhcp-release"),
+        "{}",
+        lab.log("h1")
+    );
+    eprintln!("namespace gone: lease released after {took:?}");
+}

@@ -159,7 +159,13 @@ impl Rollback {
                     server,
                 } => (
                     "release DHCP lease",
-                    crate::dhcp::wire::send(&socket, server, &payload),
+                    // A unicast would wait for ARP, and the interface is
+                    // deleted by the next undo step, dropping it; a
+                    // broadcast leaves at once (servers match a release by
+                    // client id and ciaddr), and the unicast follows for
+                    // servers beyond a relay.
+                    crate::dhcp::wire::send(&socket, std::net::Ipv4Addr::BROADCAST, &payload)
+                        .and_then(|()| crate::dhcp::wire::send(&socket, server, &payload)),
                 ),
                 Undo::RestoreRecord { key, previous } => (
                     "restore record",
