@@ -284,12 +284,9 @@ fn an_address_in_use_is_declined() {
     assert_ne!(address, format!("{taken}/24"));
     assert!(in_pool(&address), "{address}");
     let log = server.log_text();
+    assert!(log.contains(&format!("DHCPDECLINE(lan0) {taken}")), "{log}");
     assert!(
-        log.contains(&format!("DHCPDECLINE({}) {taken}", "lan0")),
-        "{log}"
-    );
-    assert!(
-        lab.log("h1").contains(&format!("event=dhcp-decline")) && lab.log("h1").contains(taken),
+        lab.log("h1").contains("event=dhcp-decline") && lab.log("h1").contains(taken),
         "{}",
         lab.log("h1")
     );
@@ -333,7 +330,7 @@ fn a_failure_after_the_lease_gives_it_back() {
             "{error}"
         );
         assert!(
-            server.log_text().contains(&format!("DHCPACK(lan0)")),
+            server.log_text().contains("DHCPACK(lan0)"),
             "{}",
             server.log_text()
         );
