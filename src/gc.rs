@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::config::GcPolicy;
 use crate::ipam;
@@ -75,6 +75,7 @@ pub fn judge(policy: &GcPolicy, id: &str, record: &FlatRecord, now: u64) -> Opti
 /// Releases (or lists, with `dry_run`) the records of this host that gc finds.
 pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
     let mut released = Vec::new();
+    let mut leases_held = false;
     for (id, key, value) in ipam::list_records(ctx.store()?, &ctx.keys)? {
         let Ok(record) = serde_json::from_str::<FlatRecord>(&value) else {
             ctx.logger.log(
@@ -88,6 +89,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
         if record.host != ctx.host {
             continue;
         }
+        leases_held |= record.lease.is_some() && record.state == State::Running;
         let Some(reason) = judge(&ctx.config.gc, &id, &record, now()) else {
             continue;
         };
@@ -127,6 +129,12 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
             address: record.ip.clone(),
             reason,
         });
+    }
+    // gc runs from a timer: if the daemon that renews this host's DHCP
+    // leases was killed, this brings it back before the leases run out.
+    if leases_held && !dry_run {
+        crate::discovery::registrar::ensure_running(&ctx.config)
+            .context("start the lease keeper (macvlan daemon)")?;
     }
     Ok(released)
 }

@@ -152,7 +152,14 @@ impl Keeper {
         let reply = client::renew(&socket, &identity, address, to, Instant::now() + RENEW_WAIT)?;
         match reply {
             Some(ack) if ack.kind == ReplyKind::Ack && ack.address == address => {
-                let renewed = super::lease_from(&ack, super::super::record::now());
+                let renewed = super::lease_from(&ack, now);
+                // The address's lifetime in the kernel follows the lease.
+                let mut container =
+                    Netlink::open_in_netns_file(netns, "the container's namespace")?;
+                let link = container
+                    .link_by_name(&ifname)?
+                    .with_context(|| format!("{ifname} is gone from the container"))?;
+                super::configure(&mut container, link.index, &renewed, now)?;
                 ctx.logger.log(
                     Level::Info,
                     "dhcp-renew",
@@ -237,12 +244,9 @@ impl Keeper {
             },
         )
         .map_err(|e| anyhow!(e))?;
-        let lease = super::lease_from(&reply, now());
-        let address = lease.cidr()?;
-        container.add_ipv4_address(link.index, address.address, address.prefix)?;
-        if let Some(router) = reply.router {
-            container.replace_default_route(link.index, router)?;
-        }
+        let now = now();
+        let lease = super::lease_from(&reply, now);
+        super::configure(&mut container, link.index, &lease, now)?;
         ctx.logger.log(
             Level::Info,
             "dhcp-lease",

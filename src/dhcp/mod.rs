@@ -44,6 +44,37 @@ impl DhcpLease {
     }
 }
 
+/// Puts the lease's address on interface `index` with the lease's
+/// remaining lifetime (so the kernel drops it at expiry if nobody renews
+/// it), and the default route via its router.
+pub fn configure(
+    container: &mut crate::netlink::Netlink,
+    index: u32,
+    lease: &DhcpLease,
+    now: u64,
+) -> Result<()> {
+    let address = lease.cidr()?;
+    // 0xffffffff is an infinite lease (RFC 2131 §3.3).
+    if lease.lease_time == u32::MAX {
+        container.add_ipv4_address(index, address.address, address.prefix)
+    } else {
+        let remaining = lease.expires_at.saturating_sub(now).max(1);
+        container.add_ipv4_address_until(
+            index,
+            address.address,
+            address.prefix,
+            u32::try_from(remaining).unwrap_or(u32::MAX - 1),
+        )
+    }
+    .with_context(|| format!("add address {address}"))?;
+    if let Some(router) = lease.router {
+        container
+            .replace_default_route(index, router)
+            .with_context(|| format!("set default route via {router}"))?;
+    }
+    Ok(())
+}
+
 /// The identity a record's container uses with the server.
 pub fn identity_of(record: &FlatRecord, hostname: Option<String>) -> Result<ClientIdentity> {
     let mac = crate::netlink::parse_mac(&record.mac)

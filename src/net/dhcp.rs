@@ -145,16 +145,8 @@ impl Driver for DhcpDriver<'_> {
         let now = now();
         let lease = dhcp::lease_from(&reply, now);
         let address = lease.cidr()?;
-        sockets
-            .container
-            .add_ipv4_address(link.index, address.address, address.prefix)
-            .with_context(|| format!("add address {address} to {ifname}"))?;
-        if let Some(router) = reply.router {
-            sockets
-                .container
-                .replace_default_route(link.index, router)
-                .with_context(|| format!("set default route via {router}"))?;
-        }
+        dhcp::configure(&mut sockets.container, link.index, &lease, now)
+            .with_context(|| format!("configure {ifname}"))?;
         let (egress, ingress) = super::qos::apply(
             &mut sockets.container,
             &link,

@@ -16,7 +16,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, InfoVrf, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage, MacVlanMode,
@@ -401,6 +401,30 @@ impl Netlink {
 
     /// Adds (or re-adds) an IPv4 address with its broadcast address.
     pub fn add_ipv4_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.put_ipv4_address(index, address, prefix, None)
+    }
+
+    /// Adds an IPv4 address the kernel removes by itself after `valid_for`
+    /// seconds (a DHCP lease: if nobody renews it, the container stops
+    /// using it when the server may give it to someone else). Re-adding an
+    /// address that is there updates its lifetime.
+    pub fn add_ipv4_address_until(
+        &mut self,
+        index: u32,
+        address: Ipv4Addr,
+        prefix: u8,
+        valid_for: u32,
+    ) -> Result<()> {
+        self.put_ipv4_address(index, address, prefix, Some(valid_for))
+    }
+
+    fn put_ipv4_address(
+        &mut self,
+        index: u32,
+        address: Ipv4Addr,
+        prefix: u8,
+        valid_for: Option<u32>,
+    ) -> Result<()> {
         let mut message = AddressMessage::default();
         message.header.family = AddressFamily::Inet;
         message.header.prefix_len = prefix;
@@ -413,6 +437,14 @@ impl Netlink {
             AddressAttribute::Address(address.into()),
             AddressAttribute::Broadcast(broadcast),
         ];
+        if let Some(valid) = valid_for {
+            let mut lifetime = CacheInfo::default();
+            lifetime.ifa_preferred = valid;
+            lifetime.ifa_valid = valid;
+            message
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetime));
+        }
         self.request(
             RouteNetlinkMessage::NewAddress(message),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
