@@ -5,11 +5,13 @@
 //! `cargo bench --bench attach -- [--containers N] [--out DIR]` (default 200
 //! containers, `bench-results/`), as root.
 
-use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::{ms, timed, Series};
 
 const MACVLAN: &str = env!("CARGO_BIN_EXE_macvlan");
 const CNI_MACVLAN: &str = "/usr/lib/cni/macvlan";
@@ -20,78 +22,6 @@ fn sh(args: &[&str]) {
         .status()
         .expect("run");
     assert!(status.success(), "{args:?} failed");
-}
-
-/// One timed child process: wall time, peak RSS (KiB), success.
-struct Sample {
-    wall: Duration,
-    max_rss_kib: i64,
-}
-
-// The child is reaped by wait4 (for its rusage), which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-fn timed(mut command: Command, stdin: &str) -> Sample {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = command.spawn().expect("spawn");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // wait4 for the child's own peak RSS.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = started.elapsed();
-    assert_eq!(waited, pid);
-    let mut out = String::new();
-    use std::io::Read;
-    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-    let _ = child.stderr.take().unwrap().read_to_string(&mut out);
-    let exit = std::process::ExitStatus::from_raw(status);
-    assert!(exit.success(), "{command:?} failed: {out}");
-    Sample {
-        wall,
-        max_rss_kib: usage.ru_maxrss,
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-#[derive(Default)]
-struct Series {
-    walls: Vec<Duration>,
-    max_rss_kib: i64,
-}
-
-impl Series {
-    fn push(&mut self, sample: Sample) {
-        self.walls.push(sample.wall);
-        self.max_rss_kib = self.max_rss_kib.max(sample.max_rss_kib);
-    }
-    fn median(&self) -> Duration {
-        let mut s = self.walls.clone();
-        s.sort();
-        percentile(&s, 50.0)
-    }
-    fn p99(&self) -> Duration {
-        let mut s = self.walls.clone();
-        s.sort();
-        percentile(&s, 99.0)
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 /// A process with a network namespace of its own, standing in for a container.
