@@ -161,3 +161,51 @@ fn docker_plain_containers_and_bad_requests() {
     assert!(lab.store_keys("hA").is_empty());
     assert_eq!(lab.links("hA"), ["lo", UPLINK]);
 }
+
+/// A DHCP container under Docker: an address from dnsmasq, the same one
+/// after `docker restart` and after stop + start, and the lease given back
+/// at `docker stop`.
+#[test]
+fn docker_dhcp_container_keeps_its_lease_across_restarts() {
+    let lab = Lab::new(&["hA"]);
+    let server = common::dhcp_server::Dnsmasq::start(&lab, "docker", &[]);
+    let docker = Dockerd::start(&lab, "hA");
+    docker.must(&[
+        "run",
+        "-d",
+        "--name",
+        "office",
+        "--runtime",
+        "macvlan-runc",
+        "--net",
+        "none",
+        "-e",
+        "TYPE=dhcp",
+        "-e",
+        &format!("HOSTIF={UPLINK}"),
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let (address, mac) = eth0(&docker, "office");
+    let leased = server.lease_for_mac(&mac).expect("lease in dnsmasq");
+    assert_eq!(format!("{}/24", leased.ip), address);
+    let ping = docker.docker(&["exec", "office", "ping", "-c", "2", "-W", "3", GATEWAY]);
+    assert!(ping.status.success(), "{}", text(&ping));
+
+    docker.must(&["restart", "-t", "1", "office"]);
+    assert_eq!(eth0(&docker, "office"), (address.clone(), mac.clone()));
+    docker.must(&["stop", "-t", "1", "office"]);
+    let started = std::time::Instant::now();
+    while server.lease_for_mac(&mac).is_some() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "lease not released at docker stop: {:?}",
+            server.leases()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    docker.must(&["start", "office"]);
+    assert_eq!(eth0(&docker, "office"), (address, mac));
+    docker.must(&["rm", "-f", "office"]);
+}

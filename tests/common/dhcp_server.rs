@@ -26,6 +26,18 @@ impl Dnsmasq {
     /// Serves 192.0.2.100–192.0.2.150 (/24, router 192.0.2.1) with
     /// `extra` options added (for example `--dhcp-option=option:T1,3`).
     pub fn start(lab: &Lab, tag: &str, extra: &[&str]) -> Dnsmasq {
+        Dnsmasq::start_range(
+            lab,
+            tag,
+            "192.0.2.100,192.0.2.150,255.255.255.0",
+            "192.0.2.1",
+            extra,
+        )
+    }
+
+    /// Serves `range` (dnsmasq's `first,last,mask`; the gateway must hold an
+    /// address in that subnet) with 2-minute leases and `router`.
+    pub fn start_range(lab: &Lab, tag: &str, range: &str, router: &str, extra: &[&str]) -> Dnsmasq {
         let dir = lab.dir.path().join(format!("dnsmasq-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         let leases = dir.join("leases");
@@ -42,8 +54,9 @@ impl Dnsmasq {
             "--group=root".into(),
             format!("--interface={UPLINK}"),
             "--bind-interfaces".into(),
-            "--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m".into(),
-            "--dhcp-option=option:router,192.0.2.1".into(),
+            format!("--dhcp-range={range},2m"),
+            "--dhcp-lease-max=100000".into(),
+            format!("--dhcp-option=option:router,{router}"),
             "--dhcp-authoritative".into(),
             "--log-dhcp".into(),
             format!("--log-facility={}", log.display()),
