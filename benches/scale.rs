@@ -349,11 +349,12 @@ fn main() {
     let left_dhcp = bench.tear_down(&bench.dhcp_config, "dhcp", processes);
     let leases_after = server.leases().len();
 
+    let concurrent_label = format!("flat, {parallel} at a time (by completion)");
     plot(
         &out_dir.join("scale-attach.svg"),
         &[
             ("flat, one after another", &sequential),
-            ("flat, 32 at a time (by completion)", &concurrent),
+            (&concurrent_label, &concurrent),
             ("dhcp, one after another", &dhcp),
         ],
     );
@@ -408,7 +409,7 @@ fn main() {
     let _ = writeln!(
         report,
         "\nEvery flat container had exactly the address it asked for: {all_right_sequential}. \
-         The hook's peak RSS over the {n} sequential attaches: median-run maximum {} KiB. \
+         The hook's peak RSS, the largest over the {n} sequential attaches: {} KiB. \
          `macvlan daemon` keeping {leases_held} DHCP leases (dnsmasq's count): {}; leases \
          left in dnsmasq after every container stopped: {leases_after}.\n",
         hook_rss.max_rss_kib,

@@ -17,7 +17,8 @@ set -e
 if [ "$status" -eq 0 ]; then
   quick=$(mktemp -d)
   bash scripts/bench.sh --quick --out "$quick" >/dev/null
-  test -s "$quick/attach.md" && test -s "$quick/dhcp.md" && test -s "$quick/docker.md" && test -s "$quick/etcd.md" \
+  test -s "$quick/report.md" && test -s "$quick/scale.md" && test -s "$quick/scale-attach.svg" \
+    && test -s "$quick/attach.md" && test -s "$quick/dhcp.md" && test -s "$quick/docker.md" && test -s "$quick/etcd.md" \
     && test -s "$quick/dataplane.md" && test -s "$quick/dataplane-same-host.svg"
   rm -rf "$quick"
 fi
