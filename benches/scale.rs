@@ -169,7 +169,7 @@ fn plot(path: &Path, series: &[(&str, &[(usize, Duration)])]) {
         .y_desc("attach ms")
         .draw()
         .unwrap();
-    for ((name, points), color) in series.iter().zip([BLUE, RED, GREEN]) {
+    for ((name, points), color) in series.iter().zip([BLUE, RED, GREEN, MAGENTA]) {
         chart
             .draw_series(
                 points
@@ -187,6 +187,34 @@ fn plot(path: &Path, series: &[(&str, &[(usize, Duration)])]) {
         .draw()
         .unwrap();
     root.present().unwrap();
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
+}
+
+/// The daemon's memory and CPU share over `watch`, as report text.
+fn watch_daemon(lab: &Lab, watch: Duration) -> String {
+    let Some(pid) = lab.daemon_pid("h1") else {
+        return "not running (!)".into();
+    };
+    let before = cpu_seconds(pid);
+    std::thread::sleep(watch);
+    let after = cpu_seconds(pid);
+    let cpu = match (before, after) {
+        (Some(b), Some(a)) => format!("{:.1} % of one core", (a - b) / watch.as_secs_f64() * 100.0),
+        _ => "?".into(),
+    };
+    match rss_kib(pid) {
+        Some((peak, now)) => format!("RSS {now} KiB (peak {peak} KiB), CPU {cpu} over {watch:?}"),
+        None => "exited (!)".into(),
+    }
 }
 
 fn rss_kib(pid: i32) -> Option<(u64, u64)> {
@@ -340,14 +368,39 @@ fn main() {
         dhcp.push((i + 1, sample.wall));
     }
     // A few keeper rounds over every lease.
-    std::thread::sleep(Duration::from_secs(5));
-    let daemon = bench.lab.daemon_pid("h1");
-    let daemon_rss = daemon.and_then(rss_kib);
+    let daemon_with_leases = watch_daemon(&bench.lab, Duration::from_secs(5));
     let leases_held = server.leases().len();
     let seen = bench.addresses(&processes);
     let distinct_dhcp = seen.iter().collect::<HashSet<_>>().len();
     let left_dhcp = bench.tear_down(&bench.dhcp_config, "dhcp", processes);
     let leases_after = server.leases().len();
+
+    // N service registrations kept by one daemon: every container asks to
+    // be published on port 80, where nothing listens, so the registrar
+    // keeps checking all of them (every 250 ms while a service is not up).
+    let processes = bench.containers(n);
+    let mut registering = Vec::new();
+    for (i, process) in processes.iter().enumerate() {
+        let mut network = flat(i);
+        network["macvlan.discover"] = "true".into();
+        network["macvlan.port"] = "80".into();
+        network["macvlan.service"] = format!("svc{i}").into();
+        let sample = bench.hook(
+            &bench.config,
+            "createRuntime",
+            &bench.state(
+                &format!("reg-{i}"),
+                "creating",
+                Some(process.pid()),
+                network,
+            ),
+        );
+        registering.push((i + 1, sample.wall));
+    }
+    let daemon_with_registrations = watch_daemon(&bench.lab, Duration::from_secs(5));
+    let seen = bench.addresses(&processes);
+    let distinct_registrations = seen.iter().collect::<HashSet<_>>().len();
+    let left_registrations = bench.tear_down(&bench.config, "reg", processes);
 
     let concurrent_label = format!("flat, {parallel} at a time (by completion)");
     plot(
@@ -356,6 +409,7 @@ fn main() {
             ("flat, one after another", &sequential),
             (&concurrent_label, &concurrent),
             ("dhcp, one after another", &dhcp),
+            ("flat + registration, one after another", &registering),
         ],
     );
 
@@ -395,6 +449,12 @@ fn main() {
             &left_parallel,
         ),
         ("dhcp, one after another", &dhcp, distinct_dhcp, &left_dhcp),
+        (
+            "flat + service registration, one after another",
+            &registering,
+            distinct_registrations,
+            &left_registrations,
+        ),
     ] {
         let first = window(times, early.clone());
         let last = window(times, late.clone());
@@ -410,13 +470,11 @@ fn main() {
         report,
         "\nEvery flat container had exactly the address it asked for: {all_right_sequential}. \
          The hook's peak RSS, the largest over the {n} sequential attaches: {} KiB. \
-         `macvlan daemon` keeping {leases_held} DHCP leases (dnsmasq's count): {}; leases \
-         left in dnsmasq after every container stopped: {leases_after}.\n",
+         `macvlan daemon` keeping {leases_held} DHCP leases (dnsmasq's count): \
+         {daemon_with_leases}; leases left in dnsmasq after every container stopped: \
+         {leases_after}. The same daemon keeping {n} service registrations whose port never \
+         answers (checked every 250 ms, 32 checks at a time): {daemon_with_registrations}.\n",
         hook_rss.max_rss_kib,
-        match daemon_rss {
-            Some((peak, now)) => format!("peak {peak} KiB, now {now} KiB"),
-            None => "not running (!)".to_string(),
-        }
     );
     let _ = writeln!(
         report,

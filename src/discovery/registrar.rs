@@ -26,6 +26,9 @@ use crate::store::{LeaseId, Op};
 /// How often a service that is not up is checked.
 const WAITING_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Health checks running at once.
+const CONCURRENT_CHECKS: usize = 32;
+
 /// How long a health check waits for the TCP handshake.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -184,15 +187,30 @@ impl Registrar {
                 lease
             }
         };
-        let results: Vec<Health> = std::thread::scope(|scope| {
-            let checks: Vec<_> = registrations
-                .iter()
-                .map(|r| scope.spawn(move || check(r)))
-                .collect();
-            checks
-                .into_iter()
-                .map(|c| c.join().unwrap_or(Health::Down("check panicked".into())))
-                .collect()
+        // The checks run on at most CONCURRENT_CHECKS threads (each check
+        // enters a namespace on a thread of its own): a host with a
+        // thousand services must not start a thousand threads every round.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<Health>>> = registrations
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..CONCURRENT_CHECKS.min(registrations.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(registration) = registrations.get(i) else {
+                        break;
+                    };
+                    let health = check(registration);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(health);
+                });
+            }
+        });
+        let results = results.into_iter().map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Health::Down("check panicked".into()))
         });
         for (registration, health) in registrations.iter().zip(results) {
             let id = &registration.container;
