@@ -84,12 +84,10 @@ fn client_socket(ifname: &str, local: Ipv4Addr) -> io::Result<UdpSocket> {
             ifname.len() as libc::socklen_t,
         )
     })?;
-    let socket = UdpSocket::from(fd);
-    let socket = socket2_bind(socket, SocketAddrV4::new(local, CLIENT_PORT))?;
-    Ok(socket)
+    bind(UdpSocket::from(fd), SocketAddrV4::new(local, CLIENT_PORT))
 }
 
-fn socket2_bind(socket: UdpSocket, address: SocketAddrV4) -> io::Result<UdpSocket> {
+fn bind(socket: UdpSocket, address: SocketAddrV4) -> io::Result<UdpSocket> {
     let raw = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: address.port().to_be(),
@@ -189,6 +187,8 @@ pub fn arp_probe(
                 size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         })?;
+        // Held as a UdpSocket only for its recv with a timeout; the
+        // descriptor is an AF_PACKET socket.
         Ok(UdpSocket::from(fd))
     })
     .context("open an ARP socket")?;
