@@ -179,6 +179,18 @@ pub struct DhcpConfig {
     /// How long to listen for an answer to the ARP probe of an offered
     /// address (RFC 5227); zero skips the probe.
     pub probe_wait: std::time::Duration,
+    /// Which client gets and keeps the lease.
+    pub client: DhcpClient,
+}
+
+/// The DHCP client of DHCP networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhcpClient {
+    /// The built-in client; `macvlan daemon` renews.
+    Builtin,
+    /// busybox udhcpc (the program at this path: busybox itself or a
+    /// udhcpc), run in the container's namespace, renewing by itself.
+    Udhcpc(PathBuf),
 }
 
 impl Default for DhcpConfig {
@@ -186,6 +198,7 @@ impl Default for DhcpConfig {
         DhcpConfig {
             timeout: std::time::Duration::from_secs(10),
             probe_wait: std::time::Duration::from_millis(200),
+            client: DhcpClient::Builtin,
         }
     }
 }
@@ -276,6 +289,8 @@ struct RawConfig {
 struct RawDhcp {
     timeout: Option<String>,
     probe_wait: Option<String>,
+    client: Option<String>,
+    udhcpc: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -505,6 +520,19 @@ impl Config {
             if let Some(wait) = dhcp.probe_wait {
                 config.dhcp.probe_wait = parse_duration("dhcp.probe_wait", &wait, "200ms")?;
             }
+            let udhcpc = dhcp.udhcpc.unwrap_or_else(|| "/bin/busybox".into());
+            if !udhcpc.starts_with('/') {
+                return Err(format!("dhcp.udhcpc {udhcpc:?}: expected an absolute path"));
+            }
+            config.dhcp.client = match dhcp.client.as_deref().map(str::trim) {
+                None | Some("builtin") => DhcpClient::Builtin,
+                Some("udhcpc") => DhcpClient::Udhcpc(udhcpc.into()),
+                Some(other) => {
+                    return Err(format!(
+                        "dhcp.client {other:?}: expected \"builtin\" or \"udhcpc\" (dhclient and dhcpcd are not supported)"
+                    ))
+                }
+            };
         }
         if let Some(discovery) = raw.discovery {
             if let Some(ttl) = discovery.ttl {

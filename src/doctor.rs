@@ -149,6 +149,51 @@ fn find_program(program: &str) -> Option<std::path::PathBuf> {
         .find(|path| executable(path))
 }
 
+/// A broadcast sent by a macvlan in bridge mode is copied to every other
+/// macvlan on the same parent through the CPU's input backlog (netif_rx);
+/// with about as many macvlans as `net.core.netdev_max_backlog` the copies
+/// fill it and the rest — on a veth parent even the copy for the wire — are
+/// dropped: ARP and DHCP stop working (measured by benches/scale.rs: 1,000
+/// DHCP containers on one veth parent, backlog 1,000).
+fn broadcast_capacity(ctx: &Context) -> Check {
+    let what = "broadcast capacity (net.core.netdev_max_backlog vs macvlans per parent)";
+    let backlog = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok());
+    let records = ctx
+        .store()
+        .and_then(|store| Ok(crate::ipam::list_records(store, &ctx.keys)?));
+    let (Some(backlog), Ok(records)) = (backlog, records) else {
+        return ok(what);
+    };
+    let mut per_parent: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, _, text) in records {
+        if let Ok(record) = serde_json::from_str::<crate::record::FlatRecord>(&text) {
+            if record.host == ctx.host && record.state == crate::record::State::Running {
+                *per_parent.entry(record.host_interface).or_default() += 1;
+            }
+        }
+    }
+    result(
+        what,
+        crowded_parent(&per_parent, backlog),
+        "raise it above the number of containers per parent, e.g. sysctl -w net.core.netdev_max_backlog=4096",
+    )
+}
+
+/// An error naming the parent whose macvlans come near `backlog`.
+fn crowded_parent(
+    per_parent: &std::collections::BTreeMap<String, usize>,
+    backlog: usize,
+) -> Result<(), String> {
+    match per_parent.iter().max_by_key(|(_, n)| **n) {
+        Some((parent, count)) if *count * 10 >= backlog * 8 => Err(format!(
+            "{count} running containers on {parent} and netdev_max_backlog is {backlog}: broadcasts (ARP, DHCP) from them are dropped once the copies to the others fill the backlog"
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(ctx: &Context) -> Result<()> {
     let mut checks = Vec::new();
     checks.push(result(
@@ -174,6 +219,7 @@ pub fn run(ctx: &Context) -> Result<()> {
         store,
         "check `store` (and [etcd]) in the config; every hook needs the store",
     ));
+    checks.push(broadcast_capacity(ctx));
     let mut problems = 0;
     for check in &checks {
         match &check.problem {
@@ -194,4 +240,23 @@ pub fn run(ctx: &Context) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_when_a_parent_nears_the_backlog() {
+        let mut per_parent = std::collections::BTreeMap::new();
+        per_parent.insert("lan0".to_string(), 100);
+        assert!(crowded_parent(&per_parent, 1000).is_ok());
+        per_parent.insert("lan1".to_string(), 800);
+        let problem = crowded_parent(&per_parent, 1000).unwrap_err();
+        assert!(
+            problem.contains("800 running containers on lan1"),
+            "{problem}"
+        );
+        assert!(crowded_parent(&per_parent, 4096).is_ok());
+    }
 }

@@ -89,7 +89,8 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
         if record.host != ctx.host {
             continue;
         }
-        leases_held |= record.lease.is_some() && record.state == State::Running;
+        leases_held |= (record.lease.is_some() || record.client_pid.is_some())
+            && record.state == State::Running;
         let Some(reason) = judge(&ctx.config.gc, &id, &record, now()) else {
             continue;
         };
@@ -101,18 +102,16 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
             }
             // A DHCP lease whose container vanished without a poststop
             // goes back to its server too.
-            if let Some(lease) = &record.lease {
-                if let Err(e) = crate::dhcp::release_lease(ctx, &record, lease) {
-                    ctx.logger.log(
-                        Level::Error,
-                        "gc",
-                        &[
-                            ("container", &id),
-                            ("address", &lease.address),
-                            ("error", &format!("release the DHCP lease: {e:#}")),
-                        ],
-                    );
-                }
+            if let Err(e) = crate::dhcp::give_back(ctx, &id, &record) {
+                ctx.logger.log(
+                    Level::Error,
+                    "gc",
+                    &[
+                        ("container", &id),
+                        ("address", &record.ip),
+                        ("error", &format!("release the DHCP lease: {e:#}")),
+                    ],
+                );
             }
             ctx.logger.log(
                 Level::Info,

@@ -77,6 +77,9 @@ pub struct FlatRecord {
     /// daemon never mistakes a recycled pid for the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_inode: Option<u64>,
+    /// DHCP networks kept by an external client: its process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_pid: Option<u32>,
 }
 
 /// A DHCP lease as the server gave it. Times are Unix seconds.
@@ -178,6 +181,7 @@ impl FlatRecord {
             client_id: None,
             lease: None,
             netns_inode: None,
+            client_pid: None,
         }
     }
 }

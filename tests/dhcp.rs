@@ -410,3 +410,63 @@ fn a_vanished_namespace_releases_its_lease_and_the_daemon_goes_away() {
     );
     eprintln!("namespace gone: lease released after {took:?}");
 }
+
+/// `[dhcp] client = "udhcpc"`: busybox's udhcpc runs in the container's
+/// namespace with `macvlan` as its script; the address comes from dnsmasq,
+/// the lease lands in the store, and at stop udhcpc is stopped and releases.
+#[test]
+fn udhcpc_as_the_external_client() {
+    let lab = Lab::new(&["h1"]);
+    let server = Dnsmasq::start(&lab, "udhcpc", &[]);
+    configure(
+        &lab,
+        "h1",
+        "[dhcp]\nclient = \"udhcpc\"\nudhcpc = \"/bin/busybox\"\n",
+    );
+    let id = lab.id("u");
+    let bundle = lab.bundle("h1", &id, &dhcp_env(), &[]);
+    lab.start("h1", &id, &bundle).unwrap();
+    let address = address_of(&lab, "h1", &id);
+    assert!(in_pool(&address), "{address}");
+    let lease = server
+        .lease_for_mac(&mac_of(&id))
+        .expect("lease in dnsmasq");
+    assert_eq!(format!("{}/24", lease.ip), address);
+    assert!(
+        lab.default_route("h1", &id)
+            .contains(&format!("via {GATEWAY}")),
+        "{}",
+        lab.default_route("h1", &id)
+    );
+    let record = lab
+        .records("h1")
+        .into_iter()
+        .find(|r| r["id"] == id.as_str())
+        .expect("record");
+    assert_eq!(record["lease"]["server"], GATEWAY, "{record}");
+    let pid = record["client_pid"].as_u64().expect("udhcpc's pid") as i32;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("udhcpc"),
+        "{cmdline:?}"
+    );
+    assert!(lab.ping("h1", &id, GATEWAY));
+
+    lab.stop("h1", &id);
+    wait_for(Duration::from_secs(5), "udhcpc's release", || {
+        server.lease_for_mac(&mac_of(&id)).is_none()
+    });
+    // Gone, or a zombie waiting for whoever inherited it to reap it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    assert!(
+        matches!(state, None | Some('Z')),
+        "udhcpc still runs: {stat}"
+    );
+    // Restart: the same address again.
+    lab.start("h1", &id, &bundle).unwrap();
+    assert_eq!(address_of(&lab, "h1", &id), address);
+    lab.stop("h1", &id);
+}

@@ -3,6 +3,16 @@
 use clap::Parser;
 
 fn main() {
+    // Run by udhcpc as its script (`[dhcp] client = "udhcpc"`): argv[1] is
+    // udhcpc's event, the lease is in the environment.
+    if let Ok(container) = std::env::var(macvlan_runc::dhcp::external::SCRIPT_ENV) {
+        let event = std::env::args().nth(1).unwrap_or_default();
+        if let Err(error) = macvlan_runc::dhcp::external::script(&container, &event) {
+            eprintln!("macvlan: udhcpc script: {error:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cli = macvlan_runc::cli::Cli::parse();
     if let Err(error) = macvlan_runc::cli::run(cli) {
         // One line: the whole context chain, outermost first.

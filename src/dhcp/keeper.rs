@@ -83,6 +83,11 @@ impl Keeper {
                 continue;
             };
             kept += 1;
+            if record.client_pid.is_some() {
+                // An external client (udhcpc) renews by itself; the keeper
+                // only watches for the container to go.
+                continue;
+            }
             let now = now();
             let due = match (&record.lease, self.retry_at.get(&id)) {
                 (_, Some(retry)) if *retry > now => *retry,

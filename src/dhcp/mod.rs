@@ -2,6 +2,7 @@
 //! it in the store under `/macvlan/dhcp/<id>`, and giving it back.
 
 pub mod client;
+pub mod external;
 pub mod keeper;
 pub mod packet;
 pub mod wire;
@@ -104,10 +105,7 @@ pub fn put_record(
 /// namespace: the container's is gone) and marks the record stopped. The
 /// record stays, so a restart asks for the same address. Idempotent.
 pub fn release_stopped(ctx: &Context, container_id: &str, record: &FlatRecord) -> Result<()> {
-    if let Some(lease) = &record.lease {
-        release_lease(ctx, record, lease)
-            .with_context(|| format!("release the DHCP lease on {}", lease.address))?;
-    }
+    give_back(ctx, container_id, record)?;
     ipam::update_flat(ctx.store()?, &ctx.keys, container_id, |r| {
         if r.state == State::Stopped && r.lease.is_none() {
             return false;
@@ -117,8 +115,22 @@ pub fn release_stopped(ctx: &Context, container_id: &str, record: &FlatRecord) -
         r.pid = None;
         r.netns_inode = None;
         r.lease = None;
+        r.client_pid = None;
         true
     })?;
+    Ok(())
+}
+
+/// Gives a record's lease back: stops its external client (which releases
+/// it), or sends the release itself.
+pub fn give_back(ctx: &Context, container_id: &str, record: &FlatRecord) -> Result<()> {
+    if let Some(pid) = record.client_pid {
+        return external::stop(pid, container_id);
+    }
+    if let Some(lease) = &record.lease {
+        release_lease(ctx, record, lease)
+            .with_context(|| format!("release the DHCP lease on {}", lease.address))?;
+    }
     Ok(())
 }
 

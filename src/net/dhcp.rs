@@ -11,6 +11,7 @@ use super::{
     free_interface_name, stable_mac, Attached, Context, Driver, HostFacts, Rollback, Sockets,
     Target, Undo,
 };
+use crate::config::DhcpClient;
 use crate::dhcp::{self, client, packet, wire};
 use crate::ipam;
 use crate::netlink::{format_mac, MacvlanMode, MacvlanSpec, Netlink};
@@ -20,6 +21,125 @@ use crate::request::{DhcpRequest, NetworkRequest};
 pub struct DhcpDriver<'a> {
     pub request: &'a NetworkRequest,
     pub dhcp: &'a DhcpRequest,
+}
+
+/// The interface made for the container, handed to the client that fills it.
+struct Attachment<'a> {
+    ifname: &'a str,
+    link: &'a crate::netlink::Link,
+    mac: [u8; 6],
+    existing: &'a [String],
+    previous: Option<&'a FlatRecord>,
+    previous_text: Option<&'a str>,
+    key: String,
+    started: Instant,
+}
+
+impl DhcpDriver<'_> {
+    /// `[dhcp] client = "udhcpc"`: the record first (udhcpc's script, this
+    /// binary, writes the lease into it), then udhcpc in the container's
+    /// namespace; the hook waits for the lease as for its own client.
+    #[allow(clippy::too_many_arguments)]
+    fn setup_with_udhcpc(
+        &self,
+        ctx: &Context,
+        target: &Target,
+        facts: &HostFacts,
+        sockets: &mut Sockets,
+        undo: &mut Rollback,
+        program: &std::path::Path,
+        attachment: Attachment<'_>,
+    ) -> Result<Attached> {
+        let id = &target.container_id;
+        let parent = &facts.parent;
+        let Attachment {
+            ifname,
+            link,
+            mac,
+            existing,
+            previous,
+            previous_text,
+            key,
+            started,
+        } = attachment;
+        let now = now();
+        let unspecified = crate::cidr::Ipv4Cidr {
+            address: std::net::Ipv4Addr::UNSPECIFIED,
+            prefix: 32,
+        };
+        let mut record =
+            super::macvlan::new_record(ctx, target, self.request, &parent.name, unspecified, now);
+        record.mac = format_mac(&mac);
+        record.ifname = Some(ifname.to_string());
+        record.created_at = previous.map(|p| p.created_at).unwrap_or(now);
+        record.client_id = Some(packet::ClientIdentity::new(mac, None).client_id_hex());
+        record.netns_inode = Some(sockets.netns.metadata()?.ino());
+        if !dhcp::put_record(ctx, id, previous_text, &record)? {
+            bail!("the record {key} changed meanwhile (another hook for {id}?)");
+        }
+        undo.push(Undo::RestoreRecord {
+            key,
+            previous: previous_text.map(str::to_string),
+        });
+        let pid = dhcp::external::start(
+            &ctx.config,
+            program,
+            &sockets.netns,
+            ifname,
+            id,
+            previous.and_then(dhcp::previous_address),
+        )?;
+        undo.push(Undo::StopDhcpClient { pid });
+        ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
+            r.client_pid = Some(pid);
+            true
+        })?;
+        let deadline = started + ctx.config.dhcp.timeout;
+        let lease = loop {
+            let current = ipam::load_flat(ctx.store()?, &ctx.keys, id)?;
+            if let Some(lease) = current.and_then(|r| r.lease) {
+                break lease;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "get an address by DHCP on {ifname} (HOSTIF {}): udhcpc (pid {pid}) got no lease within {}",
+                    parent.name,
+                    humantime::format_duration(ctx.config.dhcp.timeout)
+                );
+            }
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("udhcpc (pid {pid}) exited without a lease; see the log");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        sockets.timings.step("dhcp_ms");
+        crate::failpoint::check("after-lease")?;
+        let (egress, ingress) = super::qos::apply(
+            &mut sockets.container,
+            link,
+            existing,
+            self.request.mtu.unwrap_or(parent.mtu),
+            self.request.egress.as_ref(),
+            self.request.ingress.as_ref(),
+            undo,
+        )?;
+        ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
+            r.state = State::Running;
+            r.egress = egress.clone();
+            r.ingress = ingress.clone();
+            true
+        })?;
+        crate::discovery::registrar::ensure_running(&ctx.config)
+            .context("start the watcher of DHCP containers (macvlan daemon)")?;
+        let address = lease.cidr()?;
+        Ok(Attached {
+            ifname: ifname.to_string(),
+            address: address.to_string(),
+            ip: address.address,
+            mac: format_mac(&mac),
+            parent: parent.name.clone(),
+        })
+    }
 }
 
 impl Driver for DhcpDriver<'_> {
@@ -98,6 +218,20 @@ impl Driver for DhcpDriver<'_> {
             .set_up(link.index)
             .with_context(|| format!("set {ifname} up"))?;
         sockets.timings.step("create_link_ms");
+
+        if let DhcpClient::Udhcpc(program) = &ctx.config.dhcp.client {
+            let attachment = Attachment {
+                ifname: &ifname,
+                link: &link,
+                mac,
+                existing: &existing,
+                previous: previous.as_ref(),
+                previous_text: previous_text.as_deref(),
+                key,
+                started,
+            };
+            return self.setup_with_udhcpc(ctx, target, facts, sockets, undo, program, attachment);
+        }
 
         let socket = wire::open_client(&sockets.netns, &ifname)?;
         let identity = packet::ClientIdentity::new(mac, None);

@@ -54,6 +54,7 @@ pub fn new_record(
         client_id: None,
         lease: None,
         netns_inode: None,
+        client_pid: None,
     }
 }
 

@@ -106,6 +106,8 @@ pub enum Undo {
         payload: Vec<u8>,
         server: std::net::Ipv4Addr,
     },
+    /// Stop the external DHCP client (which releases its lease).
+    StopDhcpClient { pid: u32 },
     /// Put a record key back as it was (`None`: absent).
     RestoreRecord {
         key: String,
@@ -166,6 +168,10 @@ impl Rollback {
                     // servers beyond a relay.
                     crate::dhcp::wire::send(&socket, std::net::Ipv4Addr::BROADCAST, &payload)
                         .and_then(|()| crate::dhcp::wire::send(&socket, server, &payload)),
+                ),
+                Undo::StopDhcpClient { pid } => (
+                    "stop udhcpc",
+                    crate::dhcp::external::stop(pid, container_id),
                 ),
                 Undo::RestoreRecord { key, previous } => (
                     "restore record",
@@ -441,7 +447,10 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
         .context("withdraw the service registration")?;
     let record =
         ipam::mark_stopped(ctx.store()?, &ctx.keys, container_id).context("mark record stopped")?;
-    if let Some(record) = record.as_ref().filter(|r| r.lease.is_some()) {
+    if let Some(record) = record
+        .as_ref()
+        .filter(|r| r.lease.is_some() || r.client_pid.is_some())
+    {
         crate::dhcp::release_stopped(ctx, container_id, record)?;
     }
     if let Some(record) = &record {
@@ -475,10 +484,7 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Fla
             }
         }
     }
-    if let Some(lease) = &record.lease {
-        crate::dhcp::release_lease(ctx, &record, lease)
-            .with_context(|| format!("release the DHCP lease on {}", lease.address))?;
-    }
+    crate::dhcp::give_back(ctx, container_id, &record)?;
     ipam::release_flat(ctx.store()?, &ctx.keys, container_id)?;
     log_detach(ctx, container_id, &record, "released", started);
     Ok(record)

@@ -409,5 +409,6 @@ fn record_for(
         client_id: None,
         lease: None,
         netns_inode: None,
+        client_pid: None,
     }
 }
