@@ -188,7 +188,7 @@ fn docker_dhcp_container_keeps_its_lease_across_restarts() {
         "100000",
     ]);
     let (address, mac) = eth0(&docker, "office");
-    let leased = server.lease_for_mac(&mac).expect("lease in dnsmasq");
+    let leased = server.wait_lease(&mac);
     assert_eq!(format!("{}/24", leased.ip), address);
     let ping = docker.docker(&["exec", "office", "ping", "-c", "2", "-W", "3", GATEWAY]);
     assert!(ping.status.success(), "{}", text(&ping));

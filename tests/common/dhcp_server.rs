@@ -105,6 +105,23 @@ impl Dnsmasq {
             .collect()
     }
 
+    /// The lease of `mac`, waiting up to 3 s for dnsmasq to write it
+    /// (it writes its lease file after it answers).
+    pub fn wait_lease(&self, mac: &str) -> LeaseLine {
+        let started = Instant::now();
+        loop {
+            if let Some(lease) = self.lease_for_mac(mac) {
+                return lease;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "no lease for {mac} in dnsmasq's lease file: {:?}",
+                self.leases()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn lease_for_mac(&self, mac: &str) -> Option<LeaseLine> {
         self.leases().into_iter().find(|l| l.mac == mac)
     }
