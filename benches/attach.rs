@@ -163,17 +163,7 @@ fn main() {
         command.args(["--config", config.to_str().unwrap(), "hook", stage]);
         timed(command, state)
     };
-    let cni = |verb: &str, id: &str, pid: u32| {
-        let mut command = Command::new(CNI_MACVLAN);
-        command
-            .env_clear()
-            .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/proc/{pid}/ns/net"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni");
-        timed(command, &cni_conf)
-    };
+    let cni = |verb: &str, id: &str, pid: u32| support::cni(CNI_MACVLAN, verb, id, pid, &cni_conf);
 
     let mut ours_attach = Series::default();
     let mut ours_poststop = Series::default();

@@ -18,17 +18,10 @@ use std::time::{Duration, Instant};
 
 use common::dhcp_server::Dnsmasq;
 use common::Lab;
-use support::{ms, timed, Series};
+use support::{argument, ms, rss_kib, timed, Series};
 
 const CNI_MACVLAN: &str = "/usr/lib/cni/macvlan";
 const CNI_DHCP: &str = "/usr/lib/cni/dhcp";
-
-fn argument(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 /// A process killed on drop (the CNI dhcp daemon).
 struct Server(Child);
@@ -67,15 +60,7 @@ impl Tools {
     }
 
     fn cni(&self, verb: &str, id: &str, pid: u32) -> support::Sample {
-        let mut command = Command::new(CNI_MACVLAN);
-        command
-            .env_clear()
-            .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/proc/{pid}/ns/net"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni");
-        timed(command, &self.cni_conf)
+        support::cni(CNI_MACVLAN, verb, id, pid, &self.cni_conf)
     }
 
     fn state(&self, id: &str, status: &str, pid: Option<u32>) -> String {
@@ -137,21 +122,6 @@ fn measure(lab: &Lab, tools: &Tools, containers: usize, tag: &str) -> Round {
         }
     }
     round
-}
-
-/// Peak and current RSS (KiB) of a running process.
-fn rss_kib(pid: i32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
 fn main() {

@@ -22,14 +22,7 @@ use std::time::Duration;
 
 use common::dhcp_server::Dnsmasq;
 use common::{Lab, NetnsProcess};
-use support::{ms, timed, Sample, Series};
-
-fn argument(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
+use support::{argument, ms, rss_kib, timed, Sample, Series};
 
 /// The flat address of container `i`: 198.18.0.0/16, skipping .0, .1, .255.
 fn address(i: usize) -> String {
@@ -226,20 +219,6 @@ fn backlog_drops() -> u64 {
         .filter_map(|l| l.split_whitespace().nth(1))
         .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
         .sum()
-}
-
-fn rss_kib(pid: i32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
 fn main() {

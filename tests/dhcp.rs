@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::dhcp_server::Dnsmasq;
-use common::{text, Lab, GATEWAY};
+use common::{text, wait_for, Lab, GATEWAY};
 
 fn dhcp_env() -> Vec<&'static str> {
     vec!["TYPE=dhcp", "HOSTIF=lan0"]
@@ -15,19 +15,6 @@ fn dhcp_env() -> Vec<&'static str> {
 /// The MAC the hook gives container `id`.
 fn mac_of(id: &str) -> String {
     macvlan_runc::netlink::format_mac(&macvlan_runc::net::stable_mac(id))
-}
-
-/// Polls until `done` holds; returns how long it took, or panics after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
 }
 
 /// The one IPv4 address of the container's eth0.

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{as_strs, flat_env, text, Lab, DAEMON_IDLE_EXIT_S, DISCOVERY_TTL_S};
+use common::{as_strs, flat_env, text, wait_for, Lab, DAEMON_IDLE_EXIT_S, DISCOVERY_TTL_S};
 
 /// A container running busybox httpd on `port` (serving the lab rootfs's
 /// /www) and then sleeping, so the server can be stopped on its own.
@@ -34,19 +34,6 @@ fn lookup(lab: &Lab, host: &str, name: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// Polls until `done` holds; returns how long it took, or panics after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
 }
 
 /// Another lab process killed on drop (a DNS responder, a daemon).

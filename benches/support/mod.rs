@@ -1,5 +1,6 @@
-//! What the control-plane benchmarks share: timing a child process (wall
-//! time and its own peak RSS), series of samples and their percentiles.
+//! What the control-plane benchmarks share: their arguments, timing a child
+//! process (wall time and its own peak RSS), series of samples and their
+//! percentiles, a CNI plugin call, a running process's memory.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -77,4 +78,41 @@ impl Series {
 
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// The value after `name` on the command line.
+pub fn argument(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// One timed CNI call of `plugin` (`verb` = ADD or DEL) for the namespace
+/// of process `pid`, with the network configuration `config` on stdin.
+pub fn cni(plugin: &str, verb: &str, id: &str, pid: u32, config: &str) -> Sample {
+    let mut command = Command::new(plugin);
+    command
+        .env_clear()
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", format!("/proc/{pid}/ns/net"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni");
+    timed(command, config)
+}
+
+/// Peak and current RSS (KiB) of a running process.
+pub fn rss_kib(pid: i32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
 }

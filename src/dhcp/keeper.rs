@@ -118,10 +118,9 @@ impl Keeper {
                 .unwrap_or_default();
             Duration::from_secs(due).saturating_sub(now)
         });
-        Ok((
-            kept,
-            wait.or(if kept > 0 { Some(Duration::ZERO) } else { None }),
-        ))
+        // Nothing due (only external clients, or leases attended in this
+        // round): the daemon's regular interval is soon enough.
+        Ok((kept, wait))
     }
 
     /// Renews, rebinds or re-acquires the lease of a running container.

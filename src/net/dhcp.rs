@@ -7,14 +7,11 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::{
-    free_interface_name, stable_mac, Attached, Context, Driver, HostFacts, Rollback, Sockets,
-    Target, Undo,
-};
+use super::{Attached, Context, Driver, HostFacts, Rollback, Sockets, Target, Undo};
 use crate::config::DhcpClient;
 use crate::dhcp::{self, client, packet, wire};
 use crate::ipam;
-use crate::netlink::{format_mac, MacvlanMode, MacvlanSpec, Netlink};
+use crate::netlink::{format_mac, Netlink};
 use crate::record::{now, FlatRecord, RecordKind, State};
 use crate::request::{DhcpRequest, NetworkRequest};
 
@@ -114,15 +111,8 @@ impl DhcpDriver<'_> {
         };
         sockets.timings.step("dhcp_ms");
         crate::failpoint::check("after-lease")?;
-        let (egress, ingress) = super::qos::apply(
-            &mut sockets.container,
-            link,
-            existing,
-            self.request.mtu.unwrap_or(parent.mtu),
-            self.request.egress.as_ref(),
-            self.request.ingress.as_ref(),
-            undo,
-        )?;
+        let (egress, ingress) =
+            super::macvlan::apply_limits(self.request, parent, link, existing, sockets, undo)?;
         ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
             r.state = State::Running;
             r.egress = egress.clone();
@@ -183,41 +173,16 @@ impl Driver for DhcpDriver<'_> {
         }
         sockets.timings.step("read_record_ms");
 
-        let existing: Vec<String> = sockets
-            .container
-            .links()
-            .context("list the container's interfaces")?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
-        let ifname = free_interface_name(&existing);
-        let mac = stable_mac(id);
-        sockets
-            .host
-            .create_macvlan(&MacvlanSpec {
-                name: &ifname,
-                parent_index: parent.index,
-                mode: request.mode,
-                mac: (request.mode != MacvlanMode::Passthru).then_some(mac),
-                mtu: request.mtu,
-                netns: Some(&sockets.netns),
-            })
-            .with_context(|| format!("create macvlan on {}", parent.name))?;
-        undo.push(Undo::DeleteLink {
-            name: ifname.clone(),
-        });
-        crate::failpoint::check("after-create")?;
-        let link = sockets
-            .container
-            .link_by_name(&ifname)
-            .context("find the new interface")?
-            .with_context(|| format!("{ifname} vanished from the container's namespace"))?;
-        let mac = link.mac.unwrap_or(mac);
+        let super::macvlan::NewInterface {
+            ifname,
+            link,
+            existing,
+            mac,
+        } = super::macvlan::create_interface(target, request, parent, sockets, undo)?;
         sockets
             .container
             .set_up(link.index)
             .with_context(|| format!("set {ifname} up"))?;
-        sockets.timings.step("create_link_ms");
 
         if let DhcpClient::Udhcpc(program) = &ctx.config.dhcp.client {
             let attachment = Attachment {
@@ -281,15 +246,8 @@ impl Driver for DhcpDriver<'_> {
         let address = lease.cidr()?;
         dhcp::configure(&mut sockets.container, link.index, &lease, now)
             .with_context(|| format!("configure {ifname}"))?;
-        let (egress, ingress) = super::qos::apply(
-            &mut sockets.container,
-            &link,
-            &existing,
-            request.mtu.unwrap_or(parent.mtu),
-            request.egress.as_ref(),
-            request.ingress.as_ref(),
-            undo,
-        )?;
+        let (egress, ingress) =
+            super::macvlan::apply_limits(request, parent, &link, &existing, sockets, undo)?;
         sockets.timings.step("configure_ms");
 
         let mut record =

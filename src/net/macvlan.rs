@@ -10,7 +10,7 @@ use super::{free_interface_name, stable_mac, Attached, Context, Rollback, Socket
 use crate::cidr::Ipv4Cidr;
 use crate::ipam::{self, Claim};
 use crate::netlink::{format_mac, Link, MacvlanMode, MacvlanSpec};
-use crate::record::{FlatRecord, State};
+use crate::record::{FlatRecord, LimitRecord, State};
 use crate::request::NetworkRequest;
 
 /// Where the container's macvlan goes and what it holds.
@@ -58,33 +58,26 @@ pub fn new_record(
     }
 }
 
-/// Registers the claim's undo, then builds the container's interface and
-/// marks the record running.
-pub fn attach_claimed(
-    ctx: &Context,
+/// The container's new macvlan, before it has an address.
+pub struct NewInterface {
+    pub ifname: String,
+    pub link: Link,
+    /// The container's interfaces before it was made (for qos, which may
+    /// need a free ifb name).
+    pub existing: Vec<String>,
+    /// The MAC the kernel reports (in passthru mode, the parent's).
+    pub mac: [u8; 6],
+}
+
+/// Creates the container's macvlan on `parent`, registers its undo, and
+/// finds it in the container's namespace.
+pub fn create_interface(
     target: &Target,
     request: &NetworkRequest,
+    parent: &Link,
     sockets: &mut Sockets,
     undo: &mut Rollback,
-    claim: Claim,
-    placement: Placement<'_>,
-) -> Result<Attached> {
-    let Placement {
-        parent,
-        address,
-        gateway,
-        now,
-    } = placement;
-    let created_at = claim
-        .previous
-        .as_deref()
-        .and_then(|text| serde_json::from_str::<FlatRecord>(text).ok())
-        .map(|old| old.created_at)
-        .unwrap_or(now);
-    undo.push(Undo::Claim(Box::new(claim)));
-    sockets.timings.step("claim_ms");
-    crate::failpoint::check("after-claim")?;
-
+) -> Result<NewInterface> {
     let existing: Vec<String> = sockets
         .container
         .links()
@@ -124,6 +117,68 @@ pub fn attach_claimed(
         .link_by_name(&ifname)
         .context("find the new interface")?
         .with_context(|| format!("{ifname} vanished from the container's namespace"))?;
+    Ok(NewInterface {
+        mac: link.mac.unwrap_or(mac),
+        ifname,
+        link,
+        existing,
+    })
+}
+
+/// The limits the request asks for, on the container's new interface.
+pub fn apply_limits(
+    request: &NetworkRequest,
+    parent: &Link,
+    link: &Link,
+    existing: &[String],
+    sockets: &mut Sockets,
+    undo: &mut Rollback,
+) -> Result<(Option<LimitRecord>, Option<LimitRecord>)> {
+    super::qos::apply(
+        &mut sockets.container,
+        link,
+        existing,
+        request.mtu.unwrap_or(parent.mtu),
+        request.egress.as_ref(),
+        request.ingress.as_ref(),
+        undo,
+    )
+}
+
+/// Registers the claim's undo, then builds the container's interface and
+/// marks the record running.
+pub fn attach_claimed(
+    ctx: &Context,
+    target: &Target,
+    request: &NetworkRequest,
+    sockets: &mut Sockets,
+    undo: &mut Rollback,
+    claim: Claim,
+    placement: Placement<'_>,
+) -> Result<Attached> {
+    let Placement {
+        parent,
+        address,
+        gateway,
+        now,
+    } = placement;
+    let created_at = claim
+        .previous
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<FlatRecord>(text).ok())
+        .map(|old| old.created_at)
+        .unwrap_or(now);
+    undo.push(Undo::Claim(Box::new(claim)));
+    sockets.timings.step("claim_ms");
+    crate::failpoint::check("after-claim")?;
+
+    let NewInterface {
+        ifname,
+        link,
+        existing,
+        mac,
+    } = create_interface(target, request, parent, sockets, undo)?;
+
     sockets
         .container
         .add_ipv4_address(link.index, address.address, address.prefix)
@@ -138,21 +193,10 @@ pub fn attach_claimed(
             .replace_default_route(link.index, gateway)
             .with_context(|| format!("set default route via {gateway}"))?;
     }
-    let (egress, ingress) = super::qos::apply(
-        &mut sockets.container,
-        &link,
-        &existing,
-        request.mtu.unwrap_or(parent.mtu),
-        request.egress.as_ref(),
-        request.ingress.as_ref(),
-        undo,
-    )?;
+    let (egress, ingress) = apply_limits(request, parent, &link, &existing, sockets, undo)?;
     sockets.timings.step("configure_ms");
     crate::failpoint::check("after-configure")?;
-    let actual_mac = link
-        .mac
-        .map(|m| format_mac(&m))
-        .unwrap_or_else(|| format_mac(&mac));
+    let actual_mac = format_mac(&mac);
 
     let ifname_for_record = ifname.clone();
     let mac_for_record = actual_mac.clone();

@@ -28,6 +28,23 @@ pub const DAEMON_IDLE_EXIT_S: u64 = 4;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Polls until `done` holds; returns how long it took, or panics after `limit`.
+pub fn wait_for(
+    limit: std::time::Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?}: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
 /// Runs a command; panics with its output if it cannot be started.
 pub fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
