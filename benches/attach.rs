@@ -2,8 +2,11 @@
 //! host-local IPAM, side by side on one lab, each invoked as a process per
 //! container. Writes `bench-results/attach.md`.
 //!
-//! `cargo bench --bench attach -- [--containers N] [--out DIR]` (default 200
-//! containers, `bench-results/`), as root.
+//! `cargo bench --bench attach -- [--containers N] [--out DIR] [--baseline
+//! BIN]` (default 200 containers, `bench-results/`), as root. Two requests
+//! are timed: ad hoc with a static address (the thesis's), and naming a
+//! network with the address allocated from its range. `--baseline` times an
+//! older `macvlan` binary's ad-hoc attach in the same run, side by side.
 
 mod support;
 
@@ -62,6 +65,7 @@ impl Drop for Lab {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let baseline = support::argument(&args, "--baseline").map(PathBuf::from);
     let containers: usize = args
         .iter()
         .position(|a| a == "--containers")
@@ -139,9 +143,41 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "store = \"sqlite://{}\"\nlog = \"{}\"\n",
+            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n",
             work.path().join("state.db").display(),
             work.path().join("macvlan.log").display()
+        ),
+    )
+    .unwrap();
+    // The network containers name: allocation from its range.
+    let status = Command::new(MACVLAN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "network",
+            "create",
+            "bench",
+        ])
+        .args([
+            "--parent",
+            "lan0",
+            "--subnet",
+            "198.51.100.0/24",
+            "--gateway",
+            "198.51.100.1",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "network create");
+    // The baseline binary keeps its own store (its format may be older).
+    let baseline_config = work.path().join("baseline.toml");
+    std::fs::write(
+        &baseline_config,
+        format!(
+            "store = \"sqlite://{}\"\nlog = \"{}\"\n",
+            work.path().join("baseline.db").display(),
+            work.path().join("baseline.log").display()
         ),
     )
     .unwrap();
@@ -165,6 +201,14 @@ fn main() {
     };
     let cni = |verb: &str, id: &str, pid: u32| support::cni(CNI_MACVLAN, verb, id, pid, &cni_conf);
 
+    let base_hook = |stage: &str, state: &str| {
+        let mut command = Command::new(baseline.as_ref().expect("--baseline"));
+        command.args(["--config", baseline_config.to_str().unwrap(), "hook", stage]);
+        timed(command, state)
+    };
+    let mut network_attach = Series::default();
+    let mut network_poststop = Series::default();
+    let mut base_attach = Series::default();
     let mut ours_attach = Series::default();
     let mut ours_poststop = Series::default();
     let mut ours_detach = Series::default();
@@ -196,6 +240,23 @@ fn main() {
             "pid": ours.id(), "bundle": bundle
         })
         .to_string();
+        let mut named = container();
+        let mut base = container();
+        let network_state = |status: &str, pid: Option<u32>| {
+            serde_json::json!({
+                "ociVersion": "1.0.2", "id": format!("net-{i}"), "status": status, "pid": pid,
+                "bundle": bundle, "annotations": {"macvlan.network": "bench"}
+            })
+            .to_string()
+        };
+        let base_state = |status: &str, pid: Option<u32>| {
+            serde_json::json!({
+                "ociVersion": "1.0.2", "id": format!("base-{i}"), "status": status, "pid": pid,
+                "bundle": bundle,
+                "annotations": {"macvlan.type": "flat", "macvlan.host-interface": "lan0", "macvlan.ip": ip}
+            })
+            .to_string()
+        };
         // Alternate which tool goes first, so neither always meets a warm cache.
         let run_ours = |attach: &mut Series, poststop: &mut Series, detach: &mut Series| {
             attach.push(hook("createRuntime", &state("creating", Some(ours.id()))));
@@ -223,9 +284,46 @@ fn main() {
             run_cni(&mut cni_add, &mut cni_del);
             run_ours(&mut ours_attach, &mut ours_poststop, &mut ours_detach);
         }
+        // The network request and the baseline, rotating who goes first.
+        let run_network = |attach: &mut Series, poststop: &mut Series| {
+            attach.push(hook(
+                "createRuntime",
+                &network_state("creating", Some(named.id())),
+            ));
+            poststop.push(hook("poststop", &network_state("stopped", None)));
+            let mut command = Command::new(MACVLAN);
+            command.args(["--config", config.to_str().unwrap(), "detach", "--id"]);
+            command.arg(format!("net-{i}"));
+            timed(command, "");
+        };
+        let run_base = |attach: &mut Series| {
+            attach.push(base_hook(
+                "createRuntime",
+                &base_state("creating", Some(base.id())),
+            ));
+            base_hook("poststop", &base_state("stopped", None));
+            let mut command = Command::new(baseline.as_ref().expect("--baseline"));
+            command.args([
+                "--config",
+                baseline_config.to_str().unwrap(),
+                "detach",
+                "--id",
+            ]);
+            command.arg(format!("base-{i}"));
+            timed(command, "");
+        };
+        if i % 2 == 0 || baseline.is_none() {
+            run_network(&mut network_attach, &mut network_poststop);
+            if baseline.is_some() {
+                run_base(&mut base_attach);
+            }
+        } else {
+            run_base(&mut base_attach);
+            run_network(&mut network_attach, &mut network_poststop);
+        }
         ours_noop.push(hook("createRuntime", &noop_state));
         floor.push(timed(Command::new("/bin/true"), ""));
-        for child in [&mut ours, &mut theirs] {
+        for child in [&mut ours, &mut theirs, &mut named, &mut base] {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -251,7 +349,24 @@ fn main() {
     );
     let _ = writeln!(report, "| operation | median ms | p99 ms | peak RSS KiB |");
     let _ = writeln!(report, "|---|---:|---:|---:|");
-    for (name, series) in [
+    let mut rows = vec![
+        (
+            "macvlan hook createRuntime (attach), ad-hoc, static",
+            &ours_attach,
+        ),
+        (
+            "macvlan hook createRuntime (attach), network, address allocated",
+            &network_attach,
+        ),
+        ("macvlan hook poststop, network", &network_poststop),
+    ];
+    if baseline.is_some() {
+        rows.push((
+            "baseline binary: createRuntime, ad-hoc, static",
+            &base_attach,
+        ));
+    }
+    for (name, series) in rows.into_iter().chain([
         ("macvlan hook createRuntime (attach)", &ours_attach),
         (
             "macvlan hook poststop (mark stopped; netns gone)",
@@ -265,7 +380,7 @@ fn main() {
         ("/bin/true (the cost of any process here)", &floor),
         ("CNI macvlan ADD", &cni_add),
         ("CNI macvlan DEL", &cni_del),
-    ] {
+    ]) {
         let _ = writeln!(
             report,
             "| {name} | {} | {} | {} |",
@@ -290,6 +405,20 @@ fn main() {
         ms(floor.median()),
         floor.median().as_secs_f64() / cni_add.median().as_secs_f64()
     );
+    let network_ratio = network_attach.median().as_secs_f64() / ours_attach.median().as_secs_f64();
+    let _ = writeln!(
+        report,
+        "\nNetwork request vs ad-hoc request (medians): **{network_ratio:.3}**."
+    );
+    if baseline.is_some() {
+        let _ = writeln!(
+            report,
+            "Against the baseline binary's ad-hoc attach in this run: ad-hoc **{:.3}**, network **{:.3}** \
+             (target: neither above 1.10).",
+            ours_attach.median().as_secs_f64() / base_attach.median().as_secs_f64(),
+            network_attach.median().as_secs_f64() / base_attach.median().as_secs_f64()
+        );
+    }
     std::fs::write(out_dir.join("attach.md"), &report).unwrap();
     print!("{report}");
     drop(lab);

@@ -36,7 +36,7 @@ for node in host gw; do
 done
 ip -n "$LAB-gw" addr add 192.0.2.1/24 dev lan0
 
-echo "== bundle: busybox-static rootfs, our hooks, TYPE=flat HOSTIF=lan0 IP=192.0.2.10/24 GW=192.0.2.1"
+echo "== bundle: busybox-static rootfs, our hooks, NETWORK=lan (an address from the network's range)"
 mkdir -p "$WORK/bundle/rootfs/bin" "$WORK/bundle/rootfs"/{proc,sys,dev,tmp}
 cp /bin/busybox "$WORK/bundle/rootfs/bin/"
 for applet in sh ip ping sleep httpd nslookup; do ln -s busybox "$WORK/bundle/rootfs/bin/$applet"; done
@@ -59,15 +59,15 @@ cfg = f"{work}/config.toml"
 # Two bundles on one rootfs: "web" (a plain container) and "webapp" (an HTTP
 # server registered for discovery).
 for name, args, env in (
-    ("bundle", ["sleep", "3600"], ["IP=192.0.2.10/24"]),
+    ("bundle", ["sleep", "3600"], []),
     ("webapp", ["sh", "-c", "httpd -p 8000 -h /www; exec sleep 3600"],
-     ["IP=192.0.2.20/24", "DISCOVER=true", "PORT=8000", "SERVICE=webapp"]),
+     ["IP=192.0.2.20", "DISCOVER=true", "PORT=8000", "SERVICE=webapp"]),
 ):
     c = json.loads(json.dumps(spec))
     c["root"] = {"path": f"{work}/bundle/rootfs", "readonly": True}
     c["process"]["terminal"] = False
     c["process"]["args"] = args
-    c["process"]["env"] += ["TYPE=flat", "HOSTIF=lan0", "GW=192.0.2.1"] + env
+    c["process"]["env"] += ["NETWORK=lan"] + env
     for s in ("bounding", "effective", "permitted"):
         c["process"]["capabilities"][s].append("CAP_NET_RAW")
     c["hooks"] = {
@@ -76,6 +76,10 @@ for name, args, env in (
     }
     json.dump(c, open(f"{work}/{name}/config.json", "w"), indent=2)
 PY
+
+echo "== the operator defines the network; containers name it (NETWORK=lan)"
+"$BIN" --config "$WORK/config.toml" network create lan --parent lan0 --subnet 192.0.2.0/24 --gateway 192.0.2.1 --ip-range 192.0.2.0/26
+"$BIN" --config "$WORK/config.toml" network ls
 
 echo "== runc create + start (inside the lab host's namespace)"
 "${RUNC[@]}" create --bundle "$WORK/bundle" web </dev/null >"$WORK/web.out" 2>&1
@@ -110,5 +114,6 @@ nsenter "--net=/run/netns/$LAB-host" "$BIN" --config "$WORK/config.toml" lookup 
 echo "== stop: poststop keeps the address reserved for a restart"
 "${RUNC[@]}" delete --force web
 "$BIN" --config "$WORK/config.toml" ls
+"$BIN" --config "$WORK/config.toml" network inspect lan
 cat "$WORK/macvlan.log"
 echo "demo: ok"

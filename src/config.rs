@@ -101,11 +101,20 @@ pub struct Policy {
     pub allowed_subnets: Vec<Ipv4Cidr>,
     /// Whether environment variables (not only annotations) may request a network.
     pub allow_env: bool,
+    /// Whether containers may describe a LAN themselves (the thesis's
+    /// `TYPE=flat|dhcp HOSTIF= IP= GW=`) instead of naming a network.
+    pub allow_adhoc: bool,
+    /// The networks this host serves; empty serves every network in the store.
+    pub networks: Vec<String>,
 }
 
 impl Policy {
     pub fn parent_allowed(&self, parent: &str) -> bool {
         self.allowed_parents.is_empty() || self.allowed_parents.iter().any(|p| p == parent)
+    }
+
+    pub fn network_allowed(&self, name: &str) -> bool {
+        self.networks.is_empty() || self.networks.iter().any(|n| n == name)
     }
 
     pub fn subnet_allowed(&self, address: Ipv4Cidr) -> bool {
@@ -127,8 +136,12 @@ pub struct Config {
     pub debug: bool,
     pub policy: Policy,
     pub gc: GcPolicy,
-    /// This host's name in records (default: the kernel's hostname).
+    /// This host's name in records, for display (default: the kernel's hostname).
     pub host_name: Option<String>,
+    /// This host's identity in records (default: /etc/machine-id, else a
+    /// UUID kept in `host-id` beside the SQLite state, or in
+    /// /var/lib/macvlan-runc).
+    pub host_id: Option<String>,
     pub daemon: DaemonConfig,
     pub discovery: DiscoveryConfig,
     pub dhcp: DhcpConfig,
@@ -247,6 +260,7 @@ impl Default for Config {
             },
             gc: GcPolicy::default(),
             host_name: None,
+            host_id: None,
             daemon: DaemonConfig::default(),
             discovery: DiscoveryConfig::default(),
             dhcp: DhcpConfig::default(),
@@ -278,6 +292,7 @@ struct RawConfig {
     policy: Option<RawPolicy>,
     gc: Option<RawGc>,
     host_name: Option<String>,
+    host_id: Option<String>,
     daemon: Option<RawDaemon>,
     discovery: Option<RawDiscovery>,
     dhcp: Option<RawDhcp>,
@@ -336,6 +351,8 @@ struct RawPolicy {
     allowed_parents: Option<Vec<String>>,
     allowed_subnets: Option<Vec<String>>,
     allow_env: Option<bool>,
+    allow_adhoc: Option<bool>,
+    networks: Option<Vec<String>>,
 }
 
 fn parse_store(text: &str) -> Result<StoreLocation, String> {
@@ -439,6 +456,21 @@ impl Config {
             if let Some(allow_env) = policy.allow_env {
                 config.policy.allow_env = allow_env;
             }
+            if let Some(allow_adhoc) = policy.allow_adhoc {
+                config.policy.allow_adhoc = allow_adhoc;
+            }
+            if let Some(networks) = policy.networks {
+                if let Some(bad) = networks
+                    .iter()
+                    .find(|n| crate::request::NetworkName::parse(n).is_none())
+                {
+                    return Err(format!(
+                        "policy.networks: {bad:?}: {}",
+                        crate::request::NetworkName::EXPECTED
+                    ));
+                }
+                config.policy.networks = networks;
+            }
         }
         if let Some(gc) = raw.gc {
             if let Some(dirs) = gc.container_dirs {
@@ -465,6 +497,20 @@ impl Config {
                 ));
             }
             config.host_name = Some(name);
+        }
+        if let Some(id) = raw.host_id {
+            let id = id.trim().to_string();
+            let valid = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !valid {
+                return Err(format!(
+                    "host_id {id:?}: expected 1-64 letters, digits, '-', '_' or '.'"
+                ));
+            }
+            config.host_id = Some(id);
         }
         if let Some(daemon) = raw.daemon {
             if let Some(dir) = daemon.runtime_dir {
@@ -580,6 +626,8 @@ mod tests {
             allowed_parents = ["lan0"]
             allowed_subnets = ["192.0.2.7/24"]
             allow_env = false
+            allow_adhoc = true
+            networks = ["lan"]
             [gc]
             container_dirs = ["/run/x"]
             stopped_retention = "2h"
@@ -590,6 +638,11 @@ mod tests {
         assert_eq!(config.log, LogTarget::Syslog);
         assert!(config.debug);
         assert!(!config.policy.allow_env);
+        assert!(config.policy.allow_adhoc);
+        assert!(config.policy.network_allowed("lan"));
+        assert!(!config.policy.network_allowed("storage"));
+        assert!(Policy::default().network_allowed("any"));
+        assert!(!Policy::default().allow_adhoc);
         assert_eq!(config.policy.allowed_subnets[0].to_string(), "192.0.2.0/24");
         assert!(config
             .policy
@@ -634,6 +687,8 @@ mod tests {
         assert!(Config::parse("[discovery]\nttl = \"1s\"").is_err());
         assert!(Config::parse("[daemon]\nruntime_dir = \"run\"").is_err());
         assert!(Config::parse("host_name = \"a/b\"").is_err());
+        assert!(Config::parse("host_id = \"a b\"").is_err());
+        assert!(Config::parse("[policy]\nnetworks = [\"_x\"]").is_err());
         assert!(Config::parse("store = \"etcd://nohost\"").is_err());
         assert!(Config::parse("store = \"etcd://a:1,b:x\"").is_err());
         assert!(Config::parse("[etcd]\ncert = \"/c\"").is_err());

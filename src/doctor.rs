@@ -169,7 +169,7 @@ fn broadcast_capacity(ctx: &Context) -> Check {
     let mut per_parent: std::collections::BTreeMap<String, usize> = Default::default();
     for (_, _, text) in records {
         if let Ok(record) = serde_json::from_str::<crate::record::FlatRecord>(&text) {
-            if record.host == ctx.host && record.state == crate::record::State::Running {
+            if ctx.owns(&record) && record.state == crate::record::State::Running {
                 *per_parent.entry(record.host_interface).or_default() += 1;
             }
         }

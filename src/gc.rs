@@ -86,12 +86,13 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
             continue;
         };
         // In a shared store, only this host can judge its own containers.
-        if record.host != ctx.host {
+        if !ctx.owns(&record) {
             continue;
         }
         leases_held |= (record.lease.is_some() || record.client_pid.is_some())
             && record.state == State::Running;
-        let Some(reason) = judge(&ctx.config.gc, &id, &record, now()) else {
+        let container = crate::request::container_of(&id);
+        let Some(reason) = judge(&ctx.config.gc, container, &record, now()) else {
             continue;
         };
         if !dry_run {

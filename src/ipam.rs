@@ -36,6 +36,12 @@ pub struct Claim {
 
 const ATTEMPTS: usize = 20;
 
+/// The pool of addresses containers asked for ad hoc (`TYPE=flat`, and
+/// leases of `TYPE=dhcp`): one key per address, whatever its prefix, so
+/// `192.0.2.10/24` and `192.0.2.10/25` are one address. Network names
+/// cannot start with '_'.
+pub const ADHOC_POOL: &str = "_adhoc";
+
 fn holder_value(container_id: &str) -> String {
     serde_json::Value::String(container_id.to_string()).to_string()
 }
@@ -45,7 +51,7 @@ pub fn parse_holder(value: &str) -> String {
     serde_json::from_str::<String>(value).unwrap_or_else(|_| value.to_string())
 }
 
-/// Finds a container's record, flat or VLAN: its key and raw value.
+/// Finds an attachment's record, whatever its kind: its key and raw value.
 pub fn locate(
     store: &dyn Store,
     keys: &Keys,
@@ -113,20 +119,49 @@ pub fn check_no_other_network(
     Ok(())
 }
 
-/// Claims `address` for `container_id` and writes `record` (state
-/// attaching) in one transaction. Claiming an address the container already
-/// holds (a restart) succeeds; one held by another container fails naming it.
-pub fn claim_flat(
+/// Adds to `compares` that each of `checked` is absent or `mine`; fails
+/// naming the holder of one that is someone else's.
+fn require_free<'a>(
+    store: &dyn Store,
+    checked: impl Iterator<Item = &'a String>,
+    mine: &str,
+    ip: Ipv4Addr,
+    compares: &mut Vec<Compare>,
+) -> Result<(), IpamError> {
+    for key in checked {
+        match store.get(key)? {
+            None => compares.push(Compare::Absent(key.clone())),
+            Some(value) if value == mine => {
+                compares.push(Compare::Equals(key.clone(), mine.to_string()))
+            }
+            Some(value) => {
+                return Err(IpamError::Held {
+                    ip,
+                    holder: parse_holder(&value),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Claims address `ip` in `record.pool` for attachment `container_id` and
+/// writes `record` (state attaching) in one transaction, which also checks
+/// that none of `guards` (the same address's key in another pool: a
+/// network's and the ad-hoc one) is held by someone else. Claiming an
+/// address the attachment already holds (a restart) succeeds; one held by
+/// another fails naming it.
+pub fn claim(
     store: &dyn Store,
     keys: &Keys,
     container_id: &str,
-    address: Ipv4Cidr,
+    ip: Ipv4Addr,
     record: &FlatRecord,
+    guards: &[String],
 ) -> Result<Claim, IpamError> {
     let key = keys.record(container_id, record.kind());
     check_no_other_network(store, keys, container_id, record.kind())?;
-    let pool = address.subnet().pool_name();
-    let address_key = keys.address(&pool, address.address);
+    let address_key = keys.address(&record.pool, ip);
     let mine = holder_value(container_id);
     for _ in 0..ATTEMPTS {
         let previous = store.get(&key)?;
@@ -144,23 +179,17 @@ pub fn claim_flat(
                     .filter(|k| *k != address_key)
             }
         };
-        let holder = store.get(&address_key)?;
         let mut compares = vec![match &previous {
             None => Compare::Absent(key.clone()),
             Some(text) => Compare::Equals(key.clone(), text.clone()),
         }];
-        match &holder {
-            None => compares.push(Compare::Absent(address_key.clone())),
-            Some(value) if *value == mine => {
-                compares.push(Compare::Equals(address_key.clone(), mine.clone()))
-            }
-            Some(value) => {
-                return Err(IpamError::Held {
-                    ip: address.address,
-                    holder: parse_holder(value),
-                })
-            }
-        }
+        require_free(
+            store,
+            std::iter::once(&address_key).chain(guards),
+            &mine,
+            ip,
+            &mut compares,
+        )?;
         let written = serde_json::to_string(record).expect("record serialises");
         let mut ops = vec![
             Op::Put(address_key.clone(), mine.clone()),
@@ -209,8 +238,59 @@ pub fn undo_claim(store: &dyn Store, container_id: &str, claim: &Claim) -> Resul
     Ok(())
 }
 
+/// The address key a DHCP record's lease holds, if it holds a lease.
+pub fn lease_key(keys: &Keys, record: &FlatRecord) -> Option<String> {
+    let lease = record.lease.as_ref()?;
+    let cidr: Ipv4Cidr = lease.address.parse().ok()?;
+    Some(keys.address(&record.pool, cidr.address))
+}
+
+/// The compares and ops that move a DHCP record's address key from the
+/// lease in `old` to the lease in `new` (claimed if absent, released if
+/// ours), checking `guards` (the address in other pools) for the new one.
+pub fn lease_key_change(
+    store: &dyn Store,
+    keys: &Keys,
+    container_id: &str,
+    old: Option<&FlatRecord>,
+    new: &FlatRecord,
+    guards: &[String],
+) -> Result<(Vec<Compare>, Vec<Op>), IpamError> {
+    let (mut compares, mut ops) = (Vec::new(), Vec::new());
+    let before = old.and_then(|r| lease_key(keys, r));
+    let after = lease_key(keys, new);
+    if before == after {
+        return Ok((compares, ops));
+    }
+    let mine = holder_value(container_id);
+    if let Some(key) = &after {
+        let ip = new
+            .lease
+            .as_ref()
+            .and_then(|l| l.address.parse::<Ipv4Cidr>().ok())
+            .map(|c| c.address)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        require_free(
+            store,
+            std::iter::once(key).chain(guards),
+            &mine,
+            ip,
+            &mut compares,
+        )?;
+        ops.push(Op::Put(key.clone(), mine.clone()));
+    }
+    if let Some(key) = before {
+        if store.get(&key)?.as_deref() == Some(mine.as_str()) {
+            compares.push(Compare::Equals(key.clone(), mine.clone()));
+            ops.push(Op::Delete(key));
+        }
+    }
+    Ok((compares, ops))
+}
+
 /// Rewrites a container's record through `change`, atomically, and returns
 /// it as it is now; `change` returns `false` when there is nothing to write.
+/// A DHCP record's address key follows its lease in the same transaction.
 /// `Ok(None)`: there is no record.
 pub fn update_flat(
     store: &dyn Store,
@@ -222,20 +302,67 @@ pub fn update_flat(
         let Some((key, text)) = locate(store, keys, container_id)? else {
             return Ok(None);
         };
-        let mut record = parse_record(&key, &text)?;
+        let old = parse_record(&key, &text)?;
+        let mut record = old.clone();
         if !change(&mut record) {
             return Ok(Some(record));
         }
         record.updated_at = now();
         let new = serde_json::to_string(&record).expect("record serialises");
-        if store.transaction(
-            &[Compare::Equals(key.clone(), text)],
-            &[Op::Put(key.clone(), new)],
-        )? {
+        let (mut compares, mut ops) =
+            lease_key_change(store, keys, container_id, Some(&old), &record, &[])?;
+        compares.push(Compare::Equals(key.clone(), text));
+        ops.push(Op::Put(key.clone(), new));
+        if store.transaction(&compares, &ops)? {
             return Ok(Some(record));
         }
     }
     Err(IpamError::Contended(ATTEMPTS))
+}
+
+/// Puts record `key` of attachment `holder` back to `previous` (raw;
+/// `None`: absent), moving its lease's address key along: an undo.
+pub fn restore_record(
+    store: &dyn Store,
+    keys: &Keys,
+    holder: &str,
+    key: &str,
+    previous: Option<&str>,
+) -> Result<(), IpamError> {
+    let current_text = store.get(key)?;
+    let current: Option<FlatRecord> = current_text
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok());
+    let before: Option<FlatRecord> = previous.and_then(|t| serde_json::from_str(t).ok());
+    let mine = holder_value(holder);
+    let mut compares = vec![match &current_text {
+        Some(text) => Compare::Equals(key.to_string(), text.clone()),
+        None => Compare::Absent(key.to_string()),
+    }];
+    let mut ops = vec![match previous {
+        Some(text) => Op::Put(key.to_string(), text.to_string()),
+        None => Op::Delete(key.to_string()),
+    }];
+    let now_key = current.as_ref().and_then(|r| lease_key(keys, r));
+    let then_key = before.as_ref().and_then(|r| lease_key(keys, r));
+    if now_key != then_key {
+        if let Some(k) = now_key {
+            if store.get(&k)?.as_deref() == Some(mine.as_str()) {
+                compares.push(Compare::Equals(k.clone(), mine.clone()));
+                ops.push(Op::Delete(k));
+            }
+        }
+        if let Some(k) = then_key {
+            if store.get(&k)?.is_none() {
+                compares.push(Compare::Absent(k.clone()));
+                ops.push(Op::Put(k, mine.clone()));
+            }
+        }
+    }
+    if !store.transaction(&compares, &ops)? {
+        return Err(IpamError::Changed(key.to_string()));
+    }
+    Ok(())
 }
 
 /// Marks a container's record stopped: one read and, unless it already
@@ -287,8 +414,17 @@ pub fn release_flat_if(
     let key = keys.record(container_id, record.kind());
     let mut compares = vec![Compare::Equals(key.clone(), expected.to_string())];
     let mut ops = vec![Op::Delete(key)];
-    if let Ok(cidr) = record.ip.parse::<Ipv4Cidr>() {
-        let address_key = keys.address(&record.pool, cidr.address);
+    let address_keys = record
+        .ip
+        .parse::<Ipv4Cidr>()
+        .ok()
+        .map(|cidr| keys.address(&record.pool, cidr.address))
+        .into_iter()
+        .chain(lease_key(keys, &record));
+    for address_key in address_keys {
+        if ops.contains(&Op::Delete(address_key.clone())) {
+            continue;
+        }
         if store.get(&address_key)?.as_deref() == Some(holder_value(container_id).as_str()) {
             compares.push(Compare::Equals(
                 address_key.clone(),
@@ -309,6 +445,17 @@ mod tests {
         FlatRecord::sample(ip)
     }
 
+    /// An ad-hoc claim as the flat driver makes it.
+    fn claim_flat(
+        store: &SqliteStore,
+        keys: &Keys,
+        id: &str,
+        address: Ipv4Cidr,
+        record: &FlatRecord,
+    ) -> Result<Claim, IpamError> {
+        claim(store, keys, id, address.address, record, &[])
+    }
+
     fn setup() -> (tempfile::TempDir, SqliteStore, Keys) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
@@ -322,7 +469,7 @@ mod tests {
         claim_flat(&store, &keys, "a", address, &record("192.0.2.10/24")).unwrap();
         assert_eq!(
             store
-                .get("/macvlan/ipam/192.0.2.0-24/192.0.2.10")
+                .get("/macvlan/ipam/_adhoc/192.0.2.10")
                 .unwrap()
                 .as_deref(),
             Some("\"a\"")
@@ -333,6 +480,40 @@ mod tests {
         }
         // A restart of "a" claims its own address again.
         claim_flat(&store, &keys, "a", address, &record("192.0.2.10/24")).unwrap();
+        // The same address under another prefix is the same address.
+        let wider: Ipv4Cidr = "192.0.2.10/25".parse().unwrap();
+        match claim_flat(&store, &keys, "c", wider, &record("192.0.2.10/25")) {
+            Err(IpamError::Held { holder, .. }) => assert_eq!(holder, "a"),
+            other => panic!("expected Held, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_guard_held_by_another_refuses_the_claim() {
+        let (_dir, store, keys) = setup();
+        let ip: Ipv4Addr = "192.0.2.10".parse().unwrap();
+        let mut on_network = record("192.0.2.10/24");
+        on_network.pool = "lan".into();
+        claim(
+            &store,
+            &keys,
+            "n",
+            ip,
+            &on_network,
+            &[keys.address(ADHOC_POOL, ip)],
+        )
+        .unwrap();
+        match claim(
+            &store,
+            &keys,
+            "a",
+            ip,
+            &record("192.0.2.10/24"),
+            &[keys.address("lan", ip)],
+        ) {
+            Err(IpamError::Held { holder, .. }) => assert_eq!(holder, "n"),
+            other => panic!("expected Held, got {other:?}"),
+        }
     }
 
     #[test]
@@ -342,19 +523,13 @@ mod tests {
         let second: Ipv4Cidr = "192.0.2.11/24".parse().unwrap();
         claim_flat(&store, &keys, "a", first, &record("192.0.2.10/24")).unwrap();
         let claim = claim_flat(&store, &keys, "a", second, &record("192.0.2.11/24")).unwrap();
-        assert_eq!(
-            store.get("/macvlan/ipam/192.0.2.0-24/192.0.2.10").unwrap(),
-            None
-        );
+        assert_eq!(store.get("/macvlan/ipam/_adhoc/192.0.2.10").unwrap(), None);
         undo_claim(&store, "a", &claim).unwrap();
         assert!(store
-            .get("/macvlan/ipam/192.0.2.0-24/192.0.2.10")
+            .get("/macvlan/ipam/_adhoc/192.0.2.10")
             .unwrap()
             .is_some());
-        assert_eq!(
-            store.get("/macvlan/ipam/192.0.2.0-24/192.0.2.11").unwrap(),
-            None
-        );
+        assert_eq!(store.get("/macvlan/ipam/_adhoc/192.0.2.11").unwrap(), None);
         assert_eq!(
             load_flat(&store, &keys, "a").unwrap().unwrap().ip,
             "192.0.2.10/24"

@@ -12,6 +12,7 @@ use crate::config::LogTarget;
 pub enum Level {
     Debug,
     Info,
+    Warn,
     Error,
 }
 
@@ -20,6 +21,7 @@ impl Level {
         match self {
             Level::Debug => "debug",
             Level::Info => "info",
+            Level::Warn => "warn",
             Level::Error => "error",
         }
     }
@@ -29,6 +31,7 @@ impl Level {
         match self {
             Level::Debug => 7,
             Level::Info => 6,
+            Level::Warn => 4,
             Level::Error => 3,
         }
     }

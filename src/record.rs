@@ -41,10 +41,19 @@ pub struct FlatRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     pub mode: MacvlanMode,
-    /// The host (hostname) the container runs on.
+    /// The host the container runs on: its name, for display…
     pub host: String,
+    /// …and its identity (`host_id`), which decides whose record it is.
+    /// Records written before host ids existed have none: they are the
+    /// host's whose name is `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// The operator-defined network the attachment is on (none: ad hoc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     pub state: State,
-    /// The address pool (subnet) the address is leased from.
+    /// The address pool the address key lives in (`/macvlan/ipam/<pool>/`):
+    /// the network's name, or `_adhoc`.
     pub pool: String,
     /// The interface name inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +122,14 @@ pub struct VlanRef {
 }
 
 impl FlatRecord {
+    /// Whether this record belongs to the host `host_id` named `host_name`.
+    pub fn owned_by(&self, host_id: &str, host_name: &str) -> bool {
+        match &self.host_id {
+            Some(id) => id == host_id,
+            None => self.host == host_name,
+        }
+    }
+
     pub fn network_type(&self) -> &'static str {
         match self.kind() {
             RecordKind::Flat => "flat",
@@ -122,10 +139,10 @@ impl FlatRecord {
     }
 
     pub fn kind(&self) -> RecordKind {
-        if self.vlan.is_some() {
-            RecordKind::Vlan
-        } else if self.client_id.is_some() {
+        if self.client_id.is_some() {
             RecordKind::Dhcp
+        } else if self.vlan.is_some() {
+            RecordKind::Vlan
         } else {
             RecordKind::Flat
         }
@@ -159,7 +176,7 @@ pub struct LimitRecord {
 impl FlatRecord {
     /// A record for unit tests: `ip` on lan0, bridge mode, attaching.
     pub fn sample(ip: &str) -> FlatRecord {
-        let cidr: crate::cidr::Ipv4Cidr = ip.parse().expect("test CIDR");
+        let _: crate::cidr::Ipv4Cidr = ip.parse().expect("test CIDR");
         FlatRecord {
             ip: ip.into(),
             gateway: None,
@@ -168,8 +185,10 @@ impl FlatRecord {
             mtu: None,
             mode: MacvlanMode::Bridge,
             host: "h".into(),
+            host_id: None,
+            network: None,
             state: State::Attaching,
-            pool: cidr.subnet().pool_name(),
+            pool: crate::ipam::ADHOC_POOL.into(),
             ifname: None,
             pid: None,
             created_at: 0,

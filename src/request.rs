@@ -28,10 +28,12 @@ pub enum Field {
     Discover,
     Port,
     Service,
+    Network,
+    Networks,
 }
 
 impl Field {
-    pub const ALL: [Field; 14] = [
+    pub const ALL: [Field; 16] = [
         Field::Type,
         Field::HostInterface,
         Field::Ip,
@@ -46,6 +48,8 @@ impl Field {
         Field::Discover,
         Field::Port,
         Field::Service,
+        Field::Network,
+        Field::Networks,
     ];
 
     pub fn annotation(self) -> &'static str {
@@ -64,6 +68,8 @@ impl Field {
             Field::Discover => "macvlan.discover",
             Field::Port => "macvlan.port",
             Field::Service => "macvlan.service",
+            Field::Network => "macvlan.network",
+            Field::Networks => "macvlan.networks",
         }
     }
 
@@ -84,6 +90,8 @@ impl Field {
             Field::Discover => &["DISCOVER"],
             Field::Port => &["PORT"],
             Field::Service => &["SERVICE"],
+            Field::Network => &["NETWORK"],
+            Field::Networks => &["NETWORKS"],
         }
     }
 }
@@ -183,7 +191,9 @@ impl Settings {
 pub enum NetworkType {
     Flat,
     Dhcp,
-    Vlan,
+    /// A network the operator defined (`NETWORK=`, `NETWORKS=`, or the
+    /// thesis's `TYPE=vlan VLAN=`).
+    Network,
 }
 
 impl NetworkType {
@@ -191,7 +201,7 @@ impl NetworkType {
         match self {
             NetworkType::Flat => "flat",
             NetworkType::Dhcp => "dhcp",
-            NetworkType::Vlan => "vlan",
+            NetworkType::Network => "network",
         }
     }
 }
@@ -204,13 +214,19 @@ pub struct FlatRequest {
     pub gateway: Option<Ipv4Addr>,
 }
 
-/// A VLAN network: its name, and the address asked for (else the lowest free).
+/// A network the operator defined, by name, and the address asked for
+/// (else the one held before, else the lowest free).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VlanRequest {
-    pub name: VlanName,
+pub struct NamedRequest {
+    pub name: NetworkName,
     /// The address and, if given in CIDR form, its prefix length (which
-    /// must then be the VLAN subnet's).
+    /// must then be the network's).
     pub address: Option<(Ipv4Addr, Option<u8>)>,
+    /// The setting that named it, as spelled (`NETWORK`, `macvlan.networks`…).
+    pub setting: String,
+    /// Whether it came from an environment variable, not an annotation
+    /// (networks marked annotations-only refuse those).
+    pub from_env: bool,
 }
 
 /// A DHCP network: a macvlan on the parent's LAN whose address, prefix and
@@ -225,22 +241,44 @@ pub struct DhcpRequest {
 pub enum Network {
     Flat(FlatRequest),
     Dhcp(DhcpRequest),
-    Vlan(VlanRequest),
+    Named(NamedRequest),
 }
 
-/// What a container asked for, complete and checked.
+/// What a container asked for, complete and checked: one attachment (its
+/// first network), and the further networks of `NETWORKS` in `more`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkRequest {
     pub container_id: String,
     pub network: Network,
+    /// Which of the container's attachments this is: 0 for the first
+    /// (record `<id>`), n for the n-th further one (record `<id>/<n>`).
+    pub slot: usize,
+    /// Further networks (`NETWORKS=a,b`), each its own interface and record.
+    pub more: Vec<NamedRequest>,
     pub mtu: Option<u32>,
-    pub mode: MacvlanMode,
+    /// `None`: the network's mode (bridge for ad-hoc requests).
+    pub mode: Option<MacvlanMode>,
     /// Egress limit, if one was asked for.
     pub egress: Option<RateLimit>,
     /// Ingress limit (INGRESS_RATE), shaped on an ifb in the container's namespace.
     pub ingress: Option<RateLimit>,
     /// A service to register (DISCOVER=true).
     pub discovery: Option<DiscoveryRequest>,
+}
+
+/// The store key segment of one attachment: the container's id for its
+/// first, `<id>/<n>` for further ones (runtimes allow no '/' in ids).
+pub fn record_id(container_id: &str, slot: usize) -> String {
+    if slot == 0 {
+        container_id.to_string()
+    } else {
+        format!("{container_id}/{slot}")
+    }
+}
+
+/// The container an attachment's record id belongs to.
+pub fn container_of(record_id: &str) -> &str {
+    record_id.split('/').next().unwrap_or(record_id)
 }
 
 /// RATE / BURST / LATENCY as given; the bucket is sized once the MTU is known.
@@ -301,8 +339,104 @@ impl NetworkRequest {
         match self.network {
             Network::Flat(_) => NetworkType::Flat,
             Network::Dhcp(_) => NetworkType::Dhcp,
-            Network::Vlan(_) => NetworkType::Vlan,
+            Network::Named(_) => NetworkType::Network,
         }
+    }
+
+    /// The macvlan mode: as asked, else bridge.
+    pub fn macvlan_mode(&self) -> MacvlanMode {
+        self.mode.unwrap_or(MacvlanMode::Bridge)
+    }
+
+    /// This request with a network's defaults filled in and its caps
+    /// checked: its mode and MTU unless asked otherwise (passthru, which
+    /// takes the whole parent, only where the network is passthru), and
+    /// its rate limits as a ceiling — a container may ask for less, not more.
+    pub fn within(
+        &self,
+        network: &crate::network::Network,
+    ) -> Result<NetworkRequest, RequestError> {
+        let mut request = self.clone();
+        if self.mode == Some(MacvlanMode::Passthru) && network.mode != MacvlanMode::Passthru {
+            return Err(RequestError {
+                setting: "macvlan.mode (MODE)".into(),
+                value: Some("passthru".into()),
+                problem: format!(
+                    "network {} is {}; passthru takes the whole parent and only a passthru network allows it",
+                    network.name,
+                    network.mode.as_str()
+                ),
+            });
+        }
+        request.mode = Some(self.mode.unwrap_or(network.mode));
+        request.mtu = self.mtu.or(network.mtu);
+        if let (Some(asked), Some(cap)) = (self.mtu, network.mtu) {
+            if asked > cap {
+                return Err(RequestError {
+                    setting: "macvlan.mtu (MTU)".into(),
+                    value: Some(asked.to_string()),
+                    problem: format!("network {} has MTU {cap}: at most that", network.name),
+                });
+            }
+        }
+        for (limit, cap, setting) in [
+            (
+                &mut request.egress,
+                network.rate_kbit,
+                "macvlan.rate (RATE)",
+            ),
+            (
+                &mut request.ingress,
+                network.ingress_rate_kbit,
+                "macvlan.ingress-rate (INGRESS_RATE)",
+            ),
+        ] {
+            let Some(cap) = cap else { continue };
+            match limit {
+                Some(asked) if asked.rate_kbit > cap => {
+                    return Err(RequestError {
+                        setting: setting.into(),
+                        value: Some(asked.rate_kbit.to_string()),
+                        problem: format!("network {} allows at most {cap} kbit/s", network.name),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    *limit = Some(RateLimit {
+                        rate_kbit: cap,
+                        burst: None,
+                        latency_ms: DEFAULT_LATENCY_MS,
+                        burst_setting: "macvlan.burst (BURST)".into(),
+                    })
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    /// This attachment's record id (`<id>` or `<id>/<slot>`).
+    pub fn record_id(&self) -> String {
+        record_id(&self.container_id, self.slot)
+    }
+
+    /// Every attachment the container asked for, in interface order: this
+    /// one, then one per further network, without the service (which
+    /// registers on the first address only).
+    pub fn attachments(&self) -> Vec<NetworkRequest> {
+        let mut all = vec![NetworkRequest {
+            more: Vec::new(),
+            ..self.clone()
+        }];
+        for (index, named) in self.more.iter().enumerate() {
+            all.push(NetworkRequest {
+                network: Network::Named(named.clone()),
+                slot: index + 1,
+                more: Vec::new(),
+                discovery: None,
+                ..self.clone()
+            });
+        }
+        all
     }
 
     /// Checks what depends on the parent interface, once it has been found:
@@ -332,15 +466,11 @@ fn invalid(setting: &Setting, problem: impl Into<String>) -> RequestError {
     }
 }
 
-fn missing(field: Field, network: NetworkType, example: &str) -> RequestError {
+fn missing(field: Field, network: &str, example: &str) -> RequestError {
     RequestError {
         setting: format!("{} ({})", field.annotation(), field.env_names()[0]),
         value: None,
-        problem: format!(
-            "required for a {} network, for example {}",
-            network.as_str(),
-            example
-        ),
+        problem: format!("required for a {network} network, for example {example}"),
     }
 }
 
@@ -362,47 +492,79 @@ pub fn parse(
     settings: &Settings,
     policy: &Policy,
 ) -> Result<Option<NetworkRequest>, RequestError> {
-    let Some(type_setting) = settings.get(Field::Type) else {
-        // Only limits and no type: shaping of the interface the container
-        // already has (see `parse_shaping`), not one of our networks.
-        if let Some(other) = settings
-            .values
-            .iter()
-            .find(|(annotation, _)| {
-                !SHAPING_FIELDS
-                    .iter()
-                    .any(|f| f.annotation() == **annotation)
-            })
-            .map(|(_, setting)| setting)
-        {
-            return Err(RequestError {
-                setting: format!("{} (TYPE)", Field::Type.annotation()),
-                value: None,
-                problem: format!(
-                    "{} is set but no network type is: set it to flat, dhcp or vlan",
-                    other.name
-                ),
-            });
+    let named = parse_named(settings)?;
+    let type_setting = settings.get(Field::Type);
+    let (network_request, more) = match (named, type_setting) {
+        (Some(_), Some(type_setting)) => {
+            return Err(invalid(
+                type_setting,
+                "TYPE describes an ad-hoc network and NETWORK/NETWORKS name one the operator defined; give only one of them",
+            ))
         }
-        return Ok(None);
-    };
-    let network = match type_setting.value.trim().to_ascii_lowercase().as_str() {
-        "flat" => NetworkType::Flat,
-        "vlan" => NetworkType::Vlan,
-        "dhcp" => NetworkType::Dhcp,
-        _ => return Err(invalid(type_setting, "expected flat, dhcp or vlan")),
-    };
-
-    if network != NetworkType::Vlan {
-        if let Some(setting) = settings.get(Field::Vlan) {
-            return Err(invalid(setting, "only for vlan networks"));
+        (Some(mut list), None) => {
+            for field in [Field::HostInterface, Field::Gateway, Field::Vlan] {
+                if let Some(setting) = settings.get(field) {
+                    return Err(invalid(
+                        setting,
+                        "not used with NETWORK/NETWORKS: the network (macvlan network create) defines it",
+                    ));
+                }
+            }
+            let first = list.remove(0);
+            (Network::Named(first), list)
         }
-    }
-
-    let network_request = match network {
-        NetworkType::Flat => Network::Flat(parse_flat(settings, policy)?),
-        NetworkType::Vlan => Network::Vlan(parse_vlan(settings)?),
-        NetworkType::Dhcp => Network::Dhcp(parse_dhcp(settings, policy)?),
+        (None, None) => {
+            // Only limits and no network: shaping of the interface the
+            // container already has (see `parse_shaping`).
+            if let Some(other) = settings
+                .values
+                .iter()
+                .find(|(annotation, _)| {
+                    !SHAPING_FIELDS
+                        .iter()
+                        .any(|f| f.annotation() == **annotation)
+                })
+                .map(|(_, setting)| setting)
+            {
+                return Err(RequestError {
+                    setting: format!("{} (NETWORK)", Field::Network.annotation()),
+                    value: None,
+                    problem: format!(
+                        "{} is set but no network is: name one with NETWORK=<name> (macvlan network ls)",
+                        other.name
+                    ),
+                });
+            }
+            return Ok(None);
+        }
+        (None, Some(type_setting)) => {
+            let network = match type_setting.value.trim().to_ascii_lowercase().as_str() {
+                "flat" => NetworkType::Flat,
+                "vlan" => NetworkType::Network,
+                "dhcp" => NetworkType::Dhcp,
+                _ => return Err(invalid(type_setting, "expected flat, dhcp or vlan")),
+            };
+            if network != NetworkType::Network {
+                if let Some(setting) = settings.get(Field::Vlan) {
+                    return Err(invalid(setting, "only for vlan networks"));
+                }
+                // TYPE=vlan names an operator's network; flat and dhcp
+                // describe the LAN themselves, which only the operator may
+                // allow.
+                if !policy.allow_adhoc {
+                    return Err(invalid(
+                        type_setting,
+                        "ad-hoc networks are off on this host ([policy] allow_adhoc = false); ask for a network the operator defined with NETWORK=<name> (macvlan network ls)",
+                    ));
+                }
+            }
+            let network = match network {
+                NetworkType::Flat => Network::Flat(parse_flat(settings, policy)?),
+                NetworkType::Network => Network::Named(parse_vlan(settings)?),
+                NetworkType::Dhcp => Network::Dhcp(parse_dhcp(settings, policy)?),
+            };
+            (network, Vec::new())
+        }
     };
 
     let mtu = match settings.get(Field::Mtu) {
@@ -424,8 +586,8 @@ pub fn parse(
     };
 
     let mode = match settings.get(Field::Mode) {
-        None => MacvlanMode::Bridge,
-        Some(setting) => match setting.value.trim().to_ascii_lowercase().as_str() {
+        None => None,
+        Some(setting) => Some(match setting.value.trim().to_ascii_lowercase().as_str() {
             "bridge" => MacvlanMode::Bridge,
             "private" => MacvlanMode::Private,
             "vepa" => MacvlanMode::Vepa,
@@ -436,7 +598,7 @@ pub fn parse(
                     "expected bridge, private, vepa or passthru",
                 ))
             }
-        },
+        }),
     };
 
     let egress = parse_egress(settings)?;
@@ -446,6 +608,8 @@ pub fn parse(
     Ok(Some(NetworkRequest {
         container_id: container_id.to_string(),
         network: network_request,
+        slot: 0,
+        more,
         mtu,
         mode,
         egress,
@@ -462,7 +626,7 @@ fn parse_parent(
 ) -> Result<String, RequestError> {
     let parent_setting = settings
         .get(Field::HostInterface)
-        .ok_or_else(|| missing(Field::HostInterface, network, "HOSTIF=eth0"))?;
+        .ok_or_else(|| missing(Field::HostInterface, network.as_str(), "HOSTIF=eth0"))?;
     let parent = parent_setting.value.clone();
     if !valid_interface_name(&parent) {
         return Err(invalid(
@@ -510,7 +674,7 @@ fn parse_flat(settings: &Settings, policy: &Policy) -> Result<FlatRequest, Reque
 
     let ip_setting = settings
         .get(Field::Ip)
-        .ok_or_else(|| missing(Field::Ip, network, "IP=192.0.2.10/24"))?;
+        .ok_or_else(|| missing(Field::Ip, network.as_str(), "IP=192.0.2.10/24"))?;
     let address: Ipv4Cidr = ip_setting.value.parse().map_err(|e| {
         invalid(
             ip_setting,
@@ -605,9 +769,116 @@ fn parse_flat(settings: &Settings, policy: &Policy) -> Result<FlatRequest, Reque
     })
 }
 
-/// VLAN and the optional IP of a VLAN network; its parent, subnet and
-/// gateway come from the network's record in the store.
-fn parse_vlan(settings: &Settings) -> Result<VlanRequest, RequestError> {
+/// An address given for a network: alone, or in CIDR form (whose prefix
+/// must then be the network's, checked once the network is known).
+fn parse_network_address(
+    setting: &Setting,
+    text: &str,
+) -> Result<(Ipv4Addr, Option<u8>), RequestError> {
+    let text = text.trim();
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    let address = parse_ipv4(address).ok_or_else(|| {
+        invalid(
+            setting,
+            "expected an IPv4 address like 192.0.2.10 (or in CIDR form with the network's prefix)",
+        )
+    })?;
+    let prefix = match prefix {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| (1..=30).contains(p))
+                .ok_or_else(|| {
+                    invalid(
+                        setting,
+                        "expected a prefix length from 1 to 30 after the '/'",
+                    )
+                })?,
+        ),
+    };
+    Ok((address, prefix))
+}
+
+/// The most networks one container may join (`eth0`…`eth7`).
+pub const MAX_NETWORKS: usize = 8;
+
+/// NETWORK (with IP) or NETWORKS: the operator's networks a container
+/// joins, in interface order. `None`: neither was given.
+fn parse_named(settings: &Settings) -> Result<Option<Vec<NamedRequest>>, RequestError> {
+    let single = settings.get(Field::Network);
+    let list = settings.get(Field::Networks);
+    let from_env = |setting: &Setting| !setting.name.starts_with("macvlan.");
+    match (single, list) {
+        (None, None) => Ok(None),
+        (Some(_), Some(list)) => Err(invalid(
+            list,
+            "give either NETWORK (one network) or NETWORKS (several), not both",
+        )),
+        (Some(setting), None) => {
+            let name = NetworkName::parse(&setting.value)
+                .ok_or_else(|| invalid(setting, NetworkName::EXPECTED))?;
+            let address = settings
+                .get(Field::Ip)
+                .map(|ip| parse_network_address(ip, &ip.value))
+                .transpose()?;
+            Ok(Some(vec![NamedRequest {
+                name,
+                address,
+                setting: setting.name.clone(),
+                from_env: from_env(setting),
+            }]))
+        }
+        (None, Some(setting)) => {
+            if let Some(ip) = settings.get(Field::Ip) {
+                return Err(invalid(
+                    ip,
+                    "with NETWORKS, give each address in the list, like NETWORKS=lan,storage=192.0.2.40",
+                ));
+            }
+            let mut networks: Vec<NamedRequest> = Vec::new();
+            for entry in setting.value.split(',') {
+                let (name, address) = match entry.split_once('=') {
+                    Some((name, address)) => (name, Some(address)),
+                    None => (entry, None),
+                };
+                let expected = "expected network names separated by commas, each with an optional =address, like lan,storage=192.0.2.40";
+                let name = NetworkName::parse(name).ok_or_else(|| invalid(setting, expected))?;
+                if networks.iter().any(|n| n.name == name) {
+                    return Err(invalid(
+                        setting,
+                        format!(
+                            "network {name} is named twice; a container joins each network once"
+                        ),
+                    ));
+                }
+                let address = address
+                    .map(|a| parse_network_address(setting, a))
+                    .transpose()?;
+                networks.push(NamedRequest {
+                    name,
+                    address,
+                    setting: setting.name.clone(),
+                    from_env: from_env(setting),
+                });
+            }
+            if networks.len() > MAX_NETWORKS {
+                return Err(invalid(
+                    setting,
+                    format!("at most {MAX_NETWORKS} networks per container"),
+                ));
+            }
+            Ok(Some(networks))
+        }
+    }
+}
+
+/// VLAN and the optional IP of the thesis's `TYPE=vlan` request: the VLAN
+/// network is an operator-defined network like any other.
+fn parse_vlan(settings: &Settings) -> Result<NamedRequest, RequestError> {
     for (field, what) in [
         (Field::HostInterface, "host interface"),
         (Field::Gateway, "gateway"),
@@ -621,59 +892,42 @@ fn parse_vlan(settings: &Settings) -> Result<VlanRequest, RequestError> {
     }
     let name_setting = settings
         .get(Field::Vlan)
-        .ok_or_else(|| missing(Field::Vlan, NetworkType::Vlan, "VLAN=test1"))?;
-    let name = VlanName::parse(&name_setting.value)
-        .ok_or_else(|| invalid(name_setting, VlanName::EXPECTED))?;
-    let address = match settings.get(Field::Ip) {
-        None => None,
-        Some(setting) => {
-            let text = setting.value.trim();
-            let (address, prefix) = match text.split_once('/') {
-                Some((address, prefix)) => (address, Some(prefix)),
-                None => (text, None),
-            };
-            let address = parse_ipv4(address).ok_or_else(|| {
-                invalid(
-                    setting,
-                    "expected an IPv4 address like 192.0.2.10 (or in CIDR form with the VLAN's prefix)",
-                )
-            })?;
-            let prefix = match prefix {
-                None => None,
-                Some(p) => Some(
-                    p.parse::<u8>()
-                        .ok()
-                        .filter(|p| (1..=30).contains(p))
-                        .ok_or_else(|| {
-                            invalid(
-                                setting,
-                                "expected a prefix length from 1 to 30 after the '/'",
-                            )
-                        })?,
-                ),
-            };
-            Some((address, prefix))
-        }
-    };
-    Ok(VlanRequest { name, address })
+        .ok_or_else(|| missing(Field::Vlan, "vlan", "VLAN=test1"))?;
+    let name = NetworkName::parse(&name_setting.value)
+        .ok_or_else(|| invalid(name_setting, NetworkName::EXPECTED))?;
+    let address = settings
+        .get(Field::Ip)
+        .map(|ip| parse_network_address(ip, &ip.value))
+        .transpose()?;
+    Ok(NamedRequest {
+        name,
+        address,
+        setting: name_setting.name.clone(),
+        from_env: !name_setting.name.starts_with("macvlan."),
+    })
 }
 
-/// A VLAN network's name: 1–32 letters, digits, '-' or '_'.
+/// A network's name: 1–32 letters, digits, '-' or '_', starting with a
+/// letter or digit (names starting with '_' are the store's own, as the
+/// ad-hoc address pool `_adhoc`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VlanName(String);
+pub struct NetworkName(String);
 
-impl VlanName {
+impl NetworkName {
     pub const EXPECTED: &'static str =
-        "expected a VLAN network name: 1-32 letters, digits, '-' or '_'";
+        "expected a network name: 1-32 letters, digits, '-' or '_', starting with a letter or digit";
 
-    pub fn parse(text: &str) -> Option<VlanName> {
+    pub fn parse(text: &str) -> Option<NetworkName> {
         let name = text.trim();
-        let valid = !name.is_empty()
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
             && name.len() <= 32
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        valid.then(|| VlanName(name.to_string()))
+        valid.then(|| NetworkName(name.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -681,7 +935,7 @@ impl VlanName {
     }
 }
 
-impl fmt::Display for VlanName {
+impl fmt::Display for NetworkName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -904,8 +1158,12 @@ mod tests {
         }
     }
 
+    /// The tests of the thesis's request run with ad-hoc networks on.
     fn policy() -> Policy {
-        Policy::default()
+        Policy {
+            allow_adhoc: true,
+            ..Policy::default()
+        }
     }
 
     fn env(pairs: &[&str]) -> Vec<String> {
@@ -978,7 +1236,8 @@ mod tests {
         assert_eq!(flat(&request).parent, "lan0");
         assert_eq!(flat(&request).address.to_string(), "192.0.2.10/24");
         assert_eq!(flat(&request).gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
-        assert_eq!(request.mode, MacvlanMode::Bridge);
+        assert_eq!(request.mode, None);
+        assert_eq!(request.macvlan_mode(), MacvlanMode::Bridge);
         assert_eq!(request.mtu, None);
     }
 
@@ -993,7 +1252,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(request.mode, MacvlanMode::Private);
+        assert_eq!(request.mode, Some(MacvlanMode::Private));
     }
 
     #[test]
@@ -1054,7 +1313,7 @@ mod tests {
             (vec!["TYPE=flat", "HOSTIF=lan0"], "macvlan.ip (IP)"),
             (
                 vec!["HOSTIF=lan0", "IP=192.0.2.10/24"],
-                "macvlan.type (TYPE)",
+                "macvlan.network (NETWORK)",
             ),
         ];
         for (input, field) in cases {
@@ -1097,6 +1356,8 @@ mod tests {
             allowed_parents: vec!["lan1".into()],
             allowed_subnets: vec!["198.51.100.0/24".parse().unwrap()],
             allow_env: true,
+            allow_adhoc: true,
+            networks: Vec::new(),
         };
         let settings = Settings::collect(&BTreeMap::new(), &env(&GOOD), true).unwrap();
         assert_eq!(
@@ -1165,7 +1426,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             parse("c1", &settings, &policy()).unwrap_err().setting,
-            "macvlan.type (TYPE)"
+            "macvlan.network (NETWORK)"
         );
         let flat = Settings::collect(&BTreeMap::new(), &env(&with("RATE=5000")), true).unwrap();
         assert_eq!(parse_shaping("c1", &flat).unwrap(), None);
@@ -1244,27 +1505,33 @@ mod tests {
             parse_env(&all)
         };
         let request = parse_vlan(&["VLAN=test1"]).unwrap().unwrap();
-        assert_eq!(request.network_type(), NetworkType::Vlan);
+        assert_eq!(request.network_type(), NetworkType::Network);
         assert_eq!(
             request.network,
-            Network::Vlan(VlanRequest {
-                name: VlanName::parse("test1").unwrap(),
-                address: None
+            Network::Named(NamedRequest {
+                name: NetworkName::parse("test1").unwrap(),
+                address: None,
+                setting: "VLAN".into(),
+                from_env: true,
             })
         );
         let request = parse_vlan(&["VLANID=test1", "IP=198.18.0.9/24"])
             .unwrap()
             .unwrap();
-        let Network::Vlan(vlan) = request.network else {
+        let Network::Named(vlan) = request.network else {
             panic!()
         };
         assert_eq!(vlan.address, Some((Ipv4Addr::new(198, 18, 0, 9), Some(24))));
+        // TYPE=vlan names an operator's network: allowed without ad-hoc.
+        let settings =
+            Settings::collect(&BTreeMap::new(), &env(&["TYPE=vlan", "VLAN=t"]), true).unwrap();
+        assert!(parse("c1", &settings, &Policy::default()).is_ok());
 
         let cases: [(&[&str], &str); 5] = [
             (&[], "macvlan.vlan (VLAN): required for a vlan network"),
             (
                 &["VLAN=a b"],
-                "invalid VLAN \"a b\": expected a VLAN network name",
+                "invalid VLAN \"a b\": expected a network name",
             ),
             (
                 &["VLAN=t", "HOSTIF=lan0"],
@@ -1289,5 +1556,184 @@ mod tests {
         assert!(error_for(&pairs)
             .to_string()
             .contains("only for vlan networks"));
+    }
+
+    fn parse_with(
+        pairs: &[&str],
+        annotations: &[(&str, &str)],
+        policy: &Policy,
+    ) -> Result<Option<NetworkRequest>, RequestError> {
+        let annotations = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = Settings::collect(&annotations, &env(pairs), true)?;
+        parse("c1", &settings, policy)
+    }
+
+    #[test]
+    fn ad_hoc_requests_are_refused_unless_the_policy_allows_them() {
+        let closed = Policy::default();
+        for pairs in [&GOOD[..], &["TYPE=dhcp", "HOSTIF=lan0"][..]] {
+            let e = parse_with(pairs, &[], &closed).unwrap_err();
+            assert_eq!(e.setting, "TYPE");
+            assert!(
+                e.to_string().contains("[policy] allow_adhoc = false"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("NETWORK=<name>"), "{e}");
+        }
+        assert!(parse_with(&GOOD, &[], &policy()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_named_network_with_or_without_an_address() {
+        let closed = Policy::default();
+        let request = parse_with(&["NETWORK=lan"], &[], &closed).unwrap().unwrap();
+        assert_eq!(request.network_type(), NetworkType::Network);
+        assert_eq!(request.record_id(), "c1");
+        assert!(request.more.is_empty());
+        let request = parse_with(&["NETWORK=lan", "IP=192.0.2.7"], &[], &closed)
+            .unwrap()
+            .unwrap();
+        let Network::Named(named) = &request.network else {
+            panic!()
+        };
+        assert_eq!(named.address, Some((Ipv4Addr::new(192, 0, 2, 7), None)));
+        assert!(named.from_env);
+        let request = parse_with(
+            &[],
+            &[("macvlan.network", "lan"), ("macvlan.ip", "192.0.2.7/24")],
+            &closed,
+        )
+        .unwrap()
+        .unwrap();
+        let Network::Named(named) = &request.network else {
+            panic!()
+        };
+        assert_eq!(named.address, Some((Ipv4Addr::new(192, 0, 2, 7), Some(24))));
+        assert!(!named.from_env);
+        assert_eq!(named.setting, "macvlan.network");
+    }
+
+    #[test]
+    fn several_networks_become_attachments_in_order() {
+        let request = parse_with(
+            &["NETWORKS=lan, storage=192.0.2.40,dmz"],
+            &[],
+            &Policy::default(),
+        )
+        .unwrap()
+        .unwrap();
+        let all = request.attachments();
+        let names: Vec<String> = all
+            .iter()
+            .map(|a| match &a.network {
+                Network::Named(n) => n.name.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["lan", "storage", "dmz"]);
+        let ids: Vec<String> = all.iter().map(|a| a.record_id()).collect();
+        assert_eq!(ids, ["c1", "c1/1", "c1/2"]);
+        assert_eq!(container_of("c1/2"), "c1");
+        let Network::Named(storage) = &all[1].network else {
+            panic!()
+        };
+        assert_eq!(storage.address, Some((Ipv4Addr::new(192, 0, 2, 40), None)));
+    }
+
+    #[test]
+    fn bad_network_requests_name_their_field() {
+        let closed = Policy::default();
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["NETWORK=lan", "TYPE=flat"],
+                "invalid TYPE \"flat\": TYPE describes an ad-hoc network",
+            ),
+            (
+                &["NETWORK=lan", "HOSTIF=eth0"],
+                "invalid HOSTIF \"eth0\": not used with NETWORK",
+            ),
+            (&["NETWORK=lan", "GW=192.0.2.1"], "invalid GW"),
+            (
+                &["NETWORK=lan", "NETWORKS=a,b"],
+                "invalid NETWORKS \"a,b\": give either NETWORK",
+            ),
+            (
+                &["NETWORK=_x"],
+                "invalid NETWORK \"_x\": expected a network name",
+            ),
+            (
+                &["NETWORK=lan", "IP=192.0.2.300"],
+                "invalid IP \"192.0.2.300\"",
+            ),
+            (&["NETWORKS=a,a"], "network a is named twice"),
+            (
+                &["NETWORKS=a,b", "IP=192.0.2.4"],
+                "with NETWORKS, give each address in the list",
+            ),
+            (&["RATE=100"], ""),
+        ];
+        for (pairs, expected) in cases {
+            match parse_with(pairs, &[], &closed) {
+                Err(e) => assert!(e.to_string().contains(expected), "{pairs:?}: {e}"),
+                Ok(r) => assert!(expected.is_empty() && r.is_none(), "{pairs:?} accepted"),
+            }
+        }
+        let e = parse_with(&["NETWORKS=a,b,c,d,e,f,g,h,i"], &[], &closed).unwrap_err();
+        assert!(e.to_string().contains("at most 8 networks"), "{e}");
+        let e = parse_with(&["IP=192.0.2.4"], &[], &closed).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no network is: name one with NETWORK="),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_network_fills_in_defaults_and_caps_limits() {
+        let network: crate::network::Network = serde_json::from_str(
+            r#"{"parent":"lan0","mode":"private","subnet":"192.0.2.0/24","mtu":1400,"rate_kbit":10000,"created_at":0}"#,
+        )
+        .unwrap();
+        let network = crate::network::Network {
+            name: "lan".into(),
+            ..network
+        };
+        let closed = Policy::default();
+        let request = parse_with(&["NETWORK=lan"], &[], &closed).unwrap().unwrap();
+        let within = request.within(&network).unwrap();
+        assert_eq!(within.macvlan_mode(), MacvlanMode::Private);
+        assert_eq!(within.mtu, Some(1400));
+        assert_eq!(within.egress.as_ref().unwrap().rate_kbit, 10000);
+        let less = parse_with(&["NETWORK=lan", "RATE=5000"], &[], &closed)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            less.within(&network).unwrap().egress.unwrap().rate_kbit,
+            5000
+        );
+        let more = parse_with(&["NETWORK=lan", "RATE=50000"], &[], &closed)
+            .unwrap()
+            .unwrap();
+        let e = more.within(&network).unwrap_err().to_string();
+        assert!(e.contains("network lan allows at most 10000 kbit/s"), "{e}");
+        let passthru = parse_with(&["NETWORK=lan", "MODE=passthru"], &[], &closed)
+            .unwrap()
+            .unwrap();
+        assert!(passthru
+            .within(&network)
+            .unwrap_err()
+            .to_string()
+            .contains("only a passthru network"));
+        let big = parse_with(&["NETWORK=lan", "MTU=1500"], &[], &closed)
+            .unwrap()
+            .unwrap();
+        assert!(big
+            .within(&network)
+            .unwrap_err()
+            .to_string()
+            .contains("has MTU 1400"));
     }
 }

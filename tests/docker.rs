@@ -209,3 +209,58 @@ fn docker_dhcp_container_keeps_its_lease_across_restarts() {
     assert_eq!(eth0(&docker, "office"), (address, mac));
     docker.must(&["rm", "-f", "office"]);
 }
+
+/// The README's first example: an operator's network, `-e NETWORK=lan`
+/// with no address (the lowest free one of the range), kept across
+/// `docker restart`; a container joining it with `--net container:web`
+/// changes nothing in web's namespace, not even with RATE.
+#[test]
+fn docker_network_by_name_and_a_joining_container() {
+    let lab = Lab::new(&["hA"]);
+    let docker = Dockerd::start(&lab, "hA");
+    lab.create_lan("hA", &[]);
+    let run_on = |name: &str, net: &str, env: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--runtime",
+            "macvlan-runc",
+            "--net",
+            net,
+        ];
+        for e in env {
+            args.extend(["-e", e]);
+        }
+        args.extend([IMAGE, "sleep", "100000"]);
+        docker.must(&args)
+    };
+    run_on("web", "none", &["NETWORK=lan"]);
+    let (address, mac) = eth0(&docker, "web");
+    assert_eq!(address, "192.0.2.64/24");
+    let ping = docker.docker(&["exec", "web", "ping", "-c", "2", "-W", "3", GATEWAY]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    docker.must(&["restart", "-t", "1", "web"]);
+    assert_eq!(
+        eth0(&docker, "web"),
+        (address.clone(), mac.clone()),
+        "docker restart"
+    );
+
+    let pid = docker.must(&["inspect", "-f", "{{.State.Pid}}", "web"]);
+    let netns = format!("--net=/proc/{}/ns/net", pid.trim());
+    let look = |what: &[&str]| common::must("nsenter", &[&[netns.as_str()], what].concat());
+    let links_before = look(&["ip", "-o", "link"]);
+    let routes_before = look(&["ip", "route"]);
+    run_on("side", "container:web", &["NETWORK=lan", "RATE=1000"]);
+    assert_eq!(look(&["ip", "-o", "link"]), links_before);
+    assert_eq!(look(&["ip", "route"]), routes_before);
+    assert!(!look(&["tc", "qdisc", "show", "dev", "eth0"]).contains("tbf"));
+    assert!(lab.log("hA").contains("event=skip"), "{}", lab.log("hA"));
+    docker.must(&["rm", "-f", "side"]);
+    assert_eq!(look(&["ip", "-o", "link"]), links_before);
+    assert_eq!(eth0(&docker, "web"), (address, mac));
+    assert_eq!(lab.records("hA").len(), 1, "{:?}", lab.records("hA"));
+    docker.must(&["rm", "-f", "web"]);
+}

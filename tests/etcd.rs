@@ -62,8 +62,8 @@ fn flat_addresses_are_unique_across_hosts_sharing_a_cluster() {
     for key in [
         format!("/macvlan/flat/{a}"),
         format!("/macvlan/flat/{b}"),
-        "/macvlan/ipam/192.0.2.0-24/192.0.2.10".to_string(),
-        "/macvlan/ipam/192.0.2.0-24/192.0.2.11".to_string(),
+        "/macvlan/ipam/_adhoc/192.0.2.10".to_string(),
+        "/macvlan/ipam/_adhoc/192.0.2.11".to_string(),
     ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
@@ -197,9 +197,10 @@ fn webapp_registered_on_host_a_resolves_and_answers_on_host_b() {
     lab.stop("hB", &client);
 }
 
-/// Two lab hosts allocate 240 addresses from one pool, 16 at a time, and
-/// the cluster's leader is killed midway: no address is handed out twice,
-/// every allocation that failed says why, and retries get the rest through.
+/// Two lab hosts allocate 240 addresses from one network (made with
+/// `network create`), 16 at a time, and the cluster's leader is killed
+/// midway: no address is handed out twice, every allocation that failed
+/// says why, and retries get the rest through.
 #[test]
 fn concurrent_allocations_stay_unique_when_the_leader_dies() {
     let lab = Lab::new(&["hA", "hB"]);
@@ -207,14 +208,13 @@ fn concurrent_allocations_stay_unique_when_the_leader_dies() {
     let out = lab.macvlan(
         "hA",
         &[
-            "vlan",
+            "network",
             "create",
-            "--name",
             "pool",
+            "--parent",
+            UPLINK,
             "--subnet",
             "198.18.0.0/22",
-            "--host-interface",
-            UPLINK,
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -254,7 +254,7 @@ fn concurrent_allocations_stay_unique_when_the_leader_dies() {
 
     // The cluster's view: one key per address, one record per container,
     // and they agree.
-    let out = cluster.etcdctl(&["get", "--prefix", "/macvlan/ipam/198.18.0.0-22/"]);
+    let out = cluster.etcdctl(&["get", "--prefix", "/macvlan/ipam/pool/"]);
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

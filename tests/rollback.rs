@@ -91,7 +91,7 @@ fn a_failed_restart_keeps_the_stopped_record_and_its_address() {
     assert_eq!(lab.records("hA"), before);
     assert!(lab
         .store_keys("hA")
-        .contains(&"/macvlan/ipam/192.0.2.0-24/192.0.2.20".to_string()));
+        .contains(&"/macvlan/ipam/_adhoc/192.0.2.20".to_string()));
 
     arm(&lab, &bundle, None);
     lab.start("hA", &id, &bundle).unwrap();

@@ -69,7 +69,7 @@ fn vlan_verbs_create_list_inspect_and_delete() {
                 "--host-interface",
                 UPLINK,
             ],
-            "overlaps VLAN network \"test1\" (198.18.1.0/24)",
+            "overlaps network \"test1\" (198.18.1.0/24)",
         ),
         (
             &[
@@ -127,11 +127,11 @@ fn vlan_verbs_create_list_inspect_and_delete() {
                 "--host-interface",
                 UPLINK,
             ],
-            "a VLAN network \"test1\" exists already",
+            "a network \"test1\" exists already",
         ),
         (
             &["vlan", "inspect", "nope"],
-            "no VLAN network \"nope\"; known: test1, test2",
+            "no network \"nope\"; known: test1, test2",
         ),
     ];
     for (args, expected) in refused {
@@ -186,7 +186,7 @@ fn without_8021q_a_vlan_request_fails_saying_so_and_leaves_nothing() {
     );
     let error = lab.start("hA", &id, &bundle).unwrap_err();
     assert!(
-        error.contains("no VLAN network \\\"nope\\\"; known: test1"),
+        error.contains("no network \\\"nope\\\"; known: test1"),
         "{error}"
     );
     let _ = lab.runc("hA", &["delete", "--force", &id]);

@@ -55,7 +55,7 @@ impl Keeper {
             let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
                 continue;
             };
-            if record.host != ctx.host || record.state != State::Running {
+            if !ctx.owns(&record) || record.state != State::Running {
                 continue;
             }
             seen.push(id.clone());

@@ -84,21 +84,32 @@ pub fn identity_of(record: &FlatRecord, hostname: Option<String>) -> Result<Clie
 }
 
 /// Writes `record` under the container's DHCP key if the key still holds
-/// `expected` (raw; `None` = absent).
+/// `expected` (raw; `None` = absent), claiming its lease's address key in
+/// the same transaction (refused when the address is held by another
+/// container, in the record's pool or in one of `guards`).
 pub fn put_record(
     ctx: &Context,
     container_id: &str,
     expected: Option<&str>,
     record: &FlatRecord,
+    guards: &[String],
 ) -> Result<bool> {
     let key = ctx.keys.record(container_id, RecordKind::Dhcp);
-    let compare = match expected {
+    let old: Option<FlatRecord> = expected.and_then(|text| serde_json::from_str(text).ok());
+    let (mut compares, mut ops) = ipam::lease_key_change(
+        ctx.store()?,
+        &ctx.keys,
+        container_id,
+        old.as_ref(),
+        record,
+        guards,
+    )?;
+    compares.push(match expected {
         Some(text) => Compare::Equals(key.clone(), text.to_string()),
         None => Compare::Absent(key.clone()),
-    };
-    Ok(ctx
-        .store()?
-        .transaction(&[compare], &[Op::Put(key, serde_json::to_string(record)?)])?)
+    });
+    ops.push(Op::Put(key, serde_json::to_string(record)?));
+    Ok(ctx.store()?.transaction(&compares, &ops)?)
 }
 
 /// Gives a stopped container's lease back to its server (from a throwaway

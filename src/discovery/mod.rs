@@ -23,6 +23,10 @@ pub struct Registration {
     pub port: u16,
     pub container: String,
     pub host: String,
+    /// The registering host's identity (absent in registrations made
+    /// before host ids: those are the host's named `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
     /// The container's init process: the health check connects from
     /// inside its network namespace.
     pub pid: u32,
@@ -48,7 +52,7 @@ impl Registration {
         ip: Ipv4Addr,
         port: u16,
         container: &str,
-        host: &str,
+        (host, host_id): (&str, &str),
         pid: u32,
     ) -> Result<Registration> {
         let netns = format!("/proc/{pid}/ns/net");
@@ -61,10 +65,19 @@ impl Registration {
             port,
             container: container.to_string(),
             host: host.to_string(),
+            host_id: Some(host_id.to_string()),
             pid,
             netns_inode,
             created_at: crate::record::now(),
         })
+    }
+
+    /// Whether this registration is the host's `host_id` named `host_name`.
+    pub fn owned_by(&self, host_id: &str, host_name: &str) -> bool {
+        match &self.host_id {
+            Some(id) => id == host_id,
+            None => self.host == host_name,
+        }
     }
 
     pub fn endpoint(&self) -> Endpoint {

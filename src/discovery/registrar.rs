@@ -167,7 +167,7 @@ impl Registrar {
         let store = ctx.store()?;
         let registrations: Vec<Registration> = super::registrations(store, &ctx.keys)?
             .into_iter()
-            .filter(|r| r.host == ctx.host)
+            .filter(|r| r.owned_by(&ctx.host_id, &ctx.host))
             .collect();
         self.published
             .retain(|id, _| registrations.iter().any(|r| &r.container == id));

@@ -71,12 +71,19 @@ impl DhcpDriver<'_> {
         record.created_at = previous.map(|p| p.created_at).unwrap_or(now);
         record.client_id = Some(packet::ClientIdentity::new(mac, None).client_id_hex());
         record.netns_inode = Some(sockets.netns.metadata()?.ino());
-        if !dhcp::put_record(ctx, id, previous_text, &record)? {
+        on_network(
+            &mut record,
+            facts,
+            &ctx.keys,
+            std::net::Ipv4Addr::UNSPECIFIED,
+        );
+        if !dhcp::put_record(ctx, id, previous_text, &record, &[])? {
             bail!("the record {key} changed meanwhile (another hook for {id}?)");
         }
         undo.push(Undo::RestoreRecord {
             key,
             previous: previous_text.map(str::to_string),
+            holder: id.clone(),
         });
         let pid = dhcp::external::start(
             &ctx.config,
@@ -86,7 +93,10 @@ impl DhcpDriver<'_> {
             id,
             previous.and_then(dhcp::previous_address),
         )?;
-        undo.push(Undo::StopDhcpClient { pid });
+        undo.push(Undo::StopDhcpClient {
+            pid,
+            holder: id.clone(),
+        });
         ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
             r.client_pid = Some(pid);
             true
@@ -132,12 +142,44 @@ impl DhcpDriver<'_> {
     }
 }
 
+/// Puts a DHCP record in its network's pool (or the ad-hoc one) and
+/// returns the keys its leased `address` must also find free: the
+/// ad-hoc pool's for a network, the covering network's for an ad-hoc lease.
+fn on_network(
+    record: &mut FlatRecord,
+    facts: &HostFacts,
+    keys: &crate::store::Keys,
+    address: std::net::Ipv4Addr,
+) -> Vec<String> {
+    match &facts.network {
+        Some(network) => {
+            record.network = Some(network.name.clone());
+            record.pool = network.pool();
+            record.vlan = network.vlan.map(|id| crate::record::VlanRef {
+                name: network.name.clone(),
+                id,
+            });
+            vec![keys.address(crate::ipam::ADHOC_POOL, address)]
+        }
+        None => crate::network::covering(&facts.networks, address)
+            .map(|n| keys.address(&n.pool(), address))
+            .into_iter()
+            .collect(),
+    }
+}
+
 impl Driver for DhcpDriver<'_> {
-    fn validate(&self, _ctx: &Context, host: &mut Netlink) -> Result<HostFacts> {
+    fn validate(&self, ctx: &Context, host: &mut Netlink) -> Result<HostFacts> {
         let parent = super::flat::find_parent(host, &self.dhcp.parent)?;
         self.request
             .check_against_parent(&self.dhcp.parent, parent.mtu)?;
-        Ok(HostFacts { parent, vlan: None })
+        let networks = super::flat::check_adhoc_parent(ctx, host, &parent)?;
+        Ok(HostFacts {
+            parent,
+            network: None,
+            reserved: Vec::new(),
+            networks,
+        })
     }
 
     fn setup(
@@ -163,7 +205,7 @@ impl Driver for DhcpDriver<'_> {
             None => None,
         };
         if let Some(old) = &previous {
-            if old.state == State::Running && old.host == ctx.host && old.pid != Some(target.pid) {
+            if old.state == State::Running && ctx.owns(old) && old.pid != Some(target.pid) {
                 if let Some(pid) = old.pid {
                     if std::path::Path::new(&format!("/proc/{pid}")).exists() {
                         bail!("container {id} already has a DHCP address ({}) in process {pid}; detach it first", old.ip);
@@ -262,12 +304,20 @@ impl Driver for DhcpDriver<'_> {
         record.client_id = Some(identity.client_id_hex());
         record.lease = Some(lease);
         record.netns_inode = Some(sockets.netns.metadata()?.ino());
-        if !dhcp::put_record(ctx, id, previous_text.as_deref(), &record)? {
+        let guards = on_network(&mut record, facts, &ctx.keys, address.address);
+        let written = dhcp::put_record(ctx, id, previous_text.as_deref(), &record, &guards)
+            .with_context(|| {
+                format!(
+                    "the DHCP server leased {address}, which another container holds; exclude it from the server's pool (or the network's)"
+                )
+            })?;
+        if !written {
             bail!("the record {key} changed while the lease was taken (another hook for {id}?)");
         }
         undo.push(Undo::RestoreRecord {
             key,
             previous: previous_text,
+            holder: id.clone(),
         });
         sockets.timings.step("record_ms");
         crate::failpoint::check("start-renewer")?;

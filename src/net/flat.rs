@@ -4,8 +4,11 @@
 use anyhow::{Context as _, Result};
 
 use super::{Attached, Context, Driver, HostFacts, Rollback, Sockets, Target};
+use std::net::Ipv4Addr;
+
 use crate::ipam;
 use crate::netlink::Netlink;
+use crate::network::Network;
 use crate::record::{now, FlatRecord};
 use crate::request::{FlatRequest, NetworkRequest};
 
@@ -42,6 +45,46 @@ pub(super) fn find_parent(host: &mut Netlink, name: &str) -> Result<crate::netli
     }
 }
 
+/// The rules every ad-hoc request obeys, whatever the policy: its parent
+/// may not be a VLAN network's sub-interface (that would bypass the
+/// network's allocation). Returns every network, for the address checks.
+pub(super) fn check_adhoc_parent(
+    ctx: &Context,
+    host: &mut Netlink,
+    parent: &crate::netlink::Link,
+) -> Result<Vec<Network>> {
+    let networks = crate::network::list(ctx.store()?, &ctx.keys)?;
+    for network in networks.iter().filter(|n| n.vlan.is_some()) {
+        let same_name = network.link_parent() == parent.name;
+        let same_device = parent.kind.as_deref() == Some("vlan")
+            && parent.vlan_id == network.vlan
+            && parent.parent_index.is_some()
+            && host
+                .link_by_name(&network.parent)?
+                .is_some_and(|trunk| Some(trunk.index) == parent.parent_index);
+        if same_name || same_device {
+            anyhow::bail!(
+                "invalid HOSTIF/macvlan.host-interface {:?}: it is the sub-interface of VLAN network {} (VLAN {} on {}); ad-hoc requests may not use it — ask for the network instead (NETWORK={})",
+                parent.name,
+                network.name,
+                network.vlan.unwrap_or(0),
+                network.parent,
+                network.name
+            );
+        }
+    }
+    Ok(networks)
+}
+
+/// The address key of `address` in the pool of the network whose subnet
+/// holds it, if any: an ad-hoc claim must find it absent.
+pub(super) fn network_guard(ctx: &Context, networks: &[Network], address: Ipv4Addr) -> Vec<String> {
+    crate::network::covering(networks, address)
+        .map(|n| ctx.keys.address(&n.pool(), address))
+        .into_iter()
+        .collect()
+}
+
 /// Claims the address; when it is held by a container of this host that no
 /// longer exists (`docker run --rm` again before `gc` ran), releases that
 /// stale record first, as gc would.
@@ -50,8 +93,20 @@ fn claim_address(
     container_id: &str,
     address: crate::cidr::Ipv4Cidr,
     record: &FlatRecord,
+    guards: &[String],
 ) -> Result<ipam::Claim> {
-    match ipam::claim_flat(ctx.store()?, &ctx.keys, container_id, address, record) {
+    let store = ctx.store()?;
+    let claim = || {
+        ipam::claim(
+            store,
+            &ctx.keys,
+            container_id,
+            address.address,
+            record,
+            guards,
+        )
+    };
+    match claim() {
         Err(ipam::IpamError::Held { holder, .. }) if holder_is_gone(ctx, &holder)? => {
             ctx.logger.log(
                 crate::log::Level::Info,
@@ -65,13 +120,7 @@ fn claim_address(
                     ),
                 ],
             );
-            Ok(ipam::claim_flat(
-                ctx.store()?,
-                &ctx.keys,
-                container_id,
-                address,
-                record,
-            )?)
+            Ok(claim()?)
         }
         other => Ok(other?),
     }
@@ -85,8 +134,13 @@ fn holder_is_gone(ctx: &Context, holder: &str) -> Result<bool> {
     let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
         return Ok(false);
     };
-    if record.host != ctx.host
-        || crate::gc::judge(&ctx.config.gc, holder, &record, now()) != Some(crate::gc::Reason::Gone)
+    if !ctx.owns(&record)
+        || crate::gc::judge(
+            &ctx.config.gc,
+            crate::request::container_of(holder),
+            &record,
+            now(),
+        ) != Some(crate::gc::Reason::Gone)
     {
         return Ok(false);
     }
@@ -94,11 +148,36 @@ fn holder_is_gone(ctx: &Context, holder: &str) -> Result<bool> {
 }
 
 impl Driver for FlatDriver<'_> {
-    fn validate(&self, _ctx: &Context, host: &mut Netlink) -> Result<HostFacts> {
+    fn validate(&self, ctx: &Context, host: &mut Netlink) -> Result<HostFacts> {
         let parent = find_parent(host, &self.flat.parent)?;
         self.request
             .check_against_parent(&self.flat.parent, parent.mtu)?;
-        Ok(HostFacts { parent, vlan: None })
+        let networks = check_adhoc_parent(ctx, host, &parent)?;
+        let address = self.flat.address.address;
+        let reserved = super::named::host_addresses(host, &parent)?;
+        if reserved.contains(&address) {
+            anyhow::bail!(
+                "invalid IP/macvlan.ip \"{}\": {address} is an address of this host's {}; a container may not take the host's own address",
+                self.flat.address,
+                parent.name
+            );
+        }
+        if let Some(network) = crate::network::covering(&networks, address) {
+            if Some(address) == network.gateway || network.exclude.contains(&address) {
+                anyhow::bail!(
+                    "invalid IP/macvlan.ip \"{}\": {address} is {} of network {}, which no container may take",
+                    self.flat.address,
+                    if Some(address) == network.gateway { "the gateway" } else { "an excluded address" },
+                    network.name
+                );
+            }
+        }
+        Ok(HostFacts {
+            parent,
+            network: None,
+            reserved,
+            networks,
+        })
     }
 
     fn setup(
@@ -116,7 +195,8 @@ impl Driver for FlatDriver<'_> {
         let mut record =
             super::macvlan::new_record(ctx, target, request, &flat.parent, flat.address, now);
         record.gateway = flat.gateway.map(|g| g.to_string());
-        let claim = claim_address(ctx, &target.container_id, flat.address, &record)
+        let guards = network_guard(ctx, &facts.networks, flat.address.address);
+        let claim = claim_address(ctx, &target.container_id, flat.address, &record, &guards)
             .context("claim address")?;
         super::macvlan::attach_claimed(
             ctx,

@@ -39,10 +39,12 @@ pub fn new_record(
         host_interface: parent_name.to_string(),
         mac: format_mac(&stable_mac(&target.container_id)),
         mtu: request.mtu,
-        mode: request.mode,
+        mode: request.macvlan_mode(),
         host: ctx.host.clone(),
+        host_id: Some(ctx.host_id.clone()),
+        network: None,
         state: State::Attaching,
-        pool: address.subnet().pool_name(),
+        pool: crate::ipam::ADHOC_POOL.to_string(),
         ifname: None,
         pid: Some(target.pid),
         created_at: now,
@@ -97,8 +99,8 @@ pub fn create_interface(
     let spec = MacvlanSpec {
         name: &ifname,
         parent_index: parent.index,
-        mode: request.mode,
-        mac: (request.mode != MacvlanMode::Passthru).then_some(mac),
+        mode: request.macvlan_mode(),
+        mac: (request.macvlan_mode() != MacvlanMode::Passthru).then_some(mac),
         mtu: request.mtu,
         netns: Some(&sockets.netns),
     };
@@ -168,7 +170,10 @@ pub fn attach_claimed(
         .and_then(|text| serde_json::from_str::<FlatRecord>(text).ok())
         .map(|old| old.created_at)
         .unwrap_or(now);
-    undo.push(Undo::Claim(Box::new(claim)));
+    undo.push(Undo::Claim {
+        claim: Box::new(claim),
+        holder: target.container_id.clone(),
+    });
     sockets.timings.step("claim_ms");
     crate::failpoint::check("after-claim")?;
 

@@ -5,6 +5,7 @@
 mod dhcp;
 mod flat;
 mod macvlan;
+mod named;
 pub mod qos;
 mod vlan;
 
@@ -24,7 +25,8 @@ use crate::request::{Network, NetworkRequest};
 use crate::store::{self, Keys, Store};
 
 pub use flat::FlatDriver;
-pub use vlan::{ensure_sub_interface, gateway_device, vlan_gateway, VlanDriver};
+pub use named::NamedDriver;
+pub use vlan::{ensure_sub_interface, gateway_device, vlan_gateway};
 
 /// Everything an attach or detach needs from the host.
 pub struct Context {
@@ -33,8 +35,10 @@ pub struct Context {
     store: std::cell::OnceCell<Box<dyn Store>>,
     pub keys: Keys,
     pub logger: Logger,
-    /// This host's name, recorded with every container.
+    /// This host's name, recorded with every container for display.
     pub host: String,
+    /// This host's identity, which decides whose a record is.
+    pub host_id: String,
 }
 
 impl Context {
@@ -46,22 +50,41 @@ impl Context {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into())
         });
+        let host_id = crate::host::host_id(&config).context("find this host's id")?;
         Ok(Context {
             config,
             store: std::cell::OnceCell::new(),
             keys,
             logger,
             host,
+            host_id,
         })
     }
 
-    /// The store the configuration names, opened on first use.
+    /// The store the configuration names, opened on first use and brought
+    /// to this build's schema (one read when it is current).
     pub fn store(&self) -> Result<&dyn Store> {
         if let Some(store) = self.store.get() {
             return Ok(store.as_ref());
         }
         let store = store::open(&self.config)?;
+        let identity = crate::migrate::Identity {
+            host_id: &self.host_id,
+            host_name: &self.host,
+            local: matches!(self.config.store, crate::config::StoreLocation::Sqlite(_)),
+        };
+        let notes = crate::migrate::ensure(store.as_ref(), &self.keys, &identity)
+            .context("check the store's schema")?;
+        for note in notes {
+            self.logger.log(Level::Warn, "migrate", &[("note", &note)]);
+        }
         Ok(self.store.get_or_init(|| store).as_ref())
+    }
+
+    /// Whether a record is this host's (by host id; records from before host
+    /// ids by host name).
+    pub fn owns(&self, record: &FlatRecord) -> bool {
+        record.owned_by(&self.host_id, &self.host)
     }
 }
 
@@ -94,8 +117,8 @@ pub struct Attached {
 pub enum Undo {
     /// Delete the interface `name` inside the container's namespace.
     DeleteLink { name: String },
-    /// Put the store back as it was before the address claim.
-    Claim(Box<Claim>),
+    /// Put the store back as it was before attachment `holder`'s address claim.
+    Claim { claim: Box<Claim>, holder: String },
     /// Remove the root and ingress qdiscs added to interface `name`.
     DeleteQdiscs { name: String },
     /// Remove the container's service registration.
@@ -106,12 +129,14 @@ pub enum Undo {
         payload: Vec<u8>,
         server: std::net::Ipv4Addr,
     },
-    /// Stop the external DHCP client (which releases its lease).
-    StopDhcpClient { pid: u32 },
-    /// Put a record key back as it was (`None`: absent).
+    /// Stop attachment `holder`'s external DHCP client (which releases its lease).
+    StopDhcpClient { pid: u32, holder: String },
+    /// Put attachment `holder`'s record key back as it was (`None`:
+    /// absent), with the address key of its lease.
     RestoreRecord {
         key: String,
         previous: Option<String>,
+        holder: String,
     },
 }
 
@@ -169,27 +194,24 @@ impl Rollback {
                     crate::dhcp::wire::send(&socket, std::net::Ipv4Addr::BROADCAST, &payload)
                         .and_then(|()| crate::dhcp::wire::send(&socket, server, &payload)),
                 ),
-                Undo::StopDhcpClient { pid } => (
-                    "stop udhcpc",
-                    crate::dhcp::external::stop(pid, container_id),
-                ),
-                Undo::RestoreRecord { key, previous } => (
+                Undo::StopDhcpClient { pid, holder } => {
+                    ("stop udhcpc", crate::dhcp::external::stop(pid, &holder))
+                }
+                Undo::RestoreRecord {
+                    key,
+                    previous,
+                    holder,
+                } => (
                     "restore record",
                     ctx.store().and_then(|store| {
-                        let op = match previous {
-                            Some(text) => store::Op::Put(key, text),
-                            None => store::Op::Delete(key),
-                        };
-                        store
-                            .transaction(&[], &[op])
-                            .map(|_| ())
+                        ipam::restore_record(store, &ctx.keys, &holder, &key, previous.as_deref())
                             .map_err(Into::into)
                     }),
                 ),
-                Undo::Claim(claim) => (
+                Undo::Claim { claim, holder } => (
                     "release address",
                     ctx.store().and_then(|store| {
-                        ipam::undo_claim(store, container_id, &claim).map_err(Into::into)
+                        ipam::undo_claim(store, &holder, &claim).map_err(Into::into)
                     }),
                 ),
             };
@@ -253,8 +275,13 @@ impl Timings {
 pub struct HostFacts {
     /// The host's interface the network uses.
     pub parent: crate::netlink::Link,
-    /// The VLAN network, for VLAN requests.
-    pub vlan: Option<crate::vlan::VlanNetwork>,
+    /// The operator's network, for requests that name one.
+    pub network: Option<crate::network::Network>,
+    /// This host's own addresses on the parent: never a container's.
+    pub reserved: Vec<std::net::Ipv4Addr>,
+    /// Every network, for ad-hoc requests: their addresses must not
+    /// collide with what a network hands out.
+    pub networks: Vec<crate::network::Network>,
 }
 
 /// A network type: everything it can check before changing anything, then
@@ -278,7 +305,7 @@ fn driver_for(request: &NetworkRequest) -> Box<dyn Driver + '_> {
     match &request.network {
         Network::Flat(flat) => Box::new(FlatDriver { request, flat }),
         Network::Dhcp(dhcp) => Box::new(dhcp::DhcpDriver { request, dhcp }),
-        Network::Vlan(vlan) => Box::new(VlanDriver { request, vlan }),
+        Network::Named(named) => Box::new(NamedDriver { request, named }),
     }
 }
 
@@ -335,39 +362,60 @@ pub fn check_own_netns(target: &Target) -> Result<()> {
     Ok(())
 }
 
-/// Attaches `request` to the container, all or nothing: on any failure
-/// every change made so far is undone before the error is returned.
-pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Result<Attached> {
+/// Attaches `request` to the container — its first network and every
+/// further one of `NETWORKS`, as `eth0`, `eth1`… — all or nothing: every
+/// request is validated before anything changes, and on any failure every
+/// change made so far, in every attachment, is undone before the error is
+/// returned.
+pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Result<Vec<Attached>> {
     let started = Instant::now();
-    let result = attach_inner(ctx, request, target);
+    let attachments = request.attachments();
+    let result = attach_inner(ctx, request, &attachments, target);
     let duration = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     // Failures are logged once, with their whole chain, by the caller.
-    if let Ok(attached) = &result {
-        ctx.logger.log(
-            Level::Info,
-            "attach",
-            &[
-                ("container", &target.container_id),
-                ("type", request.network_type().as_str()),
-                ("address", &attached.address),
-                ("interface", &attached.ifname),
-                ("mac", &attached.mac),
-                ("parent", &attached.parent),
-                ("pid", &target.pid.to_string()),
-                ("duration_ms", &duration),
-            ],
-        );
+    if let Ok(all) = &result {
+        for (attached, attachment) in all.iter().zip(&attachments) {
+            let network = match &attachment.network {
+                Network::Named(named) => named.name.as_str(),
+                _ => "",
+            };
+            let mut fields = vec![
+                ("container", target.container_id.as_str()),
+                ("type", attachment.network_type().as_str()),
+            ];
+            if !network.is_empty() {
+                fields.push(("network", network));
+            }
+            let pid = target.pid.to_string();
+            fields.extend([
+                ("address", attached.address.as_str()),
+                ("interface", attached.ifname.as_str()),
+                ("mac", attached.mac.as_str()),
+                ("parent", attached.parent.as_str()),
+                ("pid", pid.as_str()),
+                ("duration_ms", duration.as_str()),
+            ]);
+            ctx.logger.log(Level::Info, "attach", &fields);
+        }
     }
     result
 }
 
-fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Result<Attached> {
+fn attach_inner(
+    ctx: &Context,
+    request: &NetworkRequest,
+    attachments: &[NetworkRequest],
+    target: &Target,
+) -> Result<Vec<Attached>> {
     let mut timings = Timings::start();
     check_privileges()?;
     check_own_netns(target)?;
-    let driver = driver_for(request);
+    let drivers: Vec<Box<dyn Driver + '_>> = attachments.iter().map(driver_for).collect();
     let mut host = Netlink::open().context("open netlink socket")?;
-    let facts = driver.validate(ctx, &mut host)?;
+    let facts = drivers
+        .iter()
+        .map(|driver| driver.validate(ctx, &mut host))
+        .collect::<Result<Vec<HostFacts>>>()?;
     timings.step("validate_ms");
 
     let netns_path = target.netns_path();
@@ -383,28 +431,43 @@ fn attach_inner(ctx: &Context, request: &NetworkRequest, target: &Target) -> Res
         timings,
     };
     let mut undo = Rollback::default();
-    // The service is registered once the address is known, and undone with
-    // everything else; the registrar starts once the rest has worked.
-    let result = driver
-        .setup(ctx, target, &facts, &mut sockets, &mut undo)
-        .and_then(|attached| {
-            if let Some(discovery) = &request.discovery {
-                register_service(ctx, discovery, target, attached.ip, &mut undo)?;
-                crate::failpoint::check("start-registrar")?;
-                crate::discovery::registrar::ensure_running(&ctx.config)
-                    .context("start the registrar (macvlan daemon)")?;
-                sockets.timings.step("register_ms");
-            }
-            Ok(attached)
-        });
+    let result = (|| {
+        let mut all = Vec::new();
+        for ((driver, facts), attachment) in drivers.iter().zip(&facts).zip(attachments) {
+            // Each attachment's records and address keys are its own:
+            // `<id>` for the first, `<id>/<n>` for further ones.
+            let each = Target {
+                container_id: attachment.record_id(),
+                pid: target.pid,
+            };
+            let attached = driver.setup(ctx, &each, facts, &mut sockets, &mut undo);
+            let attached = match (&attachment.network, attachments.len()) {
+                (Network::Named(named), n) if n > 1 => attached.with_context(|| {
+                    format!("network {} (attachment {})", named.name, attachment.slot)
+                })?,
+                _ => attached?,
+            };
+            all.push(attached);
+        }
+        // The service is registered once the address is known, and undone
+        // with everything else; the registrar starts once the rest has worked.
+        if let (Some(discovery), Some(first)) = (&request.discovery, all.first()) {
+            register_service(ctx, discovery, target, first.ip, &mut undo)?;
+            crate::failpoint::check("start-registrar")?;
+            crate::discovery::registrar::ensure_running(&ctx.config)
+                .context("start the registrar (macvlan daemon)")?;
+            sockets.timings.step("register_ms");
+        }
+        Ok(all)
+    })();
     match result {
-        Ok(attached) => {
+        Ok(all) => {
             if ctx.logger.debug_enabled() {
                 let mut fields = vec![("container", target.container_id.as_str())];
                 fields.extend(sockets.timings.fields());
                 ctx.logger.log(Level::Debug, "attach-steps", &fields);
             }
-            Ok(attached)
+            Ok(all)
         }
         Err(e) => {
             undo.run(ctx, &target.container_id, &mut sockets.container);
@@ -429,7 +492,7 @@ fn register_service(
         ip,
         discovery.port,
         &target.container_id,
-        &ctx.host,
+        (&ctx.host, &ctx.host_id),
         target.pid,
     )?;
     crate::discovery::register(ctx.store()?, &ctx.keys, &registration)?;
@@ -438,35 +501,55 @@ fn register_service(
     Ok(())
 }
 
-/// `poststop`: the namespace and its devices are gone; mark the record
-/// stopped (the address stays reserved for a restart) and withdraw its
-/// service at once. Idempotent.
+/// `poststop`: the namespace and its devices are gone; mark the records of
+/// every attachment stopped (the addresses stay reserved for a restart)
+/// and withdraw the service at once. Idempotent. Returns the first
+/// attachment's record.
 pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> {
     let started = Instant::now();
     crate::discovery::withdraw(ctx.store()?, &ctx.keys, container_id)
         .context("withdraw the service registration")?;
-    let record =
-        ipam::mark_stopped(ctx.store()?, &ctx.keys, container_id).context("mark record stopped")?;
-    if let Some(record) = record
-        .as_ref()
-        .filter(|r| r.lease.is_some() || r.client_pid.is_some())
-    {
-        crate::dhcp::release_stopped(ctx, container_id, record)?;
+    let mut first = None;
+    for slot in 0..=crate::request::MAX_NETWORKS {
+        let id = crate::request::record_id(container_id, slot);
+        let record =
+            ipam::mark_stopped(ctx.store()?, &ctx.keys, &id).context("mark record stopped")?;
+        let Some(record) = record else { break };
+        if record.lease.is_some() || record.client_pid.is_some() {
+            crate::dhcp::release_stopped(ctx, &id, &record)?;
+        }
+        log_detach(ctx, &id, &record, record.state.as_str(), started);
+        first.get_or_insert(record);
     }
-    if let Some(record) = &record {
-        log_detach(ctx, container_id, record, record.state.as_str(), started);
-    }
-    Ok(record)
+    Ok(first)
 }
 
-/// `macvlan detach --pid`: removes the interface from a running process's
-/// namespace and releases its record and address.
-pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<FlatRecord> {
-    let started = Instant::now();
-    let record = ipam::load_flat(ctx.store()?, &ctx.keys, container_id)?
-        .with_context(|| format!("no network record for container {container_id}"))?;
+/// `macvlan detach`: removes the interfaces from a running process's
+/// namespace and releases the records and addresses of every attachment
+/// of the container. Returns the records released.
+pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Vec<FlatRecord>> {
+    let container_id = crate::request::container_of(container_id);
+    let mut released = Vec::new();
     crate::discovery::withdraw(ctx.store()?, &ctx.keys, container_id)
         .context("withdraw the service registration")?;
+    for slot in 0..=crate::request::MAX_NETWORKS {
+        let id = crate::request::record_id(container_id, slot);
+        match detach_one(ctx, &id, pid)? {
+            Some(record) => released.push(record),
+            None if slot == 0 => {
+                anyhow::bail!("no network record for container {container_id}")
+            }
+            None => break,
+        }
+    }
+    Ok(released)
+}
+
+fn detach_one(ctx: &Context, id: &str, pid: Option<u32>) -> Result<Option<FlatRecord>> {
+    let started = Instant::now();
+    let Some(record) = ipam::load_flat(ctx.store()?, &ctx.keys, id)? else {
+        return Ok(None);
+    };
     if let (Some(pid), Some(ifname)) = (pid.or(record.pid), &record.ifname) {
         let netns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         if netns_path.exists() {
@@ -484,10 +567,10 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Fla
             }
         }
     }
-    crate::dhcp::give_back(ctx, container_id, &record)?;
-    ipam::release_flat(ctx.store()?, &ctx.keys, container_id)?;
-    log_detach(ctx, container_id, &record, "released", started);
-    Ok(record)
+    crate::dhcp::give_back(ctx, id, &record)?;
+    ipam::release_flat(ctx.store()?, &ctx.keys, id)?;
+    log_detach(ctx, id, &record, "released", started);
+    Ok(Some(record))
 }
 
 /// The one structured line of a detach.
@@ -498,20 +581,17 @@ fn log_detach(
     state: &str,
     started: Instant,
 ) {
-    ctx.logger.log(
-        Level::Info,
-        "detach",
-        &[
-            ("container", container_id),
-            ("type", record.network_type()),
-            ("address", &record.ip),
-            ("state", state),
-            (
-                "duration_ms",
-                &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
-            ),
-        ],
-    );
+    let duration = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+    let mut fields = vec![("container", container_id), ("type", record.network_type())];
+    if let Some(network) = &record.network {
+        fields.push(("network", network));
+    }
+    fields.extend([
+        ("address", record.ip.as_str()),
+        ("state", state),
+        ("duration_ms", duration.as_str()),
+    ]);
+    ctx.logger.log(Level::Info, "detach", &fields);
 }
 
 /// A stable, locally administered, unicast MAC derived from the container

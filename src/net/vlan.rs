@@ -1,42 +1,37 @@
-//! VLAN networks: an 802.1Q sub-interface of the host's interface (made on
-//! first use and shared by every container of that VLAN on the host), a
-//! macvlan on it inside the container, the requested or lowest free address
-//! of the VLAN's subnet, and the route via the VLAN's gateway.
+//! The host side of VLAN networks: the 802.1Q sub-interface of the trunk
+//! (made on first use and shared by every container of that VLAN on the
+//! host), and `macvlan vlan gateway`, which makes this host a VLAN's gateway.
 
 use anyhow::{bail, Context as _, Result};
 
 use super::flat::find_parent;
-use super::{Attached, Context, Driver, HostFacts, Rollback, Sockets, Target};
 use crate::netlink::{Link, Netlink};
-use crate::record::{now, VlanRef};
-use crate::request::{NetworkRequest, VlanRequest};
-use crate::vlan::{self, VlanNetwork};
+use crate::network::Network;
 
-pub struct VlanDriver<'a> {
-    pub request: &'a NetworkRequest,
-    pub vlan: &'a VlanRequest,
+/// The network's 802.1Q ID; only VLAN networks get here.
+fn vlan_id(network: &Network) -> Result<u16> {
+    network
+        .vlan
+        .with_context(|| format!("network {} is not a VLAN network (no --vlan)", network.name))
 }
 
 /// Finds or creates the VLAN's sub-interface on this host and brings it
 /// up. Hooks of several containers may race to create it: the loser finds
 /// the winner's device and checks it is the right one.
-pub fn ensure_sub_interface(
-    host: &mut Netlink,
-    parent: &Link,
-    network: &VlanNetwork,
-) -> Result<Link> {
-    let name = network.sub_interface();
+pub fn ensure_sub_interface(host: &mut Netlink, parent: &Link, network: &Network) -> Result<Link> {
+    let id = vlan_id(network)?;
+    let name = network.link_parent();
     let link = ensure_link(
         host,
         &name,
         |link| {
             let right = link.kind.as_deref() == Some("vlan")
-                && link.vlan_id == Some(network.id)
+                && link.vlan_id == Some(id)
                 && link.parent_index == Some(parent.index);
             right.then_some(()).ok_or_else(|| {
                 format!(
                     "is not VLAN {} on {} (kind {}, id {})",
-                    network.id,
+                    id,
                     parent.name,
                     link.kind.as_deref().unwrap_or("physical"),
                     link.vlan_id
@@ -45,7 +40,7 @@ pub fn ensure_sub_interface(
                 )
             })
         },
-        |h| h.create_vlan(&name, parent.index, network.id),
+        |h| h.create_vlan(&name, parent.index, id),
         "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q, module 8021q)",
     )?;
     if !link.up {
@@ -55,104 +50,16 @@ pub fn ensure_sub_interface(
     Ok(link)
 }
 
-impl Driver for VlanDriver<'_> {
-    fn validate(&self, ctx: &Context, host: &mut Netlink) -> Result<HostFacts> {
-        let setting = "VLAN/macvlan.vlan";
-        let network = vlan::load(ctx.store()?, &ctx.keys, self.vlan.name.as_str())
-            .with_context(|| format!("invalid {setting} {:?}", self.vlan.name.as_str()))?;
-        let policy = &ctx.config.policy;
-        if !policy.parent_allowed(&network.host_interface) {
-            bail!(
-                "invalid {setting} {:?}: its host interface {} is not allowed by the host policy; allowed parents: {}",
-                network.name,
-                network.host_interface,
-                policy.allowed_parents.join(", ")
-            );
-        }
-        if !policy.subnet_allowed(network.subnet()) {
-            bail!(
-                "invalid {setting} {:?}: its subnet {} is outside the subnets the host policy allows",
-                network.name,
-                network.subnet
-            );
-        }
-        if let Some((address, prefix)) = self.vlan.address {
-            if let Some(prefix) = prefix.filter(|p| *p != network.subnet().prefix) {
-                bail!(
-                    "invalid IP/macvlan.ip \"{address}/{prefix}\": VLAN network {:?} is {}; give the address alone or with /{}",
-                    network.name,
-                    network.subnet,
-                    network.subnet().prefix
-                );
-            }
-            vlan::check_address(&network, address)
-                .map_err(|e| anyhow::anyhow!("invalid IP/macvlan.ip \"{address}\": {e}"))?;
-        }
-        let parent = find_parent(host, &network.host_interface)?;
-        self.request
-            .check_against_parent(&network.sub_interface(), parent.mtu)?;
-        Ok(HostFacts {
-            parent,
-            vlan: Some(network),
-        })
-    }
-
-    fn setup(
-        &self,
-        ctx: &Context,
-        target: &Target,
-        facts: &HostFacts,
-        sockets: &mut Sockets,
-        undo: &mut Rollback,
-    ) -> Result<Attached> {
-        let network = facts.vlan.as_ref().expect("validate found the VLAN");
-        // The sub-interface is shared by the VLAN's containers on this host
-        // and outlives this one: it is not undone.
-        let sub = ensure_sub_interface(&mut sockets.host, &facts.parent, network)?;
-        sockets.timings.step("vlan_device_ms");
-        let now = now();
-        let mut record =
-            super::macvlan::new_record(ctx, target, self.request, &sub.name, network.subnet(), now);
-        record.gateway = Some(network.gateway.to_string());
-        record.vlan = Some(VlanRef {
-            name: network.name.clone(),
-            id: network.id,
-        });
-        let (claim, address) = vlan::claim(
-            ctx.store()?,
-            &ctx.keys,
-            &target.container_id,
-            network,
-            self.vlan.address.map(|(a, _)| a),
-            &record,
-        )
-        .context("claim address")?;
-        super::macvlan::attach_claimed(
-            ctx,
-            target,
-            self.request,
-            sockets,
-            undo,
-            claim,
-            super::macvlan::Placement {
-                parent: &sub,
-                address,
-                gateway: Some(network.gateway),
-                now,
-            },
-        )
-    }
-}
-
 /// The name of the gateway device `macvlan vlan gateway` makes.
-pub fn gateway_device(network: &VlanNetwork) -> String {
-    format!("vgw{}", network.id)
+pub fn gateway_device(network: &Network) -> String {
+    format!("vgw{}", network.vlan.unwrap_or(0))
 }
 
 /// The VRF that holds a VLAN's gateway device on the gateway host, and its
 /// routing table.
-pub fn gateway_vrf(network: &VlanNetwork) -> (String, u32) {
-    (format!("vrf{}", network.id), 10_000 + u32::from(network.id))
+pub fn gateway_vrf(network: &Network) -> (String, u32) {
+    let id = network.vlan.unwrap_or(0);
+    (format!("vrf{id}"), 10_000 + u32::from(id))
 }
 
 /// Finds or creates link `name` with `create`, tolerating a concurrent
@@ -192,10 +99,14 @@ fn ensure_link(
 /// whole host, and a container of one VLAN could reach another VLAN's
 /// gateway through its own. Idempotent. Forwarding and NAT out of the VRF
 /// are the operator's (README, "VLAN networks").
-pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
+pub fn vlan_gateway(network: &Network) -> Result<String> {
     super::check_privileges()?;
+    vlan_id(network)?;
+    let (Some(gateway), Some(subnet)) = (network.gateway, network.subnet()) else {
+        bail!("network {} has no gateway address to hold", network.name);
+    };
     let mut host = Netlink::open().context("open netlink socket")?;
-    let parent = find_parent(&mut host, &network.host_interface)?;
+    let parent = find_parent(&mut host, &network.parent)?;
     let sub = ensure_sub_interface(&mut host, &parent, network)?;
     let (vrf_name, table) = gateway_vrf(network);
     let vrf = ensure_link(
@@ -238,10 +149,10 @@ pub fn vlan_gateway(network: &VlanNetwork) -> Result<String> {
         host.set_controller(device.index, vrf.index)
             .with_context(|| format!("put {name} into {vrf_name}"))?;
     }
-    match host.add_ipv4_address(device.index, network.gateway, network.subnet().prefix) {
+    match host.add_ipv4_address(device.index, gateway, subnet.prefix) {
         Ok(()) => {}
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
-        Err(e) => return Err(e).with_context(|| format!("add {} to {name}", network.gateway)),
+        Err(e) => return Err(e).with_context(|| format!("add {gateway} to {name}")),
     }
     host.set_up(device.index)
         .with_context(|| format!("set {name} up"))?;

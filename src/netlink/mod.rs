@@ -452,6 +452,26 @@ impl Netlink {
         Ok(())
     }
 
+    /// The IPv4 addresses of link `index`.
+    pub fn ipv4_addresses(&mut self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(query), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    a.attributes.iter().find_map(|attribute| match attribute {
+                        AddressAttribute::Local(std::net::IpAddr::V4(ip))
+                        | AddressAttribute::Address(std::net::IpAddr::V4(ip)) => Some(*ip),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Removes an IPv4 address (and with it the routes through it).
     pub fn delete_ipv4_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> Result<()> {
         let mut message = AddressMessage::default();

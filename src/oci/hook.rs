@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{BundleConfig, NetnsSpec, State};
 use crate::config::Config;
-use crate::log::Logger;
+use crate::log::{Level, Logger};
 use crate::net::{self, Target};
 use crate::request::{self, Settings};
 
@@ -75,6 +75,26 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
     annotations.extend(state.annotations.clone());
     let settings = Settings::collect(&annotations, &bundle.env, config.policy.allow_env)?;
     if settings.is_empty() {
+        return Ok(());
+    }
+    // `docker run --net container:X`, a podman pod's members, every
+    // Kubernetes app container: the namespace is its owner's, configured
+    // when the owner started. Configuring it again would replace the
+    // owner's route, leave an ethN behind when the joiner stops, and
+    // throttle the owner's interface.
+    if let NetnsSpec::Path(path) = &bundle.netns {
+        logger.log(
+            Level::Info,
+            "skip",
+            &[
+                ("container", &state.id),
+                ("netns", path),
+                (
+                    "reason",
+                    "joins an existing network namespace; only its owner is configured",
+                ),
+            ],
+        );
         return Ok(());
     }
     let Some(mut request) = request::parse(&state.id, &settings, &config.policy)? else {

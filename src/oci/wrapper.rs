@@ -116,7 +116,8 @@ impl Invocation {
 }
 
 /// Whether a config.json asks for one of our networks (any `macvlan.*`
-/// annotation, or TYPE in the environment when the policy lets env count).
+/// annotation, or NETWORK, NETWORKS or TYPE in the environment when the
+/// policy lets env count).
 pub fn asks_for_network(config: &Value, allow_env: bool) -> bool {
     let annotations = config
         .get("annotations")
@@ -131,11 +132,17 @@ pub fn asks_for_network(config: &Value, allow_env: bool) -> bool {
             .and_then(Value::as_array)
             .is_some_and(|env| {
                 env.iter().filter_map(Value::as_str).any(|entry| {
-                    // A network type, or limits alone (which shape the
+                    // A network, or limits alone (which shape the
                     // container's existing interface).
-                    let names = [Field::Type, Field::Rate, Field::IngressRate]
-                        .into_iter()
-                        .flat_map(|field| field.env_names());
+                    let names = [
+                        Field::Network,
+                        Field::Networks,
+                        Field::Type,
+                        Field::Rate,
+                        Field::IngressRate,
+                    ]
+                    .into_iter()
+                    .flat_map(|field| field.env_names());
                     names.into_iter().any(|name| {
                         entry
                             .strip_prefix(name)
@@ -307,6 +314,10 @@ mod tests {
         let by_env = json!({"process": {"env": ["PATH=/bin", "TYPE=flat"]}});
         assert!(asks_for_network(&by_env, true));
         assert!(!asks_for_network(&by_env, false));
+        let by_network = json!({"process": {"env": ["NETWORK=lan"]}});
+        assert!(asks_for_network(&by_network, true));
+        let by_networks = json!({"process": {"env": ["NETWORKS=lan,storage"]}});
+        assert!(asks_for_network(&by_networks, true));
         let by_annotation = json!({"annotations": {"macvlan.type": "flat"}});
         assert!(asks_for_network(&by_annotation, false));
         let nothing =

@@ -120,7 +120,37 @@ impl Keys {
         format!("{}{container_id}", self.record_prefix(kind))
     }
 
-    /// `/macvlan/vlan/<name>`: a VLAN network.
+    /// `/macvlan/network/<name>`: an operator-defined network.
+    pub fn network(&self, name: &str) -> String {
+        format!("{}/network/{name}", self.prefix)
+    }
+
+    pub fn network_prefix(&self) -> String {
+        format!("{}/network/", self.prefix)
+    }
+
+    /// A counter every network creation and removal moves, so that the
+    /// subnet-overlap check and the write are one atomic step.
+    pub fn network_generation(&self) -> String {
+        format!("{}/network-generation", self.prefix)
+    }
+
+    /// `/macvlan/schema`: the keyspace's schema version.
+    pub fn schema(&self) -> String {
+        format!("{}/schema", self.prefix)
+    }
+
+    /// Held (under a lease) by whoever migrates the keyspace.
+    pub fn schema_lock(&self) -> String {
+        format!("{}/schema-lock", self.prefix)
+    }
+
+    /// Everything under the prefix.
+    pub fn all(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// `/macvlan/vlan/<name>`: a VLAN network of schema 0 (now a network).
     pub fn vlan(&self, name: &str) -> String {
         format!("{}/vlan/{name}", self.prefix)
     }
@@ -134,10 +164,14 @@ impl Keys {
         format!("{}/vlan-id/{id}", self.prefix)
     }
 
-    /// A counter every VLAN creation and deletion moves, so that the
-    /// subnet-overlap check and the write are one atomic step.
+    /// Schema 0's counter of VLAN creations (removed by the migration).
     pub fn vlan_generation(&self) -> String {
         format!("{}/vlan-generation", self.prefix)
+    }
+
+    /// `/macvlan/ipam/`: every pool.
+    pub fn ipam_prefix(&self) -> String {
+        format!("{}/ipam/", self.prefix)
     }
 
     /// `/macvlan/ipam/<pool>/`: every held address of a pool.
@@ -169,7 +203,7 @@ impl Keys {
         format!("{}/registration/", self.prefix)
     }
 
-    /// `/macvlan/ipam/<pool>/<ip>`
+    /// `/macvlan/ipam/<pool>/<ip>`: the pool is a network's name or `_adhoc`.
     pub fn address(&self, pool: &str, ip: std::net::Ipv4Addr) -> String {
         format!("{}/ipam/{pool}/{ip}", self.prefix)
     }

@@ -9,6 +9,11 @@ use rusqlite::{named_params, params, Connection, OptionalExtension, TransactionB
 
 use super::{Compare, LeaseId, Op, Result, Store, StoreError};
 
+/// The layout of the file (its tables), as `PRAGMA user_version`: 1 is
+/// `kv` with its lease column and `leases`. The keyspace inside has its own
+/// version (`<prefix>/schema`, see `crate::migrate`).
+pub const FILE_FORMAT: u32 = 1;
+
 pub struct SqliteStore {
     path: PathBuf,
     connection: Mutex<Connection>,
@@ -47,24 +52,49 @@ impl SqliteStore {
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
-                 PRAGMA wal_autocheckpoint = 32;
-                 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, lease INTEGER) WITHOUT ROWID;
-                 CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, ttl_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
+                 PRAGMA wal_autocheckpoint = 32;",
             )
             .map_err(|e| fail(e.to_string()))?;
-        // Files written before leases existed have no lease column.
-        let has_lease_column: bool = connection
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('kv') WHERE name = 'lease'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map_err(|e| fail(e.to_string()))?
-            > 0;
-        if !has_lease_column {
-            connection
-                .execute_batch("ALTER TABLE kv ADD COLUMN lease INTEGER")
-                .map_err(|e| fail(e.to_string()))?;
+        let version = |c: &Connection| -> rusqlite::Result<u32> {
+            c.query_row("PRAGMA user_version", [], |row| row.get(0))
+        };
+        let found = version(&connection).map_err(|e| fail(e.to_string()))?;
+        if found > FILE_FORMAT {
+            return Err(fail(format!(
+                "written by a newer macvlan-runc (file format {found}; this one knows up to {FILE_FORMAT}): upgrade macvlan-runc on this host"
+            )));
+        }
+        if found < FILE_FORMAT {
+            // Once per file, under the write lock: the first of several
+            // hooks opening a new or old file upgrades it, the others wait
+            // and find it done.
+            let mut connection = connection;
+            let upgrade = (|| -> rusqlite::Result<()> {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if version(&transaction)? < FILE_FORMAT {
+                    transaction.execute_batch(
+                        "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, lease INTEGER) WITHOUT ROWID;
+                         CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, ttl_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
+                    )?;
+                    // Files written before leases existed have no lease column.
+                    let has_lease_column = transaction.query_row(
+                        "SELECT count(*) FROM pragma_table_info('kv') WHERE name = 'lease'",
+                        [],
+                        |row| row.get::<_, i64>(0),
+                    )? > 0;
+                    if !has_lease_column {
+                        transaction.execute_batch("ALTER TABLE kv ADD COLUMN lease INTEGER")?;
+                    }
+                    transaction.execute_batch(&format!("PRAGMA user_version = {FILE_FORMAT}"))?;
+                }
+                transaction.commit()
+            })();
+            upgrade.map_err(|e| fail(format!("upgrade the file format: {e}")))?;
+            return Ok(SqliteStore {
+                path: path.to_path_buf(),
+                connection: Mutex::new(connection),
+            });
         }
         Ok(SqliteStore {
             path: path.to_path_buf(),

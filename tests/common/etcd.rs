@@ -297,7 +297,7 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// Allocates addresses from VLAN network `network` in the cluster as the
+/// Allocates addresses from network `network` in the cluster as the
 /// hooks of lab hosts do: `clients` threads, spread over `hosts`, each in
 /// its host's network namespace with its own store connection, taking
 /// `total` allocations between them (containers `c0`, `c1`, …). Each
@@ -329,7 +329,7 @@ pub fn allocate_concurrently(
                 let config = macvlan_runc::config::Config::load(&config_path, true).unwrap();
                 let keys = macvlan_runc::store::Keys::new(&config.store_prefix);
                 let store = macvlan_runc::store::open(&config).expect("connect to etcd");
-                let vlan = macvlan_runc::vlan::load(store.as_ref(), &keys, network).unwrap();
+                let vlan = macvlan_runc::network::load(store.as_ref(), &keys, network).unwrap();
                 loop {
                     let n = next.fetch_add(1, Ordering::SeqCst);
                     if n >= total {
@@ -341,12 +341,13 @@ pub fn allocate_concurrently(
                     let mut errors = Vec::new();
                     let mut address = None;
                     for _ in 0..tries {
-                        match macvlan_runc::vlan::claim(
+                        match macvlan_runc::network::claim(
                             store.as_ref(),
                             &keys,
                             &id,
                             &vlan,
                             None,
+                            &[],
                             &record,
                         ) {
                             Ok((_, cidr)) => {
@@ -382,17 +383,19 @@ pub struct Allocation {
 }
 
 fn record_for(
-    network: &macvlan_runc::vlan::VlanNetwork,
+    network: &macvlan_runc::network::Network,
     host: &str,
 ) -> macvlan_runc::record::FlatRecord {
     macvlan_runc::record::FlatRecord {
-        ip: network.subnet.clone(),
-        gateway: Some(network.gateway.to_string()),
-        host_interface: network.sub_interface(),
+        ip: network.subnet.clone().unwrap_or_default(),
+        gateway: network.gateway.map(|g| g.to_string()),
+        host_interface: network.link_parent(),
         mac: "02:00:00:00:00:01".into(),
         mtu: None,
         mode: macvlan_runc::netlink::MacvlanMode::Bridge,
         host: host.to_string(),
+        host_id: Some(format!("{host}-id")),
+        network: Some(network.name.clone()),
         state: macvlan_runc::record::State::Attaching,
         pool: network.pool(),
         ifname: None,
@@ -402,9 +405,9 @@ fn record_for(
         stopped_at: None,
         egress: None,
         ingress: None,
-        vlan: Some(macvlan_runc::record::VlanRef {
+        vlan: network.vlan.map(|id| macvlan_runc::record::VlanRef {
             name: network.name.clone(),
-            id: network.id,
+            id,
         }),
         client_id: None,
         lease: None,

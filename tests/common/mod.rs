@@ -187,6 +187,8 @@ impl Lab {
                 self.config_path(&host),
                 format!(
                     "store = \"sqlite://{}\"\nlog = \"{}\"\nhost_name = \"{host}\"\n\
+                     host_id = \"{host}-id\"\n\
+                     [policy]\nallow_adhoc = true\n\
                      [gc]\ncontainer_dirs = [\"{}\"]\n\
                      [daemon]\nruntime_dir = \"{}\"\nidle_exit = \"{DAEMON_IDLE_EXIT_S}s\"\n\
                      [discovery]\nttl = \"{DISCOVERY_TTL_S}s\"\n",
@@ -557,6 +559,28 @@ impl Lab {
         run("timeout", &all)
     }
 
+    /// `macvlan network create lan` on `host` for the lab's LAN: subnet
+    /// 192.0.2.0/24, gateway 192.0.2.1, addresses from 192.0.2.64/28, and
+    /// `extra` options.
+    pub fn create_lan(&self, host: &str, extra: &[&str]) {
+        let mut args = vec![
+            "network",
+            "create",
+            "lan",
+            "--parent",
+            UPLINK,
+            "--subnet",
+            "192.0.2.0/24",
+            "--gateway",
+            GATEWAY,
+            "--ip-range",
+            "192.0.2.64/28",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.macvlan(host, &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+
     /// The host's store records, via `macvlan ls --json`.
     pub fn records(&self, host: &str) -> Vec<Value> {
         let out = self.macvlan(host, &["ls", "--json"]);
@@ -568,7 +592,8 @@ impl Lab {
             .clone()
     }
 
-    /// Every key in the host's SQLite store, read directly.
+    /// Every key in the host's SQLite store, read directly, but the
+    /// keyspace's schema version (which every opened store has).
     pub fn store_keys(&self, host: &str) -> Vec<String> {
         let path = self.dir.path().join(format!("state-{host}.db"));
         if !path.exists() {
@@ -583,7 +608,9 @@ impl Lab {
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        keys
+        keys.into_iter()
+            .filter(|k| k != "/macvlan/schema")
+            .collect()
     }
 
     /// Starts `sleep` in a network namespace of its own, from inside the

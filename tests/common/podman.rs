@@ -31,6 +31,13 @@ impl Podman {
             serde_json::json!(["macvlan", "--config", lab.config_path(host), "hook"]);
         assert_eq!(hook["when"], shipped["when"]);
         std::fs::write(hooks.join("macvlan.json"), hook.to_string()).unwrap();
+        // The limits this machine needs (DESIGN.md §4) for every container,
+        // also those podman makes itself, such as a pod's infra container.
+        std::fs::write(
+            dir.join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n",
+        )
+        .unwrap();
         let podman = Podman {
             dir,
             netns: format!("--net=/run/netns/{}", lab.ns(host)),
@@ -59,8 +66,14 @@ impl Podman {
         let root = self.dir.join("storage");
         let runroot = self.dir.join("run");
         let hooks = self.dir.join("hooks");
+        let conf = format!(
+            "CONTAINERS_CONF={}",
+            self.dir.join("containers.conf").display()
+        );
         let mut all = vec![
             "120",
+            "env",
+            conf.as_str(),
             "nsenter",
             self.netns.as_str(),
             "podman",

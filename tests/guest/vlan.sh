@@ -98,7 +98,7 @@ TOML
 
 check vlan-create-test1 $MV vlan create --name test1 --subnet 198.18.1.0/24 --host-interface lan0 --id 101
 check vlan-create-test2 $MV vlan create --name test2 --subnet 198.18.2.0/24 --host-interface lan0
-refuse vlan-overlap-refused "overlaps VLAN network" $MV vlan create --name test3 --subnet 198.18.1.128/25 --host-interface lan0
+refuse vlan-overlap-refused "overlaps network" $MV vlan create --name test3 --subnet 198.18.1.128/25 --host-interface lan0
 ID2=$($MV vlan inspect test2 | sed -n 's/.*"id": \([0-9]*\).*/\1/p')
 check vlan-gateway-test1 in_ns gw $MV vlan gateway test1
 check vlan-gateway-test2 in_ns gw $MV vlan gateway test2
@@ -164,7 +164,7 @@ refuse vlan-delete-in-use "is in use by" $MV vlan delete test1
 grep -q 'c1 (198.18.1.2)' /tmp/out && grep -q 'c2 (' /tmp/out && result vlan-delete-names-holders PASS || result vlan-delete-names-holders FAIL "$(cat /tmp/out)"
 for c in c1 c2 c4 c6; do $MV detach --id $c >/dev/null 2>&1 || echo "detach $c failed"; done
 check vlan-delete-after-release $MV vlan delete test1
-refuse vlan-deleted 'no VLAN network "test1"' $MV vlan inspect test1
+refuse vlan-deleted 'no network "test1"' $MV vlan inspect test1
 
 echo "== macvlan log"; cat /tmp/macvlan.log
 echo GUEST-DONE

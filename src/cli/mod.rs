@@ -14,8 +14,10 @@ use crate::ipam;
 use crate::log::{Level, Logger};
 use crate::net::{self, Target};
 use crate::record::FlatRecord;
-use crate::request::{self, Field, ServiceName, Settings, VlanName};
-use crate::vlan;
+use crate::request::{self, Field, ServiceName, Settings};
+
+mod network;
+use network::{NetworkCommand, VlanCommand, VlanCreateArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,8 +98,12 @@ pub enum Command {
         #[arg(long)]
         exit_when_idle: bool,
     },
-    /// VLAN networks: create, delete, list, inspect, and this host as a
-    /// VLAN's gateway.
+    /// Networks the operator defines and containers name (NETWORK=lan):
+    /// create, ls, inspect, rm.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// VLAN networks (networks with --vlan), in the original system's
+    /// verbs: create, delete, list, inspect, and this host as a VLAN's gateway.
     #[command(subcommand)]
     Vlan(VlanCommand),
     /// The original system's spelling of `vlan create`.
@@ -120,43 +126,6 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum VlanCommand {
-    /// Create a VLAN network: a cluster-unique 802.1Q ID and a subnet.
-    Create(VlanCreateArgs),
-    /// Delete a VLAN network no container holds an address in.
-    Delete { name: String },
-    /// List the VLAN networks.
-    #[command(alias = "ls")]
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one VLAN network with the addresses used and free.
-    Inspect { name: String },
-    /// Make this host the VLAN's gateway: `IF.<id>` and on it a macvlan
-    /// holding the gateway address.
-    Gateway { name: String },
-}
-
-#[derive(Debug, clap::Args)]
-pub struct VlanCreateArgs {
-    #[arg(long)]
-    pub name: String,
-    /// The VLAN's subnet, e.g. 198.18.0.0/24.
-    #[arg(long)]
-    pub subnet: String,
-    /// The host interface that carries the tagged frames (the trunk).
-    #[arg(long)]
-    pub host_interface: String,
-    /// The 802.1Q ID, 1-4094 (default: an unused one at random).
-    #[arg(long)]
-    pub id: Option<String>,
-    /// The gateway's address (default: the subnet's first).
-    #[arg(long)]
-    pub gateway: Option<String>,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
     #[arg(long)]
@@ -164,8 +133,15 @@ pub struct AttachArgs {
     /// Container id to record it under (default: pid-<PID>).
     #[arg(long)]
     pub id: Option<String>,
-    #[arg(long = "type")]
-    pub network_type: String,
+    /// A network the operator defined (macvlan network ls).
+    #[arg(long, conflicts_with_all = ["network_type", "networks"])]
+    pub network: Option<String>,
+    /// Several networks, `lan,storage=192.0.2.40`: eth0, eth1… in order.
+    #[arg(long, conflicts_with = "network_type")]
+    pub networks: Option<String>,
+    /// An ad-hoc network: flat, dhcp or vlan (the original system's request).
+    #[arg(long = "type", required_unless_present_any = ["network", "networks"])]
+    pub network_type: Option<String>,
     #[arg(long)]
     pub host_interface: Option<String>,
     #[arg(long)]
@@ -190,7 +166,9 @@ impl AttachArgs {
     /// The options as the annotations they stand for.
     fn annotations(&self) -> BTreeMap<String, String> {
         let fields = [
-            (Field::Type, Some(&self.network_type)),
+            (Field::Type, self.network_type.as_ref()),
+            (Field::Network, self.network.as_ref()),
+            (Field::Networks, self.networks.as_ref()),
             (Field::HostInterface, self.host_interface.as_ref()),
             (Field::Ip, self.ip.as_ref()),
             (Field::Gateway, self.gateway.as_ref()),
@@ -230,7 +208,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| format!("pid-{}", args.pid));
             let settings = Settings::collect(&args.annotations(), &[], false)?;
-            let request = request::parse(&id, &settings, &config.policy)
+            // The operator is at the keyboard: ad-hoc requests are theirs
+            // to make, whatever the policy says about containers.
+            let policy = crate::config::Policy {
+                allow_adhoc: true,
+                ..config.policy.clone()
+            };
+            let request = request::parse(&id, &settings, &policy)
                 .with_context(|| format!("container {id}"))?
                 .with_context(|| format!("container {id}: no network type given"))?;
             let ctx = net::Context::new(config, logger)?;
@@ -242,10 +226,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 log_failure(&ctx.logger, "attach", &id, &e);
                 e.context(format!("container {id}"))
             })?;
-            println!(
-                "{id}: {} {} mac {} on {}",
-                attached.ifname, attached.address, attached.mac, attached.parent
-            );
+            for attached in attached {
+                println!(
+                    "{id}: {} {} mac {} on {}",
+                    attached.ifname, attached.address, attached.mac, attached.parent
+                );
+            }
             Ok(())
         }
         Command::Detach { pid, id } => {
@@ -258,8 +244,10 @@ pub fn run(cli: Cli) -> Result<()> {
                         .with_context(|| format!("no container attached to pid {pid}"))?
                 }
             };
-            let record = net::detach(&ctx, &id, pid).with_context(|| format!("container {id}"))?;
-            println!("{id}: released {}", record.ip);
+            let records = net::detach(&ctx, &id, pid).with_context(|| format!("container {id}"))?;
+            for record in records {
+                println!("{id}: released {}", record.ip);
+            }
             Ok(())
         }
         Command::Ls { json } => {
@@ -273,20 +261,21 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 writeln!(
                     out,
-                    "{:<24} {:<5} {:<9} {:<19} {:<17} {:<10} HOST",
-                    "CONTAINER", "TYPE", "STATE", "ADDRESS", "MAC", "PARENT"
+                    "{:<24} {:<5} {:<9} {:<19} {:<17} {:<10} {:<12} NETWORK",
+                    "CONTAINER", "TYPE", "STATE", "ADDRESS", "MAC", "PARENT", "HOST"
                 )?;
                 for (id, r) in &records {
                     let short: String = id.chars().take(24).collect();
                     writeln!(
                         out,
-                        "{short:<24} {:<5} {:<9} {:<19} {:<17} {:<10} {}",
+                        "{short:<24} {:<5} {:<9} {:<19} {:<17} {:<10} {:<12} {}",
                         r.network_type(),
                         r.state.as_str(),
                         r.ip,
                         r.mac,
                         r.host_interface,
-                        r.host
+                        r.host,
+                        r.network.as_deref().unwrap_or("-")
                     )?;
                 }
             }
@@ -341,13 +330,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Network(command) => {
+            let ctx = net::Context::new(config, logger)?;
+            network::run_network(&ctx, command)
+        }
         Command::Vlan(command) => {
             let ctx = net::Context::new(config, logger)?;
-            run_vlan(&ctx, command)
+            network::run_vlan(&ctx, command)
         }
         Command::CreateVlan(args) => {
             let ctx = net::Context::new(config, logger)?;
-            run_vlan(&ctx, VlanCommand::Create(args))
+            network::run_vlan(&ctx, VlanCommand::Create(args))
         }
         Command::Doctor => {
             let ctx = net::Context::new(config, logger)?;
@@ -411,136 +404,13 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_vlan(ctx: &net::Context, command: VlanCommand) -> Result<()> {
-    let store = ctx.store()?;
-    match command {
-        VlanCommand::Create(args) => {
-            let name = VlanName::parse(&args.name).with_context(|| {
-                format!("invalid --name {:?}: {}", args.name, VlanName::EXPECTED)
-            })?;
-            let subnet: crate::cidr::Ipv4Cidr = args.subnet.parse().map_err(|_| {
-                anyhow::anyhow!(
-                    "invalid --subnet {:?}: expected a subnet in CIDR form like 198.18.0.0/24",
-                    args.subnet
-                )
-            })?;
-            if !request::valid_interface_name(&args.host_interface) || args.host_interface == "lo" {
-                anyhow::bail!(
-                    "invalid --host-interface {:?}: expected an interface name of 1-15 characters (not lo)",
-                    args.host_interface
-                );
-            }
-            let id = args
-                .id
-                .as_deref()
-                .map(|text| {
-                    text.trim().parse::<u16>().ok().filter(|id| vlan::IDS.contains(id)).with_context(
-                        || format!("invalid --id {text:?}: expected 1-4094 (0 and 4095 are reserved by 802.1Q)"),
-                    )
-                })
-                .transpose()?;
-            let gateway = args
-                .gateway
-                .as_deref()
-                .map(|text| {
-                    crate::cidr::parse_ipv4(text).with_context(|| {
-                        format!("invalid --gateway {text:?}: expected an IPv4 address")
-                    })
-                })
-                .transpose()?;
-            let network = vlan::create(
-                store,
-                &ctx.keys,
-                &vlan::CreateRequest {
-                    name,
-                    subnet,
-                    host_interface: args.host_interface.clone(),
-                    id,
-                    gateway,
-                },
-            )
-            .with_context(|| format!("vlan {}", args.name))?;
-            println!(
-                "vlan {}: id {} subnet {} gateway {} on {}",
-                network.name, network.id, network.subnet, network.gateway, network.host_interface
-            );
-        }
-        VlanCommand::Delete { name } => {
-            let network =
-                vlan::delete(store, &ctx.keys, &name).with_context(|| format!("vlan {name}"))?;
-            println!("vlan {name}: deleted (id {} freed)", network.id);
-        }
-        VlanCommand::List { json } => {
-            let networks = vlan::list(store, &ctx.keys)?;
-            let mut rows = Vec::new();
-            for network in &networks {
-                let used = vlan::holders(store, &ctx.keys, network)?.len() as u32;
-                rows.push((network, used));
-            }
-            if json {
-                let list: Vec<serde_json::Value> =
-                    rows.iter().map(|(n, used)| vlan_json(n, *used)).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!(
-                    "{:<16} {:>4} {:<18} {:<15} {:<10} {:>5} {:>6}",
-                    "NAME", "ID", "SUBNET", "GATEWAY", "INTERFACE", "USED", "FREE"
-                );
-                for (n, used) in rows {
-                    println!(
-                        "{:<16} {:>4} {:<18} {:<15} {:<10} {:>5} {:>6}",
-                        n.name,
-                        n.id,
-                        n.subnet,
-                        n.gateway,
-                        n.host_interface,
-                        used,
-                        n.capacity().saturating_sub(used)
-                    );
-                }
-            }
-        }
-        VlanCommand::Inspect { name } => {
-            let network = vlan::load(store, &ctx.keys, &name)?;
-            let held = vlan::holders(store, &ctx.keys, &network)?;
-            let mut value = vlan_json(&network, held.len() as u32);
-            value["addresses"] = held
-                .iter()
-                .map(|(ip, container)| serde_json::json!({"ip": ip, "container": container}))
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&value)?);
-        }
-        VlanCommand::Gateway { name } => {
-            let network = vlan::load(store, &ctx.keys, &name)?;
-            let device = crate::net::vlan_gateway(&network)
-                .with_context(|| format!("vlan {name}: gateway"))?;
-            println!(
-                "vlan {name}: {device} holds {}/{} on {}",
-                network.gateway,
-                network.subnet().prefix,
-                network.sub_interface()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn vlan_json(network: &vlan::VlanNetwork, used: u32) -> serde_json::Value {
-    let mut value = serde_json::to_value(network).expect("network serialises");
-    value["name"] = network.name.clone().into();
-    value["sub_interface"] = network.sub_interface().into();
-    value["used"] = used.into();
-    value["free"] = network.capacity().saturating_sub(used).into();
-    value
-}
-
 /// `macvlan publish`: registers a service of a running container of this host.
 fn publish(ctx: &net::Context, id: &str, port: &str, service: Option<&str>) -> Result<()> {
     let port = request::parse_port(port)
         .with_context(|| format!("invalid --port {port:?}: expected a TCP port from 1 to 65535"))?;
     let record = ipam::load_flat(ctx.store()?, &ctx.keys, id)?
         .context("no network record; publish works for containers on a macvlan network")?;
-    if record.host != ctx.host {
+    if !ctx.owns(&record) {
         anyhow::bail!(
             "runs on host {}; publish it there (the health check runs on the container's host)",
             record.host
@@ -564,8 +434,14 @@ fn publish(ctx: &net::Context, id: &str, port: &str, service: Option<&str>) -> R
         .ip
         .parse()
         .map_err(|_| anyhow::anyhow!("corrupt address {:?} in its record", record.ip))?;
-    let registration =
-        discovery::Registration::new(&service, address.address, port, id, &ctx.host, pid)?;
+    let registration = discovery::Registration::new(
+        &service,
+        address.address,
+        port,
+        id,
+        (&ctx.host, &ctx.host_id),
+        pid,
+    )?;
     discovery::register(ctx.store()?, &ctx.keys, &registration)?;
     discovery::registrar::ensure_running(&ctx.config)
         .context("start the registrar (macvlan daemon)")?;

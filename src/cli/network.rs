@@ -1,0 +1,454 @@
+//! `macvlan network create|ls|inspect|rm`, and the original system's VLAN
+//! verbs (`vlan create|delete|list|inspect|gateway`, `create-vlan`) as
+//! aliases for networks with a VLAN ID.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Subcommand;
+
+use crate::cidr::{parse_ipv4, Ipv4Cidr};
+use crate::net;
+use crate::netlink::MacvlanMode;
+use crate::network::{self, CreateRequest, Ipam, Network, VlanChoice};
+use crate::request::{self, NetworkName};
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Define a network: the parent interface, optionally a VLAN, the
+    /// subnet, gateway and range addresses come from, and limits.
+    Create(Box<NetworkCreateArgs>),
+    /// List the networks with their addresses used and free.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one network with the addresses held and by whom.
+    Inspect { name: String },
+    /// Remove a network nobody holds an address in.
+    #[command(alias = "delete")]
+    Rm { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NetworkCreateArgs {
+    pub name: String,
+    /// The host interface the network lives on (for a VLAN: the trunk).
+    #[arg(long)]
+    pub parent: String,
+    /// The device containers get.
+    #[arg(long, default_value = "macvlan")]
+    pub driver: String,
+    /// macvlan mode: bridge, private, vepa or passthru.
+    #[arg(long, default_value = "bridge")]
+    pub mode: String,
+    /// 802.1Q ID (1-4094): containers sit on the sub-interface PARENT.ID.
+    #[arg(long)]
+    pub vlan: Option<String>,
+    /// e.g. 192.0.2.0/24; required for --ipam static.
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Default: the subnet's first address.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// The part of the subnet handed out, e.g. 192.0.2.128/25.
+    #[arg(long)]
+    pub ip_range: Option<String>,
+    /// An address never handed out (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// static (addresses from the store) or dhcp (from the LAN's server).
+    #[arg(long, default_value = "static")]
+    pub ipam: String,
+    #[arg(long)]
+    pub mtu: Option<String>,
+    /// Egress cap, kbit/s: containers get it unless they ask for less.
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Ingress cap, kbit/s.
+    #[arg(long)]
+    pub ingress_rate: Option<String>,
+    /// Only annotations may request this network, not environment
+    /// variables (which an image's author can set).
+    #[arg(long)]
+    pub annotations_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VlanCommand {
+    /// Create a VLAN network: a cluster-unique 802.1Q ID and a subnet.
+    Create(VlanCreateArgs),
+    /// Delete a VLAN network no container holds an address in.
+    Delete { name: String },
+    /// List the VLAN networks.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one VLAN network with the addresses used and free.
+    Inspect { name: String },
+    /// Make this host the VLAN's gateway: `IF.<id>` and on it a macvlan
+    /// holding the gateway address.
+    Gateway { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VlanCreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The VLAN's subnet, e.g. 198.18.0.0/24.
+    #[arg(long)]
+    pub subnet: String,
+    /// The host interface that carries the tagged frames (the trunk).
+    #[arg(long)]
+    pub host_interface: String,
+    /// The 802.1Q ID, 1-4094 (default: an unused one at random).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The gateway's address (default: the subnet's first).
+    #[arg(long)]
+    pub gateway: Option<String>,
+}
+
+fn network_name(flag: &str, text: &str) -> Result<NetworkName> {
+    NetworkName::parse(text)
+        .with_context(|| format!("invalid {flag} {text:?}: {}", NetworkName::EXPECTED))
+}
+
+fn cidr(flag: &str, text: &str, example: &str) -> Result<Ipv4Cidr> {
+    text.parse().map_err(|_| {
+        anyhow::anyhow!("invalid {flag} {text:?}: expected a subnet in CIDR form like {example}")
+    })
+}
+
+fn address(flag: &str, text: &str) -> Result<Ipv4Addr> {
+    parse_ipv4(text).with_context(|| {
+        format!("invalid {flag} {text:?}: expected an IPv4 address like 192.0.2.1")
+    })
+}
+
+fn vlan_id(flag: &str, text: &str) -> Result<u16> {
+    text.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|id| network::IDS.contains(id))
+        .with_context(|| {
+            format!("invalid {flag} {text:?}: expected 1-4094 (0 and 4095 are reserved by 802.1Q)")
+        })
+}
+
+fn kbit(flag: &str, text: &str) -> Result<u64> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|r| *r > 0 && *r <= u64::from(u32::MAX) / 125)
+        .with_context(|| format!("invalid {flag} {text:?}: expected a rate in kbit/s, like 10000"))
+}
+
+impl NetworkCreateArgs {
+    fn request(&self) -> Result<CreateRequest> {
+        if self.driver != "macvlan" {
+            bail!(
+                "invalid --driver {:?}: expected macvlan (ipvlan is not supported yet)",
+                self.driver
+            );
+        }
+        let mode = match self.mode.trim().to_ascii_lowercase().as_str() {
+            "bridge" => MacvlanMode::Bridge,
+            "private" => MacvlanMode::Private,
+            "vepa" => MacvlanMode::Vepa,
+            "passthru" => MacvlanMode::Passthru,
+            other => {
+                bail!("invalid --mode {other:?}: expected bridge, private, vepa or passthru")
+            }
+        };
+        let ipam = match self.ipam.trim() {
+            "static" => Ipam::Static,
+            "dhcp" => Ipam::Dhcp,
+            other => bail!("invalid --ipam {other:?}: expected static or dhcp"),
+        };
+        Ok(CreateRequest {
+            name: network_name("network name", &self.name)?,
+            parent: self.parent.clone(),
+            mode,
+            vlan: self
+                .vlan
+                .as_deref()
+                .map(|v| vlan_id("--vlan", v).map(VlanChoice::Id))
+                .transpose()?,
+            subnet: self
+                .subnet
+                .as_deref()
+                .map(|s| cidr("--subnet", s, "192.0.2.0/24"))
+                .transpose()?,
+            gateway: self
+                .gateway
+                .as_deref()
+                .map(|g| address("--gateway", g))
+                .transpose()?,
+            ip_range: self
+                .ip_range
+                .as_deref()
+                .map(|r| cidr("--ip-range", r, "192.0.2.128/25"))
+                .transpose()?,
+            exclude: self
+                .exclude
+                .iter()
+                .map(|e| address("--exclude", e))
+                .collect::<Result<_>>()?,
+            ipam,
+            mtu: self
+                .mtu
+                .as_deref()
+                .map(|m| {
+                    m.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|m| (68..=65535).contains(m))
+                        .with_context(|| format!("invalid --mtu {m:?}: expected 68-65535"))
+                })
+                .transpose()?,
+            rate_kbit: self
+                .rate
+                .as_deref()
+                .map(|r| kbit("--rate", r))
+                .transpose()?,
+            ingress_rate_kbit: self
+                .ingress_rate
+                .as_deref()
+                .map(|r| kbit("--ingress-rate", r))
+                .transpose()?,
+            annotations_only: self.annotations_only,
+        })
+    }
+}
+
+/// A network as `ls --json` and `inspect` show it.
+fn network_json(network: &Network, used: u32) -> serde_json::Value {
+    let mut value = serde_json::to_value(network).expect("network serialises");
+    value["name"] = network.name.clone().into();
+    value["link_parent"] = network.link_parent().into();
+    if network.ipam == Ipam::Static {
+        value["used"] = used.into();
+        value["free"] = network.capacity().saturating_sub(used).into();
+    }
+    value
+}
+
+fn used(ctx: &net::Context, network: &Network) -> Result<u32> {
+    Ok(network::holders(ctx.store()?, &ctx.keys, network)?.len() as u32)
+}
+
+pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
+    let store = ctx.store()?;
+    match command {
+        NetworkCommand::Create(args) => {
+            let request = args.request()?;
+            let network = network::create(store, &ctx.keys, &request)
+                .with_context(|| format!("network {}", args.name))?;
+            let mut line = format!(
+                "network {}: {} on {}",
+                network.name,
+                network.ipam.as_str(),
+                network.link_parent()
+            );
+            if let Some(subnet) = &network.subnet {
+                line += &format!(" subnet {subnet}");
+            }
+            if let Some(range) = &network.ip_range {
+                line += &format!(" range {range}");
+            }
+            if let Some(gateway) = network.gateway {
+                line += &format!(" gateway {gateway}");
+            }
+            println!("{line}");
+        }
+        NetworkCommand::Ls { json } => {
+            let networks = network::list(store, &ctx.keys)?;
+            let mut rows = Vec::new();
+            for network in &networks {
+                rows.push((network, used(ctx, network)?));
+            }
+            if json {
+                let list: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(n, used)| network_json(n, *used))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:<7} {:<12} {:<18} {:<15} {:>5} {:>6}",
+                "NAME", "IPAM", "PARENT", "SUBNET", "GATEWAY", "USED", "FREE"
+            );
+            for (n, used) in rows {
+                let free = match n.ipam {
+                    Ipam::Static => n.capacity().saturating_sub(used).to_string(),
+                    Ipam::Dhcp => "-".into(),
+                };
+                println!(
+                    "{:<16} {:<7} {:<12} {:<18} {:<15} {:>5} {:>6}",
+                    n.name,
+                    n.ipam.as_str(),
+                    n.link_parent(),
+                    n.subnet.as_deref().unwrap_or("-"),
+                    n.gateway
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    used,
+                    free
+                );
+            }
+        }
+        NetworkCommand::Inspect { name } => {
+            let network = network::load(store, &ctx.keys, &name)?;
+            let held = network::holders(store, &ctx.keys, &network)?;
+            let mut value = network_json(&network, held.len() as u32);
+            value["addresses"] = held
+                .iter()
+                .map(|(ip, holder)| {
+                    serde_json::json!({
+                        "ip": ip,
+                        "container": request::container_of(holder),
+                        "attachment": holder,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        NetworkCommand::Rm { name } => {
+            let network = network::remove(store, &ctx.keys, &name)
+                .with_context(|| format!("network {name}"))?;
+            match network.vlan {
+                Some(id) => println!("network {name}: removed (VLAN ID {id} freed)"),
+                None => println!("network {name}: removed"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A VLAN network by name: refused for a network without a VLAN ID.
+fn load_vlan(ctx: &net::Context, name: &str) -> Result<Network> {
+    let network = network::load(ctx.store()?, &ctx.keys, name)?;
+    if network.vlan.is_none() {
+        bail!("network {name:?} has no VLAN ID; use macvlan network inspect/rm for it");
+    }
+    Ok(network)
+}
+
+/// A VLAN network in the shape `vlan inspect` and `vlan list --json` have
+/// always had (`id`, `host_interface`, `sub_interface`), plus the network's.
+fn vlan_json(network: &Network, used: u32) -> serde_json::Value {
+    let mut value = network_json(network, used);
+    value["id"] = network.vlan.into();
+    value["host_interface"] = network.parent.clone().into();
+    value["sub_interface"] = network.link_parent().into();
+    value
+}
+
+pub fn run_vlan(ctx: &net::Context, command: VlanCommand) -> Result<()> {
+    let store = ctx.store()?;
+    match command {
+        VlanCommand::Create(args) => {
+            let name = network_name("--name", &args.name)?;
+            let subnet = cidr("--subnet", &args.subnet, "198.18.0.0/24")?;
+            if !request::valid_interface_name(&args.host_interface) || args.host_interface == "lo" {
+                bail!(
+                    "invalid --host-interface {:?}: expected an interface name of 1-15 characters (not lo)",
+                    args.host_interface
+                );
+            }
+            let mut request = CreateRequest::new(name, &args.host_interface, Some(subnet));
+            request.vlan = Some(match args.id.as_deref() {
+                Some(text) => VlanChoice::Id(vlan_id("--id", text)?),
+                None => VlanChoice::Any,
+            });
+            request.gateway = args
+                .gateway
+                .as_deref()
+                .map(|g| address("--gateway", g))
+                .transpose()?;
+            let network = network::create(store, &ctx.keys, &request)
+                .with_context(|| format!("vlan {}", args.name))?;
+            println!(
+                "vlan {}: id {} subnet {} gateway {} on {}",
+                network.name,
+                network.vlan.unwrap_or(0),
+                network.subnet.as_deref().unwrap_or("-"),
+                network
+                    .gateway
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                network.parent
+            );
+        }
+        VlanCommand::Delete { name } => {
+            load_vlan(ctx, &name)?;
+            let network =
+                network::remove(store, &ctx.keys, &name).with_context(|| format!("vlan {name}"))?;
+            println!(
+                "vlan {name}: deleted (id {} freed)",
+                network.vlan.unwrap_or(0)
+            );
+        }
+        VlanCommand::List { json } => {
+            let networks: Vec<Network> = network::list(store, &ctx.keys)?
+                .into_iter()
+                .filter(|n| n.vlan.is_some())
+                .collect();
+            let mut rows = Vec::new();
+            for network in &networks {
+                rows.push((network, used(ctx, network)?));
+            }
+            if json {
+                let list: Vec<serde_json::Value> =
+                    rows.iter().map(|(n, used)| vlan_json(n, *used)).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<16} {:>4} {:<18} {:<15} {:<10} {:>5} {:>6}",
+                    "NAME", "ID", "SUBNET", "GATEWAY", "INTERFACE", "USED", "FREE"
+                );
+                for (n, used) in rows {
+                    println!(
+                        "{:<16} {:>4} {:<18} {:<15} {:<10} {:>5} {:>6}",
+                        n.name,
+                        n.vlan.unwrap_or(0),
+                        n.subnet.as_deref().unwrap_or("-"),
+                        n.gateway
+                            .map(|g| g.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        n.parent,
+                        used,
+                        n.capacity().saturating_sub(used)
+                    );
+                }
+            }
+        }
+        VlanCommand::Inspect { name } => {
+            let network = load_vlan(ctx, &name)?;
+            let held = network::holders(store, &ctx.keys, &network)?;
+            let mut value = vlan_json(&network, held.len() as u32);
+            value["addresses"] = held
+                .iter()
+                .map(|(ip, holder)| serde_json::json!({"ip": ip, "container": holder}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        VlanCommand::Gateway { name } => {
+            let network = load_vlan(ctx, &name)?;
+            let device = crate::net::vlan_gateway(&network)
+                .with_context(|| format!("vlan {name}: gateway"))?;
+            println!(
+                "vlan {name}: {device} holds {}/{} on {}",
+                network.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                network.subnet().map(|s| s.prefix).unwrap_or(0),
+                network.link_parent()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,933 @@
+//! Operator-defined networks in the store (`/macvlan/network/<name>`):
+//! creating one (a subnet that overlaps no other network's, a cluster-unique
+//! 802.1Q ID when it is a VLAN), removing it while nobody holds an address
+//! in it, and taking addresses in it (the requested one, the one the
+//! container held before, or the lowest free one of its range).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::Ipv4Cidr;
+use crate::ipam::{self, Claim, IpamError};
+use crate::netlink::MacvlanMode;
+use crate::record::{now, FlatRecord};
+use crate::request::NetworkName;
+use crate::store::{Compare, Keys, Op, Store, StoreError};
+
+/// 802.1Q IDs a network may use: 0 (priority tags) and 4095 are reserved.
+pub const IDS: std::ops::RangeInclusive<u16> = 1..=4094;
+
+const ATTEMPTS: usize = 64;
+
+/// After a lost race, the next address is picked among this many free ones.
+const CONTENDED_SPREAD: usize = 32;
+
+/// How a network's containers get their addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipam {
+    /// From the store: the requested address or the lowest free one.
+    #[default]
+    Static,
+    /// From the LAN's DHCP server, through the built-in client.
+    Dhcp,
+}
+
+impl Ipam {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipam::Static => "static",
+            Ipam::Dhcp => "dhcp",
+        }
+    }
+}
+
+/// The kind of device a container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkDriver {
+    #[default]
+    Macvlan,
+}
+
+/// A network, as `/macvlan/network/<name>` holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(default)]
+    pub driver: LinkDriver,
+    /// The host interface the network lives on (the trunk, for a VLAN).
+    pub parent: String,
+    pub mode: MacvlanMode,
+    /// The 802.1Q ID: containers sit on the sub-interface `parent.<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// CIDR form, host bits zero. Required for static address management.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The part of the subnet handed out (default: all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    /// Addresses never handed out (other hosts, printers, routers…).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub ipam: Ipam,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Egress and ingress caps (kbit/s): a container gets these unless it
+    /// asks for less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_rate_kbit: Option<u64>,
+    /// Only annotations may request it, not environment variables (which
+    /// an image's author sets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub annotations_only: bool,
+    pub created_at: u64,
+}
+
+impl Network {
+    pub fn subnet(&self) -> Option<Ipv4Cidr> {
+        self.subnet.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    /// The addresses handed out: the range, else the whole subnet.
+    pub fn range(&self) -> Option<Ipv4Cidr> {
+        self.ip_range
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| self.subnet())
+    }
+
+    /// The address pool's name in `/macvlan/ipam/<pool>/`: the network's.
+    pub fn pool(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The device containers' macvlans sit on: the parent, or for a VLAN
+    /// its 802.1Q sub-interface `IF.<id>` (the name `ip link` and vconfig
+    /// use; `vlan<id>` when that is longer than the kernel's 15 bytes).
+    pub fn link_parent(&self) -> String {
+        match self.vlan {
+            None => self.parent.clone(),
+            Some(id) => {
+                let name = format!("{}.{}", self.parent, id);
+                if name.len() <= 15 {
+                    name
+                } else {
+                    format!("vlan{id}")
+                }
+            }
+        }
+    }
+
+    /// Why `address` can never be a container's, or `None` if it can be.
+    /// `reserved` are addresses of this host (the parent's own).
+    pub fn address_problem(&self, address: Ipv4Addr, reserved: &[Ipv4Addr]) -> Option<String> {
+        let subnet = self.subnet()?;
+        let range = self.range().unwrap_or(subnet);
+        Some(if !subnet.contains(address) {
+            format!("outside its subnet {subnet}")
+        } else if address == subnet.network() || address == subnet.broadcast() {
+            "the network or broadcast address of its subnet".to_string()
+        } else if Some(address) == self.gateway {
+            "its gateway's address".to_string()
+        } else if self.exclude.contains(&address) {
+            "excluded from it (--exclude)".to_string()
+        } else if reserved.contains(&address) {
+            format!("an address of this host's {}", self.parent)
+        } else if !range.contains(address) {
+            format!("outside its range {range} (--ip-range)")
+        } else {
+            return None;
+        })
+    }
+
+    /// Addresses containers can take, at most.
+    pub fn capacity(&self) -> u32 {
+        let (Some(subnet), Some(range)) = (self.subnet(), self.range()) else {
+            return 0;
+        };
+        let first = u32::from(range.network()).max(u32::from(subnet.network()) + 1);
+        let last = u32::from(range.broadcast()).min(u32::from(subnet.broadcast()) - 1);
+        if last < first {
+            return 0;
+        }
+        let mut count = last - first + 1;
+        let inside = |a: &Ipv4Addr| (first..=last).contains(&u32::from(*a));
+        count -= self.gateway.iter().filter(|a| inside(a)).count() as u32;
+        let excluded: BTreeSet<&Ipv4Addr> = self
+            .exclude
+            .iter()
+            .filter(|a| inside(a) && Some(**a) != self.gateway)
+            .collect();
+        count.saturating_sub(excluded.len() as u32)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("no network {name:?}; known: {known}")]
+    NotFound { name: String, known: String },
+    #[error("a network {0:?} exists already")]
+    Exists(String),
+    #[error("subnet {subnet} overlaps network {other:?} ({other_subnet})")]
+    Overlap {
+        subnet: String,
+        other: String,
+        other_subnet: String,
+    },
+    #[error("VLAN ID {id} is used by network {holder:?}")]
+    IdTaken { id: u16, holder: String },
+    #[error("VLAN ID {0}: expected 1-4094 (0 and 4095 are reserved by 802.1Q)")]
+    IdReserved(u16),
+    #[error("every VLAN ID from 1 to 4094 is in use")]
+    NoFreeId,
+    #[error(
+        "network {name:?} is in use by {holders}; stop those containers (and run macvlan gc) first"
+    )]
+    InUse { name: String, holders: String },
+    #[error("network {name:?} ({range}) has no free address left")]
+    Exhausted { name: String, range: String },
+    #[error("{address} is not a usable address of network {name:?}: {problem}")]
+    BadAddress {
+        address: Ipv4Addr,
+        name: String,
+        problem: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the store kept changing under us; gave up after {0} attempts")]
+    Contended(usize),
+    #[error("corrupt record {key}: {message}")]
+    Corrupt { key: String, message: String },
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T> = std::result::Result<T, NetworkError>;
+
+/// Which 802.1Q ID a new network gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VlanChoice {
+    Id(u16),
+    /// An unused one at random (`vlan create` without `--id`).
+    Any,
+}
+
+/// What `macvlan network create` asks for.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub name: NetworkName,
+    pub parent: String,
+    pub mode: MacvlanMode,
+    pub vlan: Option<VlanChoice>,
+    pub subnet: Option<Ipv4Cidr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<Ipv4Cidr>,
+    pub exclude: Vec<Ipv4Addr>,
+    pub ipam: Ipam,
+    pub mtu: Option<u32>,
+    pub rate_kbit: Option<u64>,
+    pub ingress_rate_kbit: Option<u64>,
+    pub annotations_only: bool,
+}
+
+impl CreateRequest {
+    /// A static network on `parent` with `subnet`, everything else default.
+    pub fn new(name: NetworkName, parent: &str, subnet: Option<Ipv4Cidr>) -> CreateRequest {
+        CreateRequest {
+            name,
+            parent: parent.to_string(),
+            mode: MacvlanMode::Bridge,
+            vlan: None,
+            subnet,
+            gateway: None,
+            ip_range: None,
+            exclude: Vec::new(),
+            ipam: Ipam::Static,
+            mtu: None,
+            rate_kbit: None,
+            ingress_rate_kbit: None,
+            annotations_only: false,
+        }
+    }
+}
+
+pub fn parse(name: &str, key: &str, text: &str) -> Result<Network> {
+    let mut network: Network = serde_json::from_str(text).map_err(|e| NetworkError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })?;
+    network.name = name.to_string();
+    Ok(network)
+}
+
+/// Every network, by name.
+pub fn list(store: &dyn Store, keys: &Keys) -> Result<Vec<Network>> {
+    let prefix = keys.network_prefix();
+    store
+        .list(&prefix)?
+        .into_iter()
+        .map(|(key, value)| parse(&key[prefix.len()..], &key, &value))
+        .collect()
+}
+
+pub fn load(store: &dyn Store, keys: &Keys, name: &str) -> Result<Network> {
+    let key = keys.network(name);
+    match store.get(&key)? {
+        Some(text) => parse(name, &key, &text),
+        None => {
+            let known: Vec<String> = list(store, keys)?.into_iter().map(|n| n.name).collect();
+            Err(NetworkError::NotFound {
+                name: name.to_string(),
+                known: if known.is_empty() {
+                    "none (create one with macvlan network create)".into()
+                } else {
+                    known.join(", ")
+                },
+            })
+        }
+    }
+}
+
+/// A random number below `bound`, for picking a free VLAN ID or address.
+fn random_below(bound: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::Instant::now().elapsed().as_nanos());
+    (hasher.finish() % bound as u64) as usize
+}
+
+/// Checks a create request on its own, before the store is read.
+fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
+    let invalid = |text: String| Err(NetworkError::Invalid(text));
+    if let Some(VlanChoice::Id(id)) = request.vlan {
+        if !IDS.contains(&id) {
+            return Err(NetworkError::IdReserved(id));
+        }
+    }
+    if !crate::request::valid_interface_name(&request.parent) || request.parent == "lo" {
+        return invalid(format!(
+            "--parent {:?}: expected an interface name of 1-15 characters (not lo)",
+            request.parent
+        ));
+    }
+    let subnet = request.subnet.map(|s| s.subnet());
+    let Some(subnet) = subnet else {
+        if request.ipam == Ipam::Static {
+            return invalid(
+                "--subnet is required unless --ipam dhcp: the store hands out addresses from it"
+                    .into(),
+            );
+        }
+        for (flag, given) in [
+            ("--gateway", request.gateway.is_some()),
+            ("--ip-range", request.ip_range.is_some()),
+            ("--exclude", !request.exclude.is_empty()),
+        ] {
+            if given {
+                return invalid(format!("{flag} needs --subnet"));
+            }
+        }
+        return Ok(None);
+    };
+    if !(1..=30).contains(&subnet.prefix) {
+        return invalid(format!(
+            "--subnet {}: expected a prefix length from 1 to 30",
+            request.subnet.expect("given")
+        ));
+    }
+    let host_address = |flag: &str, address: Ipv4Addr| {
+        if !subnet.contains(address) || address == subnet.network() || address == subnet.broadcast()
+        {
+            Err(NetworkError::Invalid(format!(
+                "{flag} {address}: expected a host address of {subnet}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(gateway) = request.gateway {
+        host_address("--gateway", gateway)?;
+    }
+    for address in &request.exclude {
+        host_address("--exclude", *address)?;
+    }
+    if let Some(range) = request.ip_range {
+        if range.subnet() != range
+            || !subnet.contains(range.network())
+            || range.prefix < subnet.prefix
+        {
+            return invalid(format!(
+                "--ip-range {range}: expected a subnet inside {subnet} (host bits zero), like {}/{}",
+                subnet.network(),
+                (subnet.prefix + 1).min(30)
+            ));
+        }
+    }
+    if let Some(mtu) = request.mtu {
+        if !(68..=65535).contains(&mtu) {
+            return invalid(format!("--mtu {mtu}: expected 68-65535"));
+        }
+    }
+    Ok(Some(subnet))
+}
+
+/// Creates a network: its record, its VLAN ID key and the generation
+/// counter move in one transaction that checks nothing changed since the
+/// overlap check read them.
+pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result<Network> {
+    let subnet = validate(request)?;
+    let name = request.name.as_str();
+    // A VLAN network's gateway defaults to the subnet's first address (the
+    // original system's rule, and Docker's).
+    let gateway = request.gateway.or_else(|| {
+        subnet
+            .filter(|_| request.vlan.is_some() || request.ipam == Ipam::Static)
+            .map(|s| Ipv4Addr::from(u32::from(s.network()) + 1))
+    });
+    for _ in 0..ATTEMPTS {
+        let generation = store.get(&keys.network_generation())?;
+        let existing = list(store, keys)?;
+        if existing.iter().any(|n| n.name == name) {
+            return Err(NetworkError::Exists(name.to_string()));
+        }
+        if let Some(subnet) = subnet {
+            if let Some((other, other_subnet)) = existing
+                .iter()
+                .find_map(|n| n.subnet().filter(|o| o.overlaps(subnet)).map(|o| (n, o)))
+            {
+                return Err(NetworkError::Overlap {
+                    subnet: subnet.to_string(),
+                    other: other.name.clone(),
+                    other_subnet: other_subnet.to_string(),
+                });
+            }
+        }
+        let used: BTreeSet<u16> = existing.iter().filter_map(|n| n.vlan).collect();
+        let vlan = match request.vlan {
+            None => None,
+            Some(VlanChoice::Id(id)) => {
+                if let Some(holder) = existing.iter().find(|n| n.vlan == Some(id)) {
+                    return Err(NetworkError::IdTaken {
+                        id,
+                        holder: holder.name.clone(),
+                    });
+                }
+                Some(id)
+            }
+            Some(VlanChoice::Any) => {
+                let free: Vec<u16> = IDS.filter(|id| !used.contains(id)).collect();
+                if free.is_empty() {
+                    return Err(NetworkError::NoFreeId);
+                }
+                Some(free[random_below(free.len())])
+            }
+        };
+        let network = Network {
+            name: name.to_string(),
+            driver: LinkDriver::Macvlan,
+            parent: request.parent.clone(),
+            mode: request.mode,
+            vlan,
+            subnet: subnet.map(|s| s.to_string()),
+            gateway,
+            ip_range: request.ip_range.map(|r| r.to_string()),
+            exclude: request.exclude.clone(),
+            ipam: request.ipam,
+            mtu: request.mtu,
+            rate_kbit: request.rate_kbit,
+            ingress_rate_kbit: request.ingress_rate_kbit,
+            annotations_only: request.annotations_only,
+            created_at: now(),
+        };
+        let next = generation
+            .as_deref()
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        let mut compares = vec![
+            match &generation {
+                Some(g) => Compare::Equals(keys.network_generation(), g.clone()),
+                None => Compare::Absent(keys.network_generation()),
+            },
+            Compare::Absent(keys.network(name)),
+        ];
+        let mut ops = vec![
+            Op::Put(keys.network_generation(), next.to_string()),
+            Op::Put(
+                keys.network(name),
+                serde_json::to_string(&network).expect("network serialises"),
+            ),
+        ];
+        if let Some(id) = vlan {
+            compares.push(Compare::Absent(keys.vlan_id(id)));
+            ops.push(Op::Put(
+                keys.vlan_id(id),
+                serde_json::Value::String(name.to_string()).to_string(),
+            ));
+        }
+        if store.transaction(&compares, &ops)? {
+            return Ok(network);
+        }
+    }
+    Err(NetworkError::Contended(ATTEMPTS))
+}
+
+/// The addresses held in a network, as `(address, holder)`.
+pub fn holders(
+    store: &dyn Store,
+    keys: &Keys,
+    network: &Network,
+) -> Result<Vec<(Ipv4Addr, String)>> {
+    let prefix = keys.pool_prefix(&network.pool());
+    let mut held: Vec<(Ipv4Addr, String)> = store
+        .list(&prefix)?
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let ip = key[prefix.len()..].parse().ok()?;
+            Some((ip, ipam::parse_holder(&value)))
+        })
+        .collect();
+    held.sort();
+    Ok(held)
+}
+
+/// Containers with a record on the network but no address key (a DHCP
+/// container between leases, say).
+fn record_holders(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for (id, key, text) in ipam::list_records(store, keys)? {
+        let record: FlatRecord =
+            serde_json::from_str(&text).map_err(|e| NetworkError::Corrupt {
+                key,
+                message: e.to_string(),
+            })?;
+        if record.network.as_deref() == Some(name) {
+            found.push(id);
+        }
+    }
+    Ok(found)
+}
+
+/// Removes a network no container holds an address in or has a record on.
+pub fn remove(store: &dyn Store, keys: &Keys, name: &str) -> Result<Network> {
+    for _ in 0..ATTEMPTS {
+        let network = load(store, keys, name)?;
+        let mut names: Vec<String> = holders(store, keys, &network)?
+            .iter()
+            .map(|(ip, container)| format!("{container} ({ip})"))
+            .collect();
+        for id in record_holders(store, keys, name)? {
+            if !names.iter().any(|n| n.starts_with(&format!("{id} "))) {
+                names.push(id);
+            }
+        }
+        if !names.is_empty() {
+            return Err(NetworkError::InUse {
+                name: name.to_string(),
+                holders: names.join(", "),
+            });
+        }
+        let generation = store.get(&keys.network_generation())?;
+        let next = generation
+            .as_deref()
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        let record = store.get(&keys.network(name))?.unwrap_or_default();
+        let compares = vec![
+            match &generation {
+                Some(g) => Compare::Equals(keys.network_generation(), g.clone()),
+                None => Compare::Absent(keys.network_generation()),
+            },
+            Compare::Equals(keys.network(name), record),
+        ];
+        let mut ops = vec![
+            Op::Put(keys.network_generation(), next.to_string()),
+            Op::Delete(keys.network(name)),
+        ];
+        if let Some(id) = network.vlan {
+            ops.push(Op::Delete(keys.vlan_id(id)));
+        }
+        if store.transaction(&compares, &ops)? {
+            return Ok(network);
+        }
+    }
+    Err(NetworkError::Contended(ATTEMPTS))
+}
+
+/// Checks that `address` can be a container's in `network`.
+pub fn check_address(network: &Network, address: Ipv4Addr, reserved: &[Ipv4Addr]) -> Result<()> {
+    match network.address_problem(address, reserved) {
+        Some(problem) => Err(NetworkError::BadAddress {
+            address,
+            name: network.name.clone(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The network whose subnet holds `address`, if any: ad-hoc claims must
+/// not take what that network hands out.
+pub fn covering(networks: &[Network], address: Ipv4Addr) -> Option<&Network> {
+    networks
+        .iter()
+        .find(|n| n.subnet().is_some_and(|s| s.contains(address)))
+}
+
+/// Takes an address in `network` for attachment `record_id` and writes
+/// `record` (its `ip`, `pool` and `network` are filled in here): the
+/// requested address, else the one it held before (a restart), else the
+/// lowest free one of the range. Every attempt is one create-if-absent of
+/// the address key, which also checks that no ad-hoc claim holds the
+/// address; a lost race moves on to another free address.
+pub fn claim(
+    store: &dyn Store,
+    keys: &Keys,
+    record_id: &str,
+    network: &Network,
+    requested: Option<Ipv4Addr>,
+    reserved: &[Ipv4Addr],
+    record: &FlatRecord,
+) -> Result<(Claim, Ipv4Cidr)> {
+    let subnet = network.subnet().ok_or_else(|| {
+        NetworkError::Invalid(format!(
+            "network {:?} has no subnet to take addresses from",
+            network.name
+        ))
+    })?;
+    let range = network.range().unwrap_or(subnet);
+    let at = |address: Ipv4Addr| Ipv4Cidr {
+        address,
+        prefix: subnet.prefix,
+    };
+    let with_address = |address: Ipv4Addr| {
+        let mut record = record.clone();
+        record.ip = at(address).to_string();
+        record.pool = network.pool();
+        record.network = Some(network.name.clone());
+        record
+    };
+    let take = |address: Ipv4Addr| {
+        ipam::claim(
+            store,
+            keys,
+            record_id,
+            address,
+            &with_address(address),
+            &[keys.address(crate::ipam::ADHOC_POOL, address)],
+        )
+    };
+    if let Some(address) = requested {
+        check_address(network, address, reserved)?;
+        return Ok((take(address)?, at(address)));
+    }
+    if let Some(previous) = ipam::load_flat(store, keys, record_id)? {
+        let same_network = previous.network.as_deref() == Some(network.name.as_str());
+        if let (true, Ok(cidr)) = (same_network, previous.ip.parse::<Ipv4Cidr>()) {
+            if check_address(network, cidr.address, reserved).is_ok() {
+                return Ok((take(cidr.address)?, at(cidr.address)));
+            }
+        }
+    }
+    let first = u32::from(range.network()).max(u32::from(subnet.network()) + 1);
+    let last = u32::from(range.broadcast()).min(u32::from(subnet.broadcast()) - 1);
+    let mut lost_races = 0;
+    // Addresses held ad hoc (found by trying them): not in the network's pool.
+    let mut held_ad_hoc = BTreeSet::new();
+    for _ in 0..ATTEMPTS {
+        let mut used: BTreeSet<Ipv4Addr> = holders(store, keys, network)?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        used.extend(&held_ad_hoc);
+        let free: Vec<Ipv4Addr> = (first..=last)
+            .map(Ipv4Addr::from)
+            .filter(|a| !used.contains(a) && network.address_problem(*a, reserved).is_none())
+            .take(CONTENDED_SPREAD)
+            .collect();
+        if free.is_empty() {
+            return Err(NetworkError::Exhausted {
+                name: network.name.clone(),
+                range: range.to_string(),
+            });
+        }
+        // The lowest free address; after a lost race, one of the next few
+        // at random, so that hosts allocating at once stop colliding on
+        // the same one.
+        let address = if lost_races == 0 {
+            free[0]
+        } else {
+            free[random_below(free.len())]
+        };
+        match take(address) {
+            Ok(claim) => return Ok((claim, at(address))),
+            // Taken meanwhile by another host's container, or held ad hoc.
+            Err(IpamError::Held { .. }) => {
+                if store
+                    .get(&keys.address(&network.pool(), address))?
+                    .is_some()
+                {
+                    lost_races += 1;
+                } else {
+                    held_ad_hoc.insert(address);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(NetworkError::Contended(ATTEMPTS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn setup() -> (tempfile::TempDir, SqliteStore, Keys) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        (dir, store, Keys::new("/macvlan"))
+    }
+
+    fn request(name: &str, subnet: &str) -> CreateRequest {
+        CreateRequest::new(
+            NetworkName::parse(name).unwrap(),
+            "lan0",
+            Some(subnet.parse().unwrap()),
+        )
+    }
+
+    fn vlan_request(name: &str, subnet: &str, id: Option<u16>) -> CreateRequest {
+        let mut r = request(name, subnet);
+        r.vlan = Some(id.map(VlanChoice::Id).unwrap_or(VlanChoice::Any));
+        r
+    }
+
+    fn record() -> FlatRecord {
+        FlatRecord::sample("198.18.0.99/24")
+    }
+
+    fn take(
+        store: &SqliteStore,
+        keys: &Keys,
+        id: &str,
+        network: &Network,
+        requested: Option<&str>,
+    ) -> Result<Ipv4Addr> {
+        claim(
+            store,
+            keys,
+            id,
+            network,
+            requested.map(|r| r.parse().unwrap()),
+            &[],
+            &record(),
+        )
+        .map(|(_, cidr)| cidr.address)
+    }
+
+    #[test]
+    fn create_picks_a_free_id_and_the_first_address_as_gateway() {
+        let (_d, store, keys) = setup();
+        let network = create(&store, &keys, &vlan_request("test1", "198.18.0.7/24", None)).unwrap();
+        let id = network.vlan.unwrap();
+        assert!(IDS.contains(&id));
+        assert_eq!(network.subnet.as_deref(), Some("198.18.0.0/24"));
+        assert_eq!(network.gateway, Some(Ipv4Addr::new(198, 18, 0, 1)));
+        assert_eq!(network.link_parent(), format!("lan0.{id}"));
+        assert_eq!(load(&store, &keys, "test1").unwrap(), network);
+        assert_eq!(
+            store.get(&keys.vlan_id(id)).unwrap().as_deref(),
+            Some("\"test1\"")
+        );
+    }
+
+    #[test]
+    fn overlap_duplicate_names_and_taken_or_reserved_ids_are_refused() {
+        let (_d, store, keys) = setup();
+        create(&store, &keys, &vlan_request("a", "198.18.0.0/24", Some(10))).unwrap();
+        assert!(matches!(
+            create(&store, &keys, &request("a", "198.18.9.0/24")),
+            Err(NetworkError::Exists(_))
+        ));
+        match create(&store, &keys, &request("b", "198.18.0.128/25")) {
+            Err(NetworkError::Overlap { other, .. }) => assert_eq!(other, "a"),
+            other => panic!("expected overlap, got {other:?}"),
+        }
+        assert!(matches!(
+            create(&store, &keys, &vlan_request("c", "198.18.1.0/24", Some(10))),
+            Err(NetworkError::IdTaken { id: 10, .. })
+        ));
+        assert!(matches!(
+            create(
+                &store,
+                &keys,
+                &vlan_request("d", "198.18.2.0/24", Some(4095))
+            ),
+            Err(NetworkError::IdReserved(4095))
+        ));
+    }
+
+    #[test]
+    fn bad_definitions_are_refused_naming_the_flag() {
+        let (_d, store, keys) = setup();
+        let mut r = request("n", "192.0.2.0/24");
+        r.gateway = Some("198.51.100.1".parse().unwrap());
+        assert!(create(&store, &keys, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("--gateway"));
+        let mut r = request("n", "192.0.2.0/24");
+        r.ip_range = Some("192.0.3.0/28".parse().unwrap());
+        assert!(create(&store, &keys, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("--ip-range"));
+        let mut r = request("n", "192.0.2.0/24");
+        r.exclude = vec!["192.0.2.255".parse().unwrap()];
+        assert!(create(&store, &keys, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("--exclude"));
+        let r = CreateRequest::new(NetworkName::parse("n").unwrap(), "lan0", None);
+        assert!(create(&store, &keys, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("--subnet"));
+        let mut r = CreateRequest::new(NetworkName::parse("n").unwrap(), "lan0", None);
+        r.ipam = Ipam::Dhcp;
+        assert_eq!(create(&store, &keys, &r).unwrap().gateway, None);
+    }
+
+    #[test]
+    fn allocation_skips_gateway_excluded_reserved_and_stays_in_range() {
+        let (_d, store, keys) = setup();
+        let mut r = request("lan", "192.0.2.0/24");
+        r.ip_range = Some("192.0.2.0/29".parse().unwrap());
+        r.exclude = vec!["192.0.2.3".parse().unwrap()];
+        let network = create(&store, &keys, &r).unwrap();
+        // .1-.7 without the gateway (.1) and the excluded .3.
+        assert_eq!(network.capacity(), 5);
+        let reserved = ["192.0.2.4".parse().unwrap()];
+        let mut got = Vec::new();
+        let exhausted = loop {
+            match claim(
+                &store,
+                &keys,
+                &format!("c{}", got.len()),
+                &network,
+                None,
+                &reserved,
+                &record(),
+            ) {
+                Ok((_, cidr)) => got.push(cidr.to_string()),
+                Err(e) => break e,
+            }
+            assert!(got.len() <= 5);
+        };
+        assert!(
+            matches!(exhausted, NetworkError::Exhausted { .. }),
+            "{exhausted}"
+        );
+        assert_eq!(
+            got,
+            [
+                "192.0.2.2/24",
+                "192.0.2.5/24",
+                "192.0.2.6/24",
+                "192.0.2.7/24"
+            ]
+        );
+        for (address, problem) in [
+            ("192.0.2.1", "gateway"),
+            ("192.0.2.3", "excluded"),
+            ("192.0.2.9", "outside its range"),
+            ("198.18.0.1", "outside its subnet"),
+        ] {
+            let e = take(&store, &keys, "x", &network, Some(address)).unwrap_err();
+            assert!(e.to_string().contains(problem), "{address}: {e}");
+        }
+        let e = claim(
+            &store,
+            &keys,
+            "x",
+            &network,
+            Some("192.0.2.4".parse().unwrap()),
+            &reserved,
+            &record(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("an address of this host's lan0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn restart_keeps_the_address_and_ad_hoc_holders_are_respected() {
+        let (_d, store, keys) = setup();
+        let network = create(&store, &keys, &request("lan", "192.0.2.0/24")).unwrap();
+        // An ad-hoc container holds .2: the network hands out .3.
+        store
+            .transaction(
+                &[],
+                &[Op::Put(
+                    keys.address(ipam::ADHOC_POOL, "192.0.2.2".parse().unwrap()),
+                    "\"adhoc\"".into(),
+                )],
+            )
+            .unwrap();
+        assert_eq!(
+            take(&store, &keys, "a", &network, None).unwrap(),
+            Ipv4Addr::new(192, 0, 2, 3)
+        );
+        assert!(matches!(
+            take(&store, &keys, "b", &network, Some("192.0.2.2")),
+            Err(NetworkError::Ipam(IpamError::Held { .. }))
+        ));
+        assert_eq!(
+            take(&store, &keys, "b", &network, None).unwrap(),
+            Ipv4Addr::new(192, 0, 2, 4)
+        );
+        assert_eq!(
+            take(&store, &keys, "a", &network, None).unwrap(),
+            Ipv4Addr::new(192, 0, 2, 3)
+        );
+        let record = ipam::load_flat(&store, &keys, "a").unwrap().unwrap();
+        assert_eq!(record.network.as_deref(), Some("lan"));
+        assert_eq!(record.pool, "lan");
+    }
+
+    #[test]
+    fn remove_is_refused_while_in_use() {
+        let (_d, store, keys) = setup();
+        let network = create(&store, &keys, &vlan_request("v", "198.18.0.0/24", Some(7))).unwrap();
+        take(&store, &keys, "c1", &network, None).unwrap();
+        match remove(&store, &keys, "v") {
+            Err(NetworkError::InUse { holders, .. }) => {
+                assert!(holders.contains("c1 (198.18.0.2)"))
+            }
+            other => panic!("expected in use, got {other:?}"),
+        }
+        ipam::release_flat(&store, &keys, "c1").unwrap();
+        remove(&store, &keys, "v").unwrap();
+        assert!(store.get(&keys.vlan_id(7)).unwrap().is_none());
+        assert!(matches!(
+            load(&store, &keys, "v"),
+            Err(NetworkError::NotFound { .. })
+        ));
+    }
+}
