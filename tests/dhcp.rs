@@ -103,6 +103,24 @@ fn leases_on_two_hosts_survive_restart_and_are_released_at_stop() {
     assert_eq!(record["lease"]["server"], GATEWAY, "{record}");
     assert_eq!(record["lease"]["address"], address_a.as_str(), "{record}");
     assert!(lab.log("h1").contains("type=dhcp"), "{}", lab.log("h1"));
+    // The leased address is claimed in the store: a static request for it
+    // on the same host is refused, naming the holder, and leaves nothing.
+    let ip_a = address_a.split('/').next().unwrap();
+    assert!(
+        lab.store_keys("h1")
+            .contains(&format!("/macvlan/ipam/_adhoc/{ip_a}")),
+        "{:?}",
+        lab.store_keys("h1")
+    );
+    let thief = lab.id("thief");
+    let env = common::flat_env(&address_a);
+    let bundle = lab.bundle("h1", &thief, &common::as_strs(&env), &[]);
+    let error = lab.start("h1", &thief, &bundle).unwrap_err();
+    assert!(
+        error.contains(&format!("address {ip_a} is held by container {a}")),
+        "{error}"
+    );
+    let _ = lab.runc("h1", &["delete", "--force", &thief]);
 
     // Restart: released at stop, the same address again at start.
     lab.stop("h1", &a);

@@ -373,3 +373,77 @@ fn tls_with_client_certificates() {
     assert!(text(&out).contains("etcd://"), "{}", text(&out));
     eprintln!("without a client certificate: {}", text(&out).trim());
 }
+
+/// The schema-0 fixture (written by the release before networks) loaded
+/// into the cluster, then opened by both hosts at once: one migrates under
+/// the lock, both find every record, and the keyspace is schema 1.
+#[test]
+fn a_schema_zero_keyspace_is_migrated_once_when_two_hosts_open_it() {
+    let lab = Lab::new(&["hA", "hB"]);
+    let cluster = EtcdCluster::start(&lab, 3, &etcd_section());
+    let fixture = rusqlite::Connection::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/schema0.db"
+    ))
+    .unwrap();
+    let mut statement = fixture.prepare("SELECT key, value FROM kv").unwrap();
+    let rows: Vec<(String, String)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 12);
+    for (key, value) in &rows {
+        let out = cluster.etcdctl(&["put", key, value]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["hA", "hB"]
+            .map(|host| {
+                let lab = &lab;
+                scope.spawn(move || lab.macvlan(host, &["ls", "--json"]))
+            })
+            .into_iter()
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outputs {
+        assert!(out.status.success(), "{}", text(out));
+        let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<&str> = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["fa", "fb", "fc", "vc1", "dd"]);
+    }
+    let out = cluster.etcdctl(&["get", "--print-value-only", "/macvlan/schema"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let keys = cluster.keys("/macvlan/");
+    assert!(
+        keys.contains(&"/macvlan/network/test1".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"/macvlan/ipam/test1/198.18.0.2".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("/macvlan/vlan/")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.contains(&"/macvlan/schema-lock".to_string()),
+        "{keys:?}"
+    );
+    // Exactly one host migrated (and logged what it found).
+    let migrated = ["hA", "hB"]
+        .iter()
+        .filter(|h| lab.log(h).contains("192.0.2.10 was held twice"))
+        .count();
+    assert_eq!(migrated, 1);
+    // The VLAN verbs work on the migrated network.
+    let out = lab.macvlan("hB", &["vlan", "inspect", "test1"]);
+    assert!(text(&out).contains("\"vc1\""), "{}", text(&out));
+}
