@@ -170,6 +170,28 @@ fn main() {
         .status()
         .unwrap();
     assert!(status.success(), "network create");
+    // The same with host access: a host-side device and a /32 route.
+    let status = Command::new(MACVLAN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "network",
+            "create",
+            "bench-ha",
+        ])
+        .args([
+            "--parent",
+            "lan0",
+            "--subnet",
+            "192.0.2.0/24",
+            "--gateway",
+            "192.0.2.1",
+        ])
+        .arg("--host-access")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "network create --host-access");
     // The baseline binary keeps its own store (its format may be older).
     let baseline_config = work.path().join("baseline.toml");
     std::fs::write(
@@ -207,6 +229,7 @@ fn main() {
         timed(command, state)
     };
     let mut network_attach = Series::default();
+    let mut host_access_attach = Series::default();
     let mut network_poststop = Series::default();
     let mut base_attach = Series::default();
     let mut ours_attach = Series::default();
@@ -241,11 +264,19 @@ fn main() {
         })
         .to_string();
         let mut named = container();
+        let mut reachable = container();
         let mut base = container();
         let network_state = |status: &str, pid: Option<u32>| {
             serde_json::json!({
                 "ociVersion": "1.0.2", "id": format!("net-{i}"), "status": status, "pid": pid,
                 "bundle": bundle, "annotations": {"macvlan.network": "bench"}
+            })
+            .to_string()
+        };
+        let host_access_state = |status: &str, pid: Option<u32>| {
+            serde_json::json!({
+                "ociVersion": "1.0.2", "id": format!("ha-{i}"), "status": status, "pid": pid,
+                "bundle": bundle, "annotations": {"macvlan.network": "bench-ha"}
             })
             .to_string()
         };
@@ -321,9 +352,24 @@ fn main() {
             run_base(&mut base_attach);
             run_network(&mut network_attach, &mut network_poststop);
         }
+        host_access_attach.push(hook(
+            "createRuntime",
+            &host_access_state("creating", Some(reachable.id())),
+        ));
+        hook("poststop", &host_access_state("stopped", None));
+        let mut command = Command::new(MACVLAN);
+        command.args(["--config", config.to_str().unwrap(), "detach", "--id"]);
+        command.arg(format!("ha-{i}"));
+        timed(command, "");
         ours_noop.push(hook("createRuntime", &noop_state));
         floor.push(timed(Command::new("/bin/true"), ""));
-        for child in [&mut ours, &mut theirs, &mut named, &mut base] {
+        for child in [
+            &mut ours,
+            &mut theirs,
+            &mut named,
+            &mut reachable,
+            &mut base,
+        ] {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -359,6 +405,10 @@ fn main() {
             &network_attach,
         ),
         ("macvlan hook poststop, network", &network_poststop),
+        (
+            "macvlan hook createRuntime (attach), network with host access",
+            &host_access_attach,
+        ),
     ];
     if baseline.is_some() {
         rows.push((
@@ -367,7 +417,6 @@ fn main() {
         ));
     }
     for (name, series) in rows.into_iter().chain([
-        ("macvlan hook createRuntime (attach)", &ours_attach),
         (
             "macvlan hook poststop (mark stopped; netns gone)",
             &ours_poststop,
@@ -406,6 +455,11 @@ fn main() {
         floor.median().as_secs_f64() / cni_add.median().as_secs_f64()
     );
     let network_ratio = network_attach.median().as_secs_f64() / ours_attach.median().as_secs_f64();
+    let _ = writeln!(
+        report,
+        "\nHost access vs the same network request without it (medians; target ≤ 1.15): **{:.3}**.",
+        host_access_attach.median().as_secs_f64() / network_attach.median().as_secs_f64()
+    );
     let _ = writeln!(
         report,
         "\nNetwork request vs ad-hoc request (medians): **{network_ratio:.3}**."

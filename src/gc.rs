@@ -2,8 +2,6 @@
 //! runtime), so releases are discovered: the records and addresses of
 //! containers that no longer exist, or that stopped too long ago, go.
 
-use std::path::Path;
-
 use anyhow::{Context as _, Result};
 
 use crate::config::GcPolicy;
@@ -38,8 +36,17 @@ pub struct Release {
     pub reason: Reason,
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (a killed
+/// container's init stays one until its new parent reaps it).
 fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S …": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
 }
 
 /// Whether the engines still know container `id`.
@@ -101,6 +108,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
             if ipam::release_flat_if(ctx.store()?, &ctx.keys, &id, &value)?.is_none() {
                 continue;
             }
+            crate::net::host_access::remove_route(ctx, &id, &record);
             // A DHCP lease whose container vanished without a poststop
             // goes back to its server too.
             if let Err(e) = crate::dhcp::give_back(ctx, &id, &record) {

@@ -170,6 +170,7 @@ fn zero_to_one(
             rate_kbit: None,
             ingress_rate_kbit: None,
             annotations_only: false,
+            host_access: false,
             created_at: old.created_at,
         };
         let put = Op::Put(

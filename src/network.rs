@@ -90,6 +90,11 @@ pub struct Network {
     /// an image's author sets).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub annotations_only: bool,
+    /// This host reaches its own containers on the network (and they it)
+    /// through a host-side macvlan on the same parent and a /32 route per
+    /// local container.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_access: bool,
     pub created_at: u64,
 }
 
@@ -126,6 +131,18 @@ impl Network {
                 }
             }
         }
+    }
+
+    /// The host-side device of `--host-access`: `mvh-<name>`, or within the
+    /// kernel's 15 bytes `mvh-<first 6>-<4 hex of a hash of the name>`.
+    pub fn host_device(&self) -> String {
+        let name = format!("mvh-{}", self.name);
+        if name.len() <= 15 {
+            return name;
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.name.as_bytes());
+        format!("mvh-{}-{:02x}{:02x}", &self.name[..6], digest[0], digest[1])
     }
 
     /// Why `address` can never be a container's, or `None` if it can be.
@@ -240,6 +257,7 @@ pub struct CreateRequest {
     pub rate_kbit: Option<u64>,
     pub ingress_rate_kbit: Option<u64>,
     pub annotations_only: bool,
+    pub host_access: bool,
 }
 
 impl CreateRequest {
@@ -259,6 +277,7 @@ impl CreateRequest {
             rate_kbit: None,
             ingress_rate_kbit: None,
             annotations_only: false,
+            host_access: false,
         }
     }
 }
@@ -315,6 +334,17 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
         if !IDS.contains(&id) {
             return Err(NetworkError::IdReserved(id));
         }
+    }
+    if request.host_access && request.mode != MacvlanMode::Bridge {
+        return invalid(format!(
+            "--host-access needs --mode bridge: the host-side device reaches the containers as a sibling macvlan, which only bridge mode delivers to (mode {})",
+            request.mode.as_str()
+        ));
+    }
+    if request.host_access && request.ipam == Ipam::Dhcp {
+        return invalid(
+            "--host-access works with --ipam static only so far (a lease's address can change at renewal, and the host route with it)".into(),
+        );
     }
     if !crate::request::valid_interface_name(&request.parent) || request.parent == "lo" {
         return invalid(format!(
@@ -449,6 +479,7 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
             rate_kbit: request.rate_kbit,
             ingress_rate_kbit: request.ingress_rate_kbit,
             annotations_only: request.annotations_only,
+            host_access: request.host_access,
             created_at: now(),
         };
         let next = generation

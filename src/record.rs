@@ -89,6 +89,10 @@ pub struct FlatRecord {
     /// DHCP networks kept by an external client: its process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_pid: Option<u32>,
+    /// Networks with host access: the host-side device through which this
+    /// host routes to the container's address (a /32 route, removed at stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_route: Option<String>,
 }
 
 /// A DHCP lease as the server gave it. Times are Unix seconds.
@@ -201,6 +205,7 @@ impl FlatRecord {
             lease: None,
             netns_inode: None,
             client_pid: None,
+            host_route: None,
         }
     }
 }

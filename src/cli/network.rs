@@ -73,6 +73,10 @@ pub struct NetworkCreateArgs {
     /// variables (which an image's author can set).
     #[arg(long)]
     pub annotations_only: bool,
+    /// This host reaches its containers on the network, and they it,
+    /// through a host-side macvlan `mvh-NAME` (bridge mode only).
+    #[arg(long)]
+    pub host_access: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +225,7 @@ impl NetworkCreateArgs {
                 .map(|r| kbit("--ingress-rate", r))
                 .transpose()?,
             annotations_only: self.annotations_only,
+            host_access: self.host_access,
         })
     }
 }
@@ -306,6 +311,14 @@ pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
             let network = network::load(store, &ctx.keys, &name)?;
             let held = network::holders(store, &ctx.keys, &network)?;
             let mut value = network_json(&network, held.len() as u32);
+            if network.host_access {
+                value["host_device"] = match crate::net::host_access::state(&network)? {
+                    Some((device, routes)) => {
+                        serde_json::json!({"device": device, "routes": routes})
+                    }
+                    None => serde_json::json!({"device": null, "routes": []}),
+                };
+            }
             value["addresses"] = held
                 .iter()
                 .map(|(ip, holder)| {
@@ -321,6 +334,9 @@ pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
         NetworkCommand::Rm { name } => {
             let network = network::remove(store, &ctx.keys, &name)
                 .with_context(|| format!("network {name}"))?;
+            if network.host_access && crate::net::host_access::remove_device(&network)? {
+                println!("network {name}: {} removed", network.host_device());
+            }
             match network.vlan {
                 Some(id) => println!("network {name}: removed (VLAN ID {id} freed)"),
                 None => println!("network {name}: removed"),

@@ -221,10 +221,7 @@ impl Driver for DhcpDriver<'_> {
             existing,
             mac,
         } = super::macvlan::create_interface(target, request, parent, sockets, undo)?;
-        sockets
-            .container
-            .set_up(link.index)
-            .with_context(|| format!("set {ifname} up"))?;
+        super::macvlan::set_up(sockets, &link, &ifname)?;
 
         if let DhcpClient::Udhcpc(program) = &ctx.config.dhcp.client {
             let attachment = Attachment {

@@ -209,6 +209,7 @@ impl Driver for FlatDriver<'_> {
                 parent,
                 address: flat.address,
                 gateway: flat.gateway,
+                host_device: None,
                 now,
             },
         )

@@ -20,6 +20,8 @@ pub struct Placement<'a> {
     pub parent: &'a Link,
     pub address: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
+    /// Host access: the host-side device to route the address through.
+    pub host_device: Option<&'a Link>,
     /// Now, as the record's creation time when it has no earlier one.
     pub now: u64,
 }
@@ -57,6 +59,7 @@ pub fn new_record(
         lease: None,
         netns_inode: None,
         client_pid: None,
+        host_route: None,
     }
 }
 
@@ -127,6 +130,36 @@ pub fn create_interface(
     })
 }
 
+/// How long a new interface waits for its MAC to be free on the parent.
+const MAC_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Brings the container's new interface up. A restarted container's
+/// previous namespace may still be being dismantled (the kernel frees
+/// namespaces from a workqueue, after the engine has moved on), its
+/// macvlan holding the same MAC on the parent; macvlan refuses to bring up
+/// a second device with a MAC already up on that parent (EADDRINUSE). Seen
+/// with `docker restart` under load. So wait, boundedly, for it to go.
+pub fn set_up(sockets: &mut Sockets, link: &Link, ifname: &str) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match sockets.container.set_up(link.index) {
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) && started.elapsed() < MAC_BUSY_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "set {ifname} up: its MAC {} is still up on the parent after {}s (another container's interface?)",
+                        link.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+                        MAC_BUSY_WAIT.as_secs()
+                    )
+                })
+            }
+            other => return other.with_context(|| format!("set {ifname} up")),
+        }
+    }
+}
+
 /// The limits the request asks for, on the container's new interface.
 pub fn apply_limits(
     request: &NetworkRequest,
@@ -162,6 +195,7 @@ pub fn attach_claimed(
         parent,
         address,
         gateway,
+        host_device,
         now,
     } = placement;
     let created_at = claim
@@ -188,10 +222,7 @@ pub fn attach_claimed(
         .container
         .add_ipv4_address(link.index, address.address, address.prefix)
         .with_context(|| format!("add address {address} to {ifname}"))?;
-    sockets
-        .container
-        .set_up(link.index)
-        .with_context(|| format!("set {ifname} up"))?;
+    set_up(sockets, &link, &ifname)?;
     if let Some(gateway) = gateway {
         sockets
             .container
@@ -199,6 +230,21 @@ pub fn attach_claimed(
             .with_context(|| format!("set default route via {gateway}"))?;
     }
     let (egress, ingress) = apply_limits(request, parent, &link, &existing, sockets, undo)?;
+    if let Some(device) = host_device {
+        sockets
+            .host
+            .replace_host_route(address.address, device.index)
+            .with_context(|| {
+                format!(
+                    "route {} through {} (host access)",
+                    address.address, device.name
+                )
+            })?;
+        undo.push(Undo::DeleteHostRoute {
+            address: address.address,
+            device: device.name.clone(),
+        });
+    }
     sockets.timings.step("configure_ms");
     crate::failpoint::check("after-configure")?;
     let actual_mac = format_mac(&mac);
@@ -213,6 +259,7 @@ pub fn attach_claimed(
         r.stopped_at = None;
         r.egress = egress.clone();
         r.ingress = ingress.clone();
+        r.host_route = host_device.map(|d| d.name.clone());
         true
     })
     .context("record the attachment")?;

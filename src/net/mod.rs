@@ -4,6 +4,7 @@
 
 mod dhcp;
 mod flat;
+pub mod host_access;
 mod macvlan;
 mod named;
 pub mod qos;
@@ -131,6 +132,11 @@ pub enum Undo {
     },
     /// Stop attachment `holder`'s external DHCP client (which releases its lease).
     StopDhcpClient { pid: u32, holder: String },
+    /// Remove the host's /32 route to `address` through `device` (host access).
+    DeleteHostRoute {
+        address: std::net::Ipv4Addr,
+        device: String,
+    },
     /// Put attachment `holder`'s record key back as it was (`None`:
     /// absent), with the address key of its lease.
     RestoreRecord {
@@ -197,6 +203,10 @@ impl Rollback {
                 Undo::StopDhcpClient { pid, holder } => {
                     ("stop udhcpc", crate::dhcp::external::stop(pid, &holder))
                 }
+                Undo::DeleteHostRoute { address, device } => (
+                    "delete host route",
+                    host_access::delete_route(address, &device),
+                ),
                 Undo::RestoreRecord {
                     key,
                     previous,
@@ -515,6 +525,7 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
         let record =
             ipam::mark_stopped(ctx.store()?, &ctx.keys, &id).context("mark record stopped")?;
         let Some(record) = record else { break };
+        host_access::remove_route(ctx, &id, &record);
         if record.lease.is_some() || record.client_pid.is_some() {
             crate::dhcp::release_stopped(ctx, &id, &record)?;
         }
@@ -567,6 +578,7 @@ fn detach_one(ctx: &Context, id: &str, pid: Option<u32>) -> Result<Option<FlatRe
             }
         }
     }
+    host_access::remove_route(ctx, id, &record);
     crate::dhcp::give_back(ctx, id, &record)?;
     ipam::release_flat(ctx.store()?, &ctx.keys, id)?;
     log_detach(ctx, id, &record, "released", started);

@@ -119,6 +119,14 @@ impl Driver for NamedDriver<'_> {
             }
             .setup(ctx, target, &facts, sockets, undo);
         }
+        // Host access: the shared host-side device, made on first use.
+        let host_device = if network.host_access {
+            let device = super::host_access::ensure_device(&mut sockets.host, &device, network)?;
+            sockets.timings.step("host_device_ms");
+            Some(device)
+        } else {
+            None
+        };
         let now = now();
         let subnet = network.subnet().expect("static networks have a subnet");
         let mut record =
@@ -150,6 +158,7 @@ impl Driver for NamedDriver<'_> {
                 address,
                 // One default route: the first network's.
                 gateway: network.gateway.filter(|_| request.slot == 0),
+                host_device: host_device.as_ref(),
                 now,
             },
         )

@@ -66,7 +66,7 @@ pub fn gateway_vrf(network: &Network) -> (String, u32) {
 /// creator (hooks of several containers race for shared devices), and
 /// checks what it found with `check`. `unsupported` says what the kernel
 /// lacks when it does not know the device type.
-fn ensure_link(
+pub(super) fn ensure_link(
     host: &mut Netlink,
     name: &str,
     check: impl Fn(&Link) -> std::result::Result<(), String>,

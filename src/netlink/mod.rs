@@ -503,6 +503,65 @@ impl Netlink {
         Ok(())
     }
 
+    fn host_route(destination: Ipv4Addr, index: Option<u32>) -> RouteMessage {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        message.header.table = RouteHeader::RT_TABLE_MAIN;
+        message.header.protocol = RouteProtocol::Boot;
+        message.header.scope = RouteScope::Link;
+        message.header.kind = RouteType::Unicast;
+        message.header.destination_prefix_length = 32;
+        message.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet(destination))];
+        if let Some(index) = index {
+            message.attributes.push(RouteAttribute::Oif(index));
+        }
+        message
+    }
+
+    /// Routes `destination`/32 straight out of link `index` (no gateway),
+    /// replacing a route to it that is already there.
+    pub fn replace_host_route(&mut self, destination: Ipv4Addr, index: u32) -> Result<()> {
+        self.request(
+            RouteNetlinkMessage::NewRoute(Self::host_route(destination, Some(index))),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// Removes the route to `destination`/32 through link `index`; absent is fine.
+    pub fn delete_host_route(&mut self, destination: Ipv4Addr, index: u32) -> Result<()> {
+        match self.request(
+            RouteNetlinkMessage::DelRoute(Self::host_route(destination, Some(index))),
+            NLM_F_ACK,
+        ) {
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// The /32 routes of the main table through link `index`.
+    pub fn host_routes(&mut self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r)
+                    if r.header.destination_prefix_length == 32
+                        && r.header.table == RouteHeader::RT_TABLE_MAIN
+                        && r.attributes.contains(&RouteAttribute::Oif(index)) =>
+                {
+                    r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Makes a tbf the root qdisc of link `index`, replacing what is there.
     pub fn replace_root_tbf(&mut self, index: u32, tbf: &tbf::Tbf) -> Result<()> {
         let mut message = TcMessage::default();

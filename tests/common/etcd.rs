@@ -413,5 +413,6 @@ fn record_for(
         lease: None,
         netns_inode: None,
         client_pid: None,
+        host_route: None,
     }
 }

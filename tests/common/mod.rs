@@ -560,8 +560,8 @@ impl Lab {
     }
 
     /// `macvlan network create lan` on `host` for the lab's LAN: subnet
-    /// 192.0.2.0/24, gateway 192.0.2.1, addresses from 192.0.2.64/28, and
-    /// `extra` options.
+    /// 192.0.2.0/24, gateway 192.0.2.1, addresses from 192.0.2.64/28 (unless
+    /// `extra` gives another `--ip-range`), and `extra` options.
     pub fn create_lan(&self, host: &str, extra: &[&str]) {
         let mut args = vec![
             "network",
@@ -573,9 +573,10 @@ impl Lab {
             "192.0.2.0/24",
             "--gateway",
             GATEWAY,
-            "--ip-range",
-            "192.0.2.64/28",
         ];
+        if !extra.contains(&"--ip-range") {
+            args.extend(["--ip-range", "192.0.2.64/28"]);
+        }
         args.extend_from_slice(extra);
         let out = self.macvlan(host, &args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));

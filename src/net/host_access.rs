@@ -1,0 +1,103 @@
+//! Host access (`network create --host-access`): a macvlan's parent never
+//! delivers to its own macvlans, so the host reaches its containers through
+//! a sibling — a bridge-mode macvlan `mvh-<network>` on the same parent in
+//! the host's namespace — and one /32 route per local container through it.
+//! The parent's own configuration is not touched. With no address on the
+//! device the kernel picks the host's source address (its address on the
+//! parent); the container reaches that address through the same device,
+//! which answers ARP for the host's addresses (arp_ignore 0, the default).
+
+use anyhow::{Context as _, Result};
+
+use super::Context;
+use crate::log::Level;
+use crate::netlink::{Link, MacvlanMode, MacvlanSpec, Netlink};
+use crate::network::Network;
+use crate::record::FlatRecord;
+
+/// Finds or makes the network's host-side device on `parent` (the parent
+/// or the VLAN sub-interface the containers' macvlans sit on) and brings it
+/// up. Hooks of several containers race to make it: the loser finds the
+/// winner's and checks it.
+pub fn ensure_device(host: &mut Netlink, parent: &Link, network: &Network) -> Result<Link> {
+    let name = network.host_device();
+    let link = super::vlan::ensure_link(
+        host,
+        &name,
+        |link| {
+            (link.kind.as_deref() == Some("macvlan") && link.parent_index == Some(parent.index))
+                .then_some(())
+                .ok_or_else(|| format!("is not a macvlan on {}", parent.name))
+        },
+        |h| {
+            h.create_macvlan(&MacvlanSpec {
+                name: &name,
+                parent_index: parent.index,
+                mode: MacvlanMode::Bridge,
+                mac: None,
+                mtu: None,
+                netns: None,
+            })
+        },
+        "this kernel has no macvlan support (CONFIG_MACVLAN, module macvlan)",
+    )?;
+    if !link.up {
+        host.set_up(link.index)
+            .with_context(|| format!("set {name} up"))?;
+    }
+    Ok(link)
+}
+
+/// Removes the host's route to `address` through `device`, if both are there.
+pub fn delete_route(address: std::net::Ipv4Addr, device: &str) -> Result<()> {
+    let mut host = Netlink::open().context("open netlink socket")?;
+    if let Some(link) = host.link_by_name(device)? {
+        host.delete_host_route(address, link.index)
+            .with_context(|| format!("delete the route to {address} through {device}"))?;
+    }
+    Ok(())
+}
+
+/// A stopped, detached or collected attachment's route, if it had one.
+/// Failures are logged, not returned: the record's own teardown matters more.
+pub fn remove_route(ctx: &Context, id: &str, record: &FlatRecord) {
+    let Some(device) = &record.host_route else {
+        return;
+    };
+    let Ok(cidr) = record.ip.parse::<crate::cidr::Ipv4Cidr>() else {
+        return;
+    };
+    if let Err(e) = delete_route(cidr.address, device) {
+        ctx.logger.log(
+            Level::Error,
+            "host-route",
+            &[("container", id), ("error", &format!("{e:#}"))],
+        );
+    }
+}
+
+/// `network rm`: the network's host-side device on this host, if any.
+pub fn remove_device(network: &Network) -> Result<bool> {
+    let mut host = Netlink::open().context("open netlink socket")?;
+    let name = network.host_device();
+    match host.link_by_name(&name)? {
+        Some(link) if link.kind.as_deref() == Some("macvlan") => {
+            host.delete_link(link.index)
+                .with_context(|| format!("delete {name}"))?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The device and the containers' addresses routed through it on this host.
+pub fn state(network: &Network) -> Result<Option<(String, Vec<std::net::Ipv4Addr>)>> {
+    let mut host = Netlink::open().context("open netlink socket")?;
+    let name = network.host_device();
+    let Some(link) = host.link_by_name(&name)? else {
+        return Ok(None);
+    };
+    let mut routes = host.host_routes(link.index)?;
+    routes.sort();
+    Ok(Some((name, routes)))
+}
