@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::net::Context;
-use crate::netlink::{MacvlanMode, MacvlanSpec, Netlink};
+use crate::netlink::{IpvlanFlag, IpvlanMode, IpvlanSpec, MacvlanMode, MacvlanSpec, Netlink};
 
 /// One check's outcome.
 struct Check {
@@ -76,6 +76,27 @@ fn kernel_checks() -> Vec<Check> {
                 macvlan.map_err(|e| e.to_string()),
                 "load the macvlan module (CONFIG_MACVLAN); no network type works without it",
             ));
+            // A device carries macvlans or ipvlans, not both: the veth's
+            // other end is the ipvlan probe's parent.
+            let other = netlink
+                .link_by_name("probe1")
+                .map_err(|e| e.to_string())
+                .and_then(|l| l.ok_or_else(|| "probe1 vanished".to_string()));
+            let ipvlan = |mode, name: &str| {
+                other.clone().and_then(|peer| {
+                    netlink_ipvlan(name, peer.index, mode)
+                })
+            };
+            checks.push(result(
+                "ipvlan",
+                ipvlan(IpvlanMode::L2, "probeiv"),
+                "load the ipvlan module (CONFIG_IPVLAN); --driver ipvlan networks need it",
+            ));
+            checks.push(result(
+                "ipvlan L3S",
+                ipvlan(IpvlanMode::L3s, "probeiv3s"),
+                "ipvlan's L3S mode needs netfilter (CONFIG_NETFILTER) besides CONFIG_IPVLAN; --mode l3s needs it",
+            ));
             checks.push(result(
                 "802.1Q VLAN",
                 netlink
@@ -111,6 +132,22 @@ fn kernel_checks() -> Vec<Check> {
             remedy: "",
         }]
     })
+}
+
+/// Makes an ipvlan on `parent` with a socket of its own (the probe thread's
+/// namespace).
+fn netlink_ipvlan(name: &str, parent: u32, mode: IpvlanMode) -> std::result::Result<(), String> {
+    let mut netlink = Netlink::open().map_err(|e| e.to_string())?;
+    netlink
+        .create_ipvlan(&IpvlanSpec {
+            name,
+            parent_index: parent,
+            mode,
+            flag: IpvlanFlag::Bridge,
+            mtu: None,
+            netns: None,
+        })
+        .map_err(|e| e.to_string())
 }
 
 fn ok(what: &'static str) -> Check {

@@ -160,6 +160,7 @@ fn zero_to_one(
             driver: LinkDriver::Macvlan,
             parent: old.host_interface,
             mode: MacvlanMode::Bridge,
+            ipvlan: None,
             vlan: Some(old.id),
             subnet: Some(old.subnet),
             gateway: Some(old.gateway),

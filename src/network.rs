@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cidr::Ipv4Cidr;
 use crate::ipam::{self, Claim, IpamError};
-use crate::netlink::MacvlanMode;
+use crate::netlink::{IpvlanFlag, IpvlanMode, MacvlanMode};
 use crate::record::{now, FlatRecord};
 use crate::request::NetworkName;
 use crate::store::{Compare, Keys, Op, Store, StoreError};
@@ -44,12 +44,32 @@ impl Ipam {
     }
 }
 
+/// An ipvlan network's device settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvlanSpec {
+    pub mode: IpvlanMode,
+    #[serde(default)]
+    pub flag: IpvlanFlag,
+}
+
 /// The kind of device a container gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkDriver {
     #[default]
     Macvlan,
+    /// Slaves share the parent's MAC: for ports that allow one MAC (Wi-Fi,
+    /// cloud VPCs, port security).
+    Ipvlan,
+}
+
+impl LinkDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkDriver::Macvlan => "macvlan",
+            LinkDriver::Ipvlan => "ipvlan",
+        }
+    }
 }
 
 /// A network, as `/macvlan/network/<name>` holds it.
@@ -61,7 +81,11 @@ pub struct Network {
     pub driver: LinkDriver,
     /// The host interface the network lives on (the trunk, for a VLAN).
     pub parent: String,
+    /// macvlan's mode (bridge for ipvlan networks, where it has no meaning).
     pub mode: MacvlanMode,
+    /// ipvlan networks: the mode and the flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan: Option<IpvlanSpec>,
     /// The 802.1Q ID: containers sit on the sub-interface `parent.<id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
@@ -247,6 +271,8 @@ pub struct CreateRequest {
     pub name: NetworkName,
     pub parent: String,
     pub mode: MacvlanMode,
+    /// `Some`: an ipvlan network (`--driver ipvlan --mode l2|l3|l3s`).
+    pub ipvlan: Option<IpvlanSpec>,
     pub vlan: Option<VlanChoice>,
     pub subnet: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Addr>,
@@ -267,6 +293,7 @@ impl CreateRequest {
             name,
             parent: parent.to_string(),
             mode: MacvlanMode::Bridge,
+            ipvlan: None,
             vlan: None,
             subnet,
             gateway: None,
@@ -333,6 +360,19 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
     if let Some(VlanChoice::Id(id)) = request.vlan {
         if !IDS.contains(&id) {
             return Err(NetworkError::IdReserved(id));
+        }
+    }
+    if let Some(ipvlan) = request.ipvlan {
+        if request.ipam == Ipam::Dhcp {
+            return invalid(
+                "--ipam dhcp on ipvlan networks is not supported yet (every container shares the parent's MAC; the client must identify itself otherwise)".into(),
+            );
+        }
+        if request.host_access {
+            return invalid(format!(
+                "--host-access on ipvlan networks (mode {}) is not supported yet",
+                ipvlan.mode.as_str()
+            ));
         }
     }
     if request.host_access && request.mode != MacvlanMode::Bridge {
@@ -466,9 +506,13 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
         };
         let network = Network {
             name: name.to_string(),
-            driver: LinkDriver::Macvlan,
+            driver: match request.ipvlan {
+                Some(_) => LinkDriver::Ipvlan,
+                None => LinkDriver::Macvlan,
+            },
             parent: request.parent.clone(),
             mode: request.mode,
+            ipvlan: request.ipvlan,
             vlan,
             subnet: subnet.map(|s| s.to_string()),
             gateway,

@@ -258,6 +258,8 @@ pub struct NetworkRequest {
     pub mtu: Option<u32>,
     /// `None`: the network's mode (bridge for ad-hoc requests).
     pub mode: Option<MacvlanMode>,
+    /// An ipvlan device instead of a macvlan (from the network).
+    pub ipvlan: Option<crate::network::IpvlanSpec>,
     /// Egress limit, if one was asked for.
     pub egress: Option<RateLimit>,
     /// Ingress limit (INGRESS_RATE), shaped on an ifb in the container's namespace.
@@ -357,6 +359,18 @@ impl NetworkRequest {
         network: &crate::network::Network,
     ) -> Result<NetworkRequest, RequestError> {
         let mut request = self.clone();
+        if let (Some(mode), Some(ipvlan)) = (self.mode, network.ipvlan) {
+            return Err(RequestError {
+                setting: "macvlan.mode (MODE)".into(),
+                value: Some(mode.as_str().into()),
+                problem: format!(
+                    "network {} is an ipvlan network (mode {}); MODE is for macvlan networks",
+                    network.name,
+                    ipvlan.mode.as_str()
+                ),
+            });
+        }
+        request.ipvlan = network.ipvlan;
         if self.mode == Some(MacvlanMode::Passthru) && network.mode != MacvlanMode::Passthru {
             return Err(RequestError {
                 setting: "macvlan.mode (MODE)".into(),
@@ -610,6 +624,7 @@ pub fn parse(
         network: network_request,
         slot: 0,
         more,
+        ipvlan: None,
         mtu,
         mode,
         egress,

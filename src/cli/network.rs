@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use crate::cidr::{parse_ipv4, Ipv4Cidr};
 use crate::net;
-use crate::netlink::MacvlanMode;
+use crate::netlink::{IpvlanFlag, IpvlanMode, MacvlanMode};
 use crate::network::{self, CreateRequest, Ipam, Network, VlanChoice};
 use crate::request::{self, NetworkName};
 
@@ -37,12 +37,18 @@ pub struct NetworkCreateArgs {
     /// The host interface the network lives on (for a VLAN: the trunk).
     #[arg(long)]
     pub parent: String,
-    /// The device containers get.
+    /// The device containers get: macvlan, or ipvlan (which shares the
+    /// parent's MAC, for ports that allow one).
     #[arg(long, default_value = "macvlan")]
     pub driver: String,
-    /// macvlan mode: bridge, private, vepa or passthru.
-    #[arg(long, default_value = "bridge")]
-    pub mode: String,
+    /// macvlan: bridge (default), private, vepa or passthru; ipvlan: l2
+    /// (default), l3 or l3s.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// ipvlan: how containers of one parent reach each other: bridge
+    /// (default), private or vepa.
+    #[arg(long)]
+    pub flag: Option<String>,
     /// 802.1Q ID (1-4094): containers sit on the sub-interface PARENT.ID.
     #[arg(long)]
     pub vlan: Option<String>,
@@ -153,20 +159,42 @@ fn kbit(flag: &str, text: &str) -> Result<u64> {
 
 impl NetworkCreateArgs {
     fn request(&self) -> Result<CreateRequest> {
-        if self.driver != "macvlan" {
-            bail!(
-                "invalid --driver {:?}: expected macvlan (ipvlan is not supported yet)",
-                self.driver
-            );
-        }
-        let mode = match self.mode.trim().to_ascii_lowercase().as_str() {
-            "bridge" => MacvlanMode::Bridge,
-            "private" => MacvlanMode::Private,
-            "vepa" => MacvlanMode::Vepa,
-            "passthru" => MacvlanMode::Passthru,
-            other => {
-                bail!("invalid --mode {other:?}: expected bridge, private, vepa or passthru")
+        let mode_text = self.mode.as_deref().map(|m| m.trim().to_ascii_lowercase());
+        let (mode, ipvlan) = match self.driver.trim() {
+            "macvlan" => {
+                if let Some(flag) = &self.flag {
+                    bail!("invalid --flag {flag:?}: only for --driver ipvlan");
+                }
+                let mode = match mode_text.as_deref().unwrap_or("bridge") {
+                    "bridge" => MacvlanMode::Bridge,
+                    "private" => MacvlanMode::Private,
+                    "vepa" => MacvlanMode::Vepa,
+                    "passthru" => MacvlanMode::Passthru,
+                    other => bail!(
+                        "invalid --mode {other:?}: expected bridge, private, vepa or passthru (macvlan)"
+                    ),
+                };
+                (mode, None)
             }
+            "ipvlan" => {
+                let mode = match mode_text.as_deref().unwrap_or("l2") {
+                    "l2" => IpvlanMode::L2,
+                    "l3" => IpvlanMode::L3,
+                    "l3s" => IpvlanMode::L3s,
+                    other => bail!("invalid --mode {other:?}: expected l2, l3 or l3s (ipvlan)"),
+                };
+                let flag = match self.flag.as_deref().map(str::trim).unwrap_or("bridge") {
+                    "bridge" => IpvlanFlag::Bridge,
+                    "private" => IpvlanFlag::Private,
+                    "vepa" => IpvlanFlag::Vepa,
+                    other => bail!("invalid --flag {other:?}: expected bridge, private or vepa"),
+                };
+                (
+                    MacvlanMode::Bridge,
+                    Some(network::IpvlanSpec { mode, flag }),
+                )
+            }
+            other => bail!("invalid --driver {other:?}: expected macvlan or ipvlan"),
         };
         let ipam = match self.ipam.trim() {
             "static" => Ipam::Static,
@@ -177,6 +205,7 @@ impl NetworkCreateArgs {
             name: network_name("network name", &self.name)?,
             parent: self.parent.clone(),
             mode,
+            ipvlan,
             vlan: self
                 .vlan
                 .as_deref()

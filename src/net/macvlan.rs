@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use super::{free_interface_name, stable_mac, Attached, Context, Rollback, Sockets, Target, Undo};
 use crate::cidr::Ipv4Cidr;
 use crate::ipam::{self, Claim};
-use crate::netlink::{format_mac, Link, MacvlanMode, MacvlanSpec};
+use crate::netlink::{format_mac, IpvlanSpec, Link, MacvlanMode, MacvlanSpec};
 use crate::record::{FlatRecord, LimitRecord, State};
 use crate::request::NetworkRequest;
 
@@ -99,18 +99,51 @@ pub fn create_interface(
     // Passthru takes the parent's MAC: setting ours would change the
     // parent's address (macvlan's passthru semantics).
     let mac = stable_mac(&target.container_id);
-    let spec = MacvlanSpec {
-        name: &ifname,
-        parent_index: parent.index,
-        mode: request.macvlan_mode(),
-        mac: (request.macvlan_mode() != MacvlanMode::Passthru).then_some(mac),
-        mtu: request.mtu,
-        netns: Some(&sockets.netns),
+    let created = match request.ipvlan {
+        None => sockets.host.create_macvlan(&MacvlanSpec {
+            name: &ifname,
+            parent_index: parent.index,
+            mode: request.macvlan_mode(),
+            mac: (request.macvlan_mode() != MacvlanMode::Passthru).then_some(mac),
+            mtu: request.mtu,
+            netns: Some(&sockets.netns),
+        }),
+        // ipvlan shares the parent's MAC.
+        Some(ipvlan) => sockets.host.create_ipvlan(&IpvlanSpec {
+            name: &ifname,
+            parent_index: parent.index,
+            mode: ipvlan.mode,
+            flag: ipvlan.flag,
+            mtu: request.mtu,
+            netns: Some(&sockets.netns),
+        }),
     };
-    sockets
-        .host
-        .create_macvlan(&spec)
-        .with_context(|| format!("create macvlan on {}", parent.name))?;
+    let kind = match request.ipvlan {
+        None => "macvlan",
+        Some(_) => "ipvlan",
+    };
+    match created {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "create {kind} on {}: this kernel has no {kind} support (CONFIG_{}, module {kind}); `macvlan doctor` shows what this host can do",
+                    parent.name,
+                    kind.to_ascii_uppercase()
+                )
+            })
+        }
+        // A device can be the parent of macvlans or of ipvlans, not both.
+        Err(e) if e.errno() == Some(libc::EBUSY) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "create {kind} on {}: it already carries devices of the other kind (macvlan and ipvlan cannot share a parent)",
+                    parent.name
+                )
+            })
+        }
+        Err(e) => return Err(e).with_context(|| format!("create {kind} on {}", parent.name)),
+    }
     undo.push(Undo::DeleteLink {
         name: ifname.clone(),
     });
@@ -223,11 +256,20 @@ pub fn attach_claimed(
         .add_ipv4_address(link.index, address.address, address.prefix)
         .with_context(|| format!("add address {address} to {ifname}"))?;
     set_up(sockets, &link, &ifname)?;
-    if let Some(gateway) = gateway {
-        sockets
+    let routed = request
+        .ipvlan
+        .is_some_and(|i| i.mode != crate::netlink::IpvlanMode::L2);
+    match gateway {
+        // ipvlan L3/L3S: no ARP on the link; the parent's host routes.
+        Some(_) if routed => sockets
+            .container
+            .replace_default_route_dev(link.index)
+            .with_context(|| format!("set default route dev {ifname}"))?,
+        Some(gateway) => sockets
             .container
             .replace_default_route(link.index, gateway)
-            .with_context(|| format!("set default route via {gateway}"))?;
+            .with_context(|| format!("set default route via {gateway}"))?,
+        None => {}
     }
     let (egress, ingress) = apply_limits(request, parent, &link, &existing, sockets, undo)?;
     if let Some(device) = host_device {

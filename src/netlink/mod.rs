@@ -18,8 +18,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, InfoVrf, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage, MacVlanMode,
+    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, InfoVrf, IpVlanFlags,
+    IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -107,6 +107,59 @@ impl MacvlanMode {
             MacvlanMode::Passthru => MacVlanMode::Passthrough,
         }
     }
+}
+
+/// The ipvlan modes of `ip-link(8)`: L2 (the slaves share the parent's
+/// MAC and do ARP), L3 (routed, no ARP, no broadcast), L3S (L3 through
+/// netfilter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpvlanMode {
+    L2,
+    L3,
+    L3s,
+}
+
+impl IpvlanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpvlanMode::L2 => "l2",
+            IpvlanMode::L3 => "l3",
+            IpvlanMode::L3s => "l3s",
+        }
+    }
+}
+
+/// ipvlan's flags: how slaves of one parent reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IpvlanFlag {
+    #[default]
+    Bridge,
+    Private,
+    Vepa,
+}
+
+impl IpvlanFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpvlanFlag::Bridge => "bridge",
+            IpvlanFlag::Private => "private",
+            IpvlanFlag::Vepa => "vepa",
+        }
+    }
+}
+
+/// Everything needed to create one ipvlan device (its MAC is the parent's).
+#[derive(Debug, Clone)]
+pub struct IpvlanSpec<'a> {
+    pub name: &'a str,
+    pub parent_index: u32,
+    pub mode: IpvlanMode,
+    pub flag: IpvlanFlag,
+    pub mtu: Option<u32>,
+    /// Create the device directly inside this network namespace.
+    pub netns: Option<&'a File>,
 }
 
 /// Everything needed to create one macvlan device.
@@ -312,6 +365,43 @@ impl Netlink {
         Ok(())
     }
 
+    /// Creates an ipvlan device on `spec.parent_index` (in this socket's
+    /// namespace), inside `spec.netns` when given, as `create_macvlan` does.
+    pub fn create_ipvlan(&mut self, spec: &IpvlanSpec<'_>) -> Result<()> {
+        let mut message = LinkMessage::default();
+        let attributes = &mut message.attributes;
+        attributes.push(LinkAttribute::IfName(spec.name.to_string()));
+        attributes.push(LinkAttribute::Link(spec.parent_index));
+        if let Some(mtu) = spec.mtu {
+            attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(netns) = spec.netns {
+            attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+        }
+        let mode = match spec.mode {
+            IpvlanMode::L2 => IpVlanMode::L2,
+            IpvlanMode::L3 => IpVlanMode::L3,
+            IpvlanMode::L3s => IpVlanMode::L3S,
+        };
+        let flags = match spec.flag {
+            IpvlanFlag::Bridge => IpVlanFlags::empty(),
+            IpvlanFlag::Private => IpVlanFlags::Private,
+            IpvlanFlag::Vepa => IpVlanFlags::Vepa,
+        };
+        attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::IpVlan),
+            LinkInfo::Data(InfoData::IpVlan(vec![
+                InfoIpVlan::Mode(mode),
+                InfoIpVlan::Flags(flags),
+            ])),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
     /// Creates the 802.1Q sub-interface `name` with `id` on `parent_index`
     /// in this namespace (`ip link add link IF name IF.ID type vlan id ID`).
     pub fn create_vlan(&mut self, name: &str, parent_index: u32, id: u16) -> Result<()> {
@@ -496,6 +586,23 @@ impl Netlink {
             RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
             RouteAttribute::Oif(index),
         ];
+        self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// Installs the default route straight out of link `index` (no
+    /// gateway: ipvlan L3, where the parent routes), replacing one that is there.
+    pub fn replace_default_route_dev(&mut self, index: u32) -> Result<()> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        message.header.table = RouteHeader::RT_TABLE_MAIN;
+        message.header.protocol = RouteProtocol::Boot;
+        message.header.scope = RouteScope::Link;
+        message.header.kind = RouteType::Unicast;
+        message.attributes = vec![RouteAttribute::Oif(index)];
         self.request(
             RouteNetlinkMessage::NewRoute(message),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::{must, MACVLAN};
 
 /// Modules loaded by the guest scripts, in dependency order.
-pub const MODULES: [&str; 10] = [
-    "llc", "stp", "garp", "mrp", "8021q", "macvlan", "veth", "bridge", "sch_tbf", "vrf",
+pub const MODULES: [&str; 11] = [
+    "llc", "stp", "garp", "mrp", "8021q", "macvlan", "veth", "bridge", "sch_tbf", "vrf", "ipvlan",
 ];
 
 fn assets() -> PathBuf {
@@ -181,4 +181,40 @@ pub fn results(console: &str) -> Vec<(String, bool, String)> {
             Some((name, pass, parts.next().unwrap_or("").to_string()))
         })
         .collect()
+}
+
+/// Boots a guest whose /init is tests/guest/lib.sh followed by `script`
+/// and asserts that every check in `checks` (and nothing else) passed.
+pub fn run_checks(script: &str, checks: &[&str]) {
+    let started = std::time::Instant::now();
+    let guest = Guest::build(&[include_str!("../guest/lib.sh"), script].concat());
+    let built = started.elapsed();
+    // TCG is slow: a run takes from 20 s to a minute and a half here.
+    let limit = std::env::var("MACVLAN_GUEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let console = guest.run(Duration::from_secs(limit));
+    eprintln!(
+        "guest: initramfs built in {built:?}, ran in {:?}",
+        started.elapsed() - built
+    );
+    let results = results(&console);
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, pass, _)| !pass)
+        .map(|(name, _, detail)| format!("{name}: {detail}"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed in the guest:\n{}\n\nconsole:\n{console}",
+        failed.join("\n")
+    );
+    for check in checks {
+        assert!(
+            results.iter().any(|(name, pass, _)| name == check && *pass),
+            "{check} did not report PASS:\n{console}"
+        );
+    }
+    assert!(console.contains("GUEST-DONE"), "{console}");
 }

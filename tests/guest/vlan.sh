@@ -1,95 +1,14 @@
-#!/bin/busybox sh
-# Runs as /init inside the QEMU guest (Debian's kernel, which has 802.1Q):
-# builds a lab of network namespaces, puts containers on two VLANs with the
-# macvlan hook, and prints one "RESULT <check> PASS|FAIL [detail]" line per
-# check, then "GUEST-DONE". The host side (tests/vlan_guest.rs) reads them
-# from the serial console.
-/bin/busybox --install -s /bin
-# busybox sh runs its own applets first, whatever PATH says: iproute2's ip
-# (busybox's knows no netns or veth) is called as /sbin/ip.
-export PATH=/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-mount -t tmpfs run /run
-mount -t tmpfs tmp /tmp
-# iproute2 keeps named namespaces in /var/run/netns.
-mkdir -p /var && ln -s /run /var/run
-for m in llc stp garp mrp 8021q macvlan veth bridge vrf; do
-  insmod "/modules/$m.ko" || echo "RESULT insmod-$m FAIL"
-done
+# Runs in the QEMU guest after lib.sh (Debian's kernel, which has 802.1Q):
+# puts containers on two VLANs with the macvlan hook.
+load_modules llc stp garp mrp 8021q macvlan veth bridge vrf
+build_lab hA hB
 
-MV="macvlan --config /etc/macvlan.toml"
-result() { echo "RESULT $1 $2 ${3:-}"; }
-# check NAME COMMAND...: PASS when the command succeeds.
-check() {
-  name=$1; shift
-  if "$@" >/tmp/out 2>&1; then result "$name" PASS
-  else result "$name" FAIL "$(tr '\n' ' ' </tmp/out | head -c 400)"; fi
-}
-# refuse NAME TEXT COMMAND...: PASS when the command fails saying TEXT.
-refuse() {
-  name=$1; text=$2; shift 2
-  if "$@" >/tmp/out 2>&1; then result "$name" FAIL "succeeded: $(tr '\n' ' ' </tmp/out | head -c 300)"
-  elif grep -q "$text" /tmp/out; then result "$name" PASS "$(tr '\n' ' ' </tmp/out | head -c 300)"
-  else result "$name" FAIL "failed without '$text': $(tr '\n' ' ' </tmp/out | head -c 300)"; fi
-}
-# unreachable NAME PID ADDRESS: ping from the container runs and gets no answer.
-unreachable() {
-  in_c "$2" ping -c 1 -W 2 "$3" >/tmp/out 2>&1
-  if grep -q "100% packet loss" /tmp/out; then result "$1" PASS
-  else result "$1" FAIL "$(tr '\n' ' ' </tmp/out | head -c 300)"; fi
-}
-in_ns() { ns=$1; shift; nsenter "--net=/run/netns/$ns" "$@"; }
-in_c() { pid=$1; shift; nsenter "--net=/proc/$pid/ns/net" "$@"; }
-
-# The lab: a switch (a VLAN-unaware bridge passes tagged frames through),
-# two hosts and a gateway host, each with uplink lan0.
-for ns in sw hA hB gw; do /sbin/ip netns add $ns; /sbin/ip -n $ns link set lo up; done
-/sbin/ip -n sw link add br0 type bridge && /sbin/ip -n sw link set br0 up
-i=0
-for ns in hA hB gw; do
-  /sbin/ip -n sw link add p$i type veth peer name lan0 netns $ns
-  /sbin/ip -n sw link set p$i master br0 up
-  /sbin/ip -n $ns link set lan0 up
-  i=$((i+1))
-done
-
-# A "container": a process with a network namespace of its own, started
-# from a host's namespace. Prints its pid.
-container() {
-  # -F: nsenter execs unshare in place (busybox nsenter forks by default),
-  # so $! is the container's process.
-  nsenter -F "--net=/run/netns/$1" unshare -n sleep 100000 </dev/null >/dev/null 2>&1 &
-  pid=$!
-  init_ns=$(readlink /proc/self/ns/net)
-  host_ns=$(in_ns "$1" readlink /proc/self/ns/net)
-  for _ in $(seq 100); do
-    own=$(readlink /proc/$pid/ns/net 2>/dev/null || true)
-    [ -n "$own" ] && [ "$own" != "$init_ns" ] && [ "$own" != "$host_ns" ] && break
-    sleep 0.05
-  done
-  echo $pid
-}
-# hook STAGE HOST ID PID VLAN [IP]: the OCI hook, as runc runs it.
+# hook STAGE HOST ID PID VLAN [IP]: a container asking for VLAN network VLAN.
 hook() {
-  stage=$1 host=$2 id=$3 pid=$4 vlan=$5 ip=${6:-}
-  mkdir -p /b/$id
-  env="\"TYPE=vlan\",\"VLAN=$vlan\""
-  [ -n "$ip" ] && env="$env,\"IP=$ip\""
-  echo "{\"process\":{\"env\":[$env]},\"linux\":{\"namespaces\":[{\"type\":\"network\"}]}}" >/b/$id/config.json
-  if [ "$stage" = createRuntime ]; then
-    state="{\"ociVersion\":\"1.0.2\",\"id\":\"$id\",\"status\":\"creating\",\"pid\":$pid,\"bundle\":\"/b/$id\"}"
-  else
-    state="{\"ociVersion\":\"1.0.2\",\"id\":\"$id\",\"status\":\"stopped\",\"bundle\":\"/b/$id\"}"
-  fi
-  # A hook that hangs fails its check instead of the whole run.
-  echo "$state" | in_ns "$host" timeout 60 $MV hook "$stage"
+  env="\"TYPE=vlan\",\"VLAN=$5\""
+  [ -n "${6:-}" ] && env="$env,\"IP=$6\""
+  hook_env "$1" "$2" "$3" "$4" "$env"
 }
-address_of() { in_c "$1" /sbin/ip -o -4 addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
-rx_packets() { in_c "$1" /sbin/ip -s -j link show dev eth0 | sed 's/.*"rx":{"bytes":[0-9]*,"packets":\([0-9]*\).*/\1/'; }
-ping1() { in_c "$1" ping -c 1 -W 2 "$2"; }
-
 mkdir -p /etc
 cat >/etc/macvlan.toml <<TOML
 store = "sqlite:///tmp/state.db"
