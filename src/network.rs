@@ -363,10 +363,11 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
         }
     }
     if let Some(ipvlan) = request.ipvlan {
-        if request.ipam == Ipam::Dhcp {
-            return invalid(
-                "--ipam dhcp on ipvlan networks is not supported yet (every container shares the parent's MAC; the client must identify itself otherwise)".into(),
-            );
+        if request.ipam == Ipam::Dhcp && ipvlan.mode != IpvlanMode::L2 {
+            return invalid(format!(
+                "--ipam dhcp on ipvlan needs --mode l2 (mode {} has no broadcasts on the link)",
+                ipvlan.mode.as_str()
+            ));
         }
         if request.host_access {
             return invalid(format!(

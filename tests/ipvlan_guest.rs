@@ -1,12 +1,14 @@
 //! ipvlan networks on a kernel with ipvlan: a QEMU guest (this machine's
 //! kernel has none) runs tests/guest/ipvlan.sh — L2 containers on two hosts
 //! sharing their parent's MAC, an L3 network routed by its host, L2 on an
-//! 802.1Q sub-interface, and a restart — all attached by the hook.
+//! 802.1Q sub-interface, a restart, and DHCP on L2 against dnsmasq (two
+//! containers with one MAC, two leases, renewed, released, kept) — all
+//! attached by the hook.
 
 mod common;
 
 /// Every check the guest script makes; each must report PASS.
-const CHECKS: [&str; 26] = [
+const CHECKS: [&str; 39] = [
     "create-l2",
     "create-l3",
     "create-vlan10",
@@ -33,6 +35,19 @@ const CHECKS: [&str; 26] = [
     "restart-c1",
     "restart-keeps-address",
     "restarted-reaches-hB",
+    "create-dhcp",
+    "attach-d1-dhcp",
+    "attach-d2-dhcp",
+    "dhcp-two-leases",
+    "dhcp-one-mac",
+    "dhcp-server-sees-two-clients-one-mac",
+    "dhcp-gateway",
+    "dhcp-between",
+    "dhcp-renewed",
+    "dhcp-poststop",
+    "dhcp-released",
+    "dhcp-restart",
+    "dhcp-restart-same-address",
 ];
 
 #[test]

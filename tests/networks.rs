@@ -641,8 +641,8 @@ fn ipvlan_on_a_kernel_without_it_fails_saying_so_and_leaves_nothing() {
             "invalid --flag \"loud\": expected bridge, private or vepa",
         ),
         (
-            &["--ipam", "dhcp"][..],
-            "--ipam dhcp on ipvlan networks is not supported yet",
+            &["--mode", "l3", "--ipam", "dhcp"][..],
+            "--ipam dhcp on ipvlan needs --mode l2",
         ),
     ] {
         let mut all = vec![

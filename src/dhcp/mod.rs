@@ -80,7 +80,23 @@ pub fn configure(
 pub fn identity_of(record: &FlatRecord, hostname: Option<String>) -> Result<ClientIdentity> {
     let mac = crate::netlink::parse_mac(&record.mac)
         .with_context(|| format!("record MAC {:?}", record.mac))?;
-    Ok(ClientIdentity::new(mac, hostname))
+    // The client id the lease was taken with (ipvlan's is not the MAC's).
+    let kept = record.client_id.as_deref().and_then(|hex| {
+        (hex.len() % 2 == 0)
+            .then(|| {
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .flatten()
+    });
+    Ok(match kept {
+        Some(client_id) if !client_id.is_empty() => {
+            ClientIdentity::with_client_id(mac, client_id, hostname)
+        }
+        _ => ClientIdentity::new(mac, hostname),
+    })
 }
 
 /// Writes `record` under the container's DHCP key if the key still holds

@@ -30,6 +30,39 @@ impl ClientIdentity {
         }
     }
 
+    /// For devices that share their parent's MAC (ipvlan): the MAC is the
+    /// same for every container, so option 61 is derived from the container
+    /// id instead — RFC 4361's form: type 255, an IAID and a DUID-UUID
+    /// (RFC 6355), all from a hash of the id, so a restart keeps it.
+    pub fn shared_mac(
+        mac: [u8; 6],
+        container_id: &str,
+        hostname: Option<String>,
+    ) -> ClientIdentity {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(container_id.as_bytes());
+        let mut client_id = vec![255];
+        client_id.extend_from_slice(&digest[..4]);
+        client_id.extend_from_slice(&[0, 4]);
+        client_id.extend_from_slice(&digest[4..20]);
+        ClientIdentity {
+            client_id,
+            ..ClientIdentity::new(mac, hostname)
+        }
+    }
+
+    /// The identity a record kept: its MAC and the client id it sent.
+    pub fn with_client_id(
+        mac: [u8; 6],
+        client_id: Vec<u8>,
+        hostname: Option<String>,
+    ) -> ClientIdentity {
+        ClientIdentity {
+            client_id,
+            ..ClientIdentity::new(mac, hostname)
+        }
+    }
+
     pub fn client_id_hex(&self) -> String {
         self.client_id.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -252,6 +285,22 @@ fn default_prefix(address: Ipv4Addr) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_mac_gets_a_client_id_from_the_container() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let a = ClientIdentity::shared_mac(mac, "a", None);
+        let b = ClientIdentity::shared_mac(mac, "b", None);
+        assert_ne!(a.client_id, b.client_id);
+        assert_eq!(
+            a.client_id,
+            ClientIdentity::shared_mac(mac, "a", None).client_id
+        );
+        assert_eq!(a.client_id.len(), 1 + 4 + 2 + 16);
+        assert_eq!(a.client_id[0], 255);
+        assert_eq!(&a.client_id[5..7], &[0, 4]);
+        assert_eq!(a.mac, mac);
+    }
 
     fn identity() -> ClientIdentity {
         ClientIdentity::new([2, 0, 0, 0, 0, 1], Some("web".into()))

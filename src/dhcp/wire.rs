@@ -254,20 +254,47 @@ pub fn send_from_throwaway(
             // chaddr inside the message, not by the frame's source.
             let mut mac = crate::net::stable_mac(&format!("release-{}", std::process::id()));
             mac[5] ^= 0x5a;
-            host.create_macvlan(&MacvlanSpec {
+            match host.create_macvlan(&MacvlanSpec {
                 name,
                 parent_index,
                 mode: MacvlanMode::Bridge,
                 mac: Some(mac),
                 mtu: None,
                 netns: Some(&own),
-            })
-            .context("create a macvlan in the throwaway namespace")?;
+            }) {
+                // The parent carries ipvlans (which exclude macvlans): an
+                // ipvlan of its own then.
+                Err(e) if e.errno() == Some(libc::EBUSY) => host
+                    .create_ipvlan(&crate::netlink::IpvlanSpec {
+                        name,
+                        parent_index,
+                        mode: crate::netlink::IpvlanMode::L2,
+                        flag: crate::netlink::IpvlanFlag::Bridge,
+                        mtu: None,
+                        netns: Some(&own),
+                    })
+                    .context("create an ipvlan in the throwaway namespace")?,
+                other => other.context("create a macvlan in the throwaway namespace")?,
+            }
             let mut inner = Netlink::open().context("open netlink socket")?;
             let link = inner
                 .link_by_name(name)?
                 .context("the throwaway macvlan vanished")?;
-            inner.add_ipv4_address(link.index, address.address, address.prefix)?;
+            // On an ipvlan parent an address belongs to one slave: the
+            // stopped container's may linger while the kernel dismantles
+            // its namespace (EADDRINUSE), so wait for it, boundedly.
+            let started = Instant::now();
+            loop {
+                match inner.add_ipv4_address(link.index, address.address, address.prefix) {
+                    Err(e)
+                        if e.errno() == Some(libc::EADDRINUSE)
+                            && started.elapsed() < Duration::from_secs(3) =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    other => break other?,
+                }
+            }
             inner.set_up(link.index)?;
             let next_hop = if address.contains(server) {
                 server

@@ -223,6 +223,9 @@ impl Driver for DhcpDriver<'_> {
         } = super::macvlan::create_interface(target, request, parent, sockets, undo)?;
         super::macvlan::set_up(sockets, &link, &ifname)?;
 
+        if let (DhcpClient::Udhcpc(_), Some(_)) = (&ctx.config.dhcp.client, request.ipvlan) {
+            bail!("[dhcp] client = \"udhcpc\" cannot serve ipvlan networks (every container shares the parent's MAC, and udhcpc identifies itself by it); use the built-in client");
+        }
         if let DhcpClient::Udhcpc(program) = &ctx.config.dhcp.client {
             let attachment = Attachment {
                 ifname: &ifname,
@@ -238,7 +241,10 @@ impl Driver for DhcpDriver<'_> {
         }
 
         let socket = wire::open_client(&sockets.netns, &ifname)?;
-        let identity = packet::ClientIdentity::new(mac, None);
+        let identity = match request.ipvlan {
+            Some(_) => packet::ClientIdentity::shared_mac(mac, id, None),
+            None => packet::ClientIdentity::new(mac, None),
+        };
         let config = &ctx.config.dhcp;
         let netns = &sockets.netns;
         let (reply, story) = client::acquire(

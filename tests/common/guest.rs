@@ -1,6 +1,6 @@
-//! A QEMU guest running Debian's kernel (which has 802.1Q, unlike this
-//! machine's): an initramfs with busybox-static, iproute2's `ip`, the
-//! project's `macvlan` binary (stripped, with its libraries), the kernel
+//! A QEMU guest running Debian's kernel (which has 802.1Q and ipvlan, unlike
+//! this machine's): an initramfs with busybox-static, iproute2's `ip`,
+//! dnsmasq, the project's `macvlan` binary (stripped, with its libraries), the kernel
 //! modules the lab needs and a test script as /init; the script's output is
 //! read from the serial console. Recipe: DESIGN.md §4 (TCG: KVM aborts here).
 
@@ -97,6 +97,10 @@ impl Guest {
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
         install_with_libraries(&root, Path::new("/usr/sbin/ip"), "/sbin/ip");
         install_with_libraries(&root, Path::new(MACVLAN), "/bin/macvlan");
+        // The DHCP server of the guest's LAN (Debian's dnsmasq-base).
+        install_with_libraries(&root, Path::new("/usr/sbin/dnsmasq"), "/sbin/dnsmasq");
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
         for module in MODULES {
             let found = must(
                 "find",

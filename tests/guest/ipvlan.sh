@@ -63,6 +63,44 @@ A1B=$(address_of $C1B)
 [ "$A1B" = "$A1" ] && result restart-keeps-address PASS || result restart-keeps-address FAIL "$A1 -> $A1B"
 check restarted-reaches-hB ping1 $C1B $A2
 
+# DHCP on ipvlan L2: every container has the parent's MAC, so the client
+# identifies itself by a client id derived from the container id.
+in_ns gw dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --user=root --group=root \
+  --interface=lan0 --bind-interfaces --dhcp-range=192.0.2.100,192.0.2.150,2m \
+  --dhcp-option=option:router,192.0.2.1 --dhcp-option=option:T1,3 --dhcp-option=option:T2,6 \
+  --dhcp-authoritative --no-ping --log-dhcp --log-facility=/tmp/dnsmasq.log \
+  --dhcp-leasefile=/tmp/dnsmasq.leases --pid-file=/tmp/dnsmasq.pid </dev/null >/dev/null 2>&1 &
+sleep 1
+check create-dhcp $MV network create office --driver ipvlan --mode l2 --ipam dhcp --parent lan0
+D1=$(container hA); D2=$(container hA)
+check attach-d1-dhcp hook createRuntime hA d1 $D1 office
+check attach-d2-dhcp hook createRuntime hA d2 $D2 office
+B1=$(address_of $D1); B2=$(address_of $D2)
+echo "leases: d1=$B1 d2=$B2"; cat /tmp/dnsmasq.leases
+case "$B1" in 192.0.2.1[0-4][0-9]|192.0.2.150) ok1=1;; *) ok1=0;; esac
+[ "$ok1" = 1 ] && [ -n "$B2" ] && [ "$B1" != "$B2" ] && result dhcp-two-leases PASS || result dhcp-two-leases FAIL "d1=$B1 d2=$B2"
+[ "$(mac_of $D1)" = "$HM" ] && [ "$(mac_of $D2)" = "$HM" ] && result dhcp-one-mac PASS || result dhcp-one-mac FAIL "$(mac_of $D1) $(mac_of $D2) $HM"
+N=$(grep -c " $HM " /tmp/dnsmasq.leases)
+[ "$N" = 2 ] && result dhcp-server-sees-two-clients-one-mac PASS || result dhcp-server-sees-two-clients-one-mac FAIL "$(cat /tmp/dnsmasq.leases | tr '\n' ' ')"
+check dhcp-gateway ping1 $D1 192.0.2.1
+check dhcp-between ping1 $D1 $B2
+# Renewal by macvlan daemon (T1 = 3 s): the lease's expiry moves.
+E1=$(grep " $B1 " /tmp/dnsmasq.leases | cut -d' ' -f1)
+sleep 6
+E2=$(grep " $B1 " /tmp/dnsmasq.leases | cut -d' ' -f1)
+[ -n "$E1" ] && [ -n "$E2" ] && [ "$E2" -gt "$E1" ] && result dhcp-renewed PASS || result dhcp-renewed FAIL "expiry $E1 -> $E2; $(grep -c DHCPREQUEST /tmp/dnsmasq.log) requests"
+# Stop: the lease is released (from a throwaway ipvlan); restart: the same address.
+kill $D1
+sleep 0.5
+check dhcp-poststop hook poststop hA d1 0 office
+sleep 0.5
+grep -q " $B1 " /tmp/dnsmasq.leases && result dhcp-released FAIL "$(cat /tmp/dnsmasq.leases | tr '\n' ' ')" || result dhcp-released PASS
+D1B=$(container hA)
+check dhcp-restart hook createRuntime hA d1 $D1B office
+B1B=$(address_of $D1B)
+[ "$B1B" = "$B1" ] && result dhcp-restart-same-address PASS || result dhcp-restart-same-address FAIL "$B1 -> $B1B"
+echo "== dnsmasq log"; tail -30 /tmp/dnsmasq.log
+
 echo "== macvlan log"; cat /tmp/macvlan.log
 echo GUEST-DONE
 poweroff -f
