@@ -369,14 +369,14 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
                 ipvlan.mode.as_str()
             ));
         }
-        if request.host_access {
+        if request.host_access && ipvlan.flag != IpvlanFlag::Bridge {
             return invalid(format!(
-                "--host-access on ipvlan networks (mode {}) is not supported yet",
-                ipvlan.mode.as_str()
+                "--host-access needs --flag bridge: the host-side device is a sibling ipvlan, which the {} flag cuts off",
+                ipvlan.flag.as_str()
             ));
         }
     }
-    if request.host_access && request.mode != MacvlanMode::Bridge {
+    if request.host_access && request.ipvlan.is_none() && request.mode != MacvlanMode::Bridge {
         return invalid(format!(
             "--host-access needs --mode bridge: the host-side device reaches the containers as a sibling macvlan, which only bridge mode delivers to (mode {})",
             request.mode.as_str()

@@ -8,7 +8,7 @@
 mod common;
 
 /// Every check the guest script makes; each must report PASS.
-const CHECKS: [&str; 39] = [
+const CHECKS: [&str; 46] = [
     "create-l2",
     "create-l3",
     "create-vlan10",
@@ -23,11 +23,18 @@ const CHECKS: [&str; 39] = [
     "l2-across-hosts",
     "l2-across-hosts-back",
     "l2-same-host",
+    "l2-host-device",
+    "l2-host-route",
+    "l2-host-to-container",
+    "l2-container-to-host",
+    "l2-host-to-container-hB",
     "attach-c4-l3",
     "l3-address",
     "l3-default-route-dev",
     "l3-noarp",
     "l3-reaches-gateway-host",
+    "l3-host-to-container",
+    "l3-container-to-host",
     "attach-c5-vlan10",
     "vlan10-sub-interface",
     "vlan10-gateway",

@@ -1,7 +1,8 @@
-//! Host access (`network create --host-access`): a macvlan's parent never
-//! delivers to its own macvlans, so the host reaches its containers through
-//! a sibling — a bridge-mode macvlan `mvh-<network>` on the same parent in
-//! the host's namespace — and one /32 route per local container through it.
+//! Host access (`network create --host-access`): a macvlan's (or ipvlan's)
+//! parent never delivers to its own macvlans, so the host reaches its
+//! containers through a sibling — a bridge-mode macvlan (or an ipvlan of the
+//! network's mode) `mvh-<network>` on the same parent in the host's
+//! namespace — and one /32 route per local container through it.
 //! The parent's own configuration is not touched. With no address on the
 //! device the kernel picks the host's source address (its address on the
 //! parent); the container reaches that address through the same device,
@@ -11,36 +12,78 @@ use anyhow::{Context as _, Result};
 
 use super::Context;
 use crate::log::Level;
-use crate::netlink::{Link, MacvlanMode, MacvlanSpec, Netlink};
+use crate::netlink::{IpvlanSpec, Link, MacvlanMode, MacvlanSpec, Netlink};
 use crate::network::Network;
 use crate::record::FlatRecord;
 
 /// Finds or makes the network's host-side device on `parent` (the parent
-/// or the VLAN sub-interface the containers' macvlans sit on) and brings it
+/// or the VLAN sub-interface the containers' devices sit on) and brings it
 /// up. Hooks of several containers race to make it: the loser finds the
 /// winner's and checks it.
-pub fn ensure_device(host: &mut Netlink, parent: &Link, network: &Network) -> Result<Link> {
+///
+/// On an ipvlan network the device is an ipvlan of the network's mode, and
+/// it also holds this host's addresses on the parent (`host_addresses`, as
+/// /32): ipvlan hands a frame between its devices by the destination
+/// address (the MAC is shared), so replies to the host reach the host only
+/// through a device that holds its address. The parent keeps its own.
+pub fn ensure_device(
+    host: &mut Netlink,
+    parent: &Link,
+    network: &Network,
+    host_addresses: &[std::net::Ipv4Addr],
+) -> Result<Link> {
     let name = network.host_device();
+    let kind = network.driver.as_str();
     let link = super::vlan::ensure_link(
         host,
         &name,
         |link| {
-            (link.kind.as_deref() == Some("macvlan") && link.parent_index == Some(parent.index))
+            (link.kind.as_deref() == Some(kind) && link.parent_index == Some(parent.index))
                 .then_some(())
-                .ok_or_else(|| format!("is not a macvlan on {}", parent.name))
+                .ok_or_else(|| format!("is not an {kind} on {}", parent.name))
         },
-        |h| {
-            h.create_macvlan(&MacvlanSpec {
+        |h| match network.ipvlan {
+            None => h.create_macvlan(&MacvlanSpec {
                 name: &name,
                 parent_index: parent.index,
                 mode: MacvlanMode::Bridge,
                 mac: None,
                 mtu: None,
                 netns: None,
-            })
+            }),
+            Some(ipvlan) => h.create_ipvlan(&IpvlanSpec {
+                name: &name,
+                parent_index: parent.index,
+                mode: ipvlan.mode,
+                flag: ipvlan.flag,
+                mtu: None,
+                netns: None,
+            }),
         },
-        "this kernel has no macvlan support (CONFIG_MACVLAN, module macvlan)",
+        "this kernel lacks the network's device type (CONFIG_MACVLAN / CONFIG_IPVLAN)",
     )?;
+    // L3 and L3S route by address in the host's own stack and need
+    // nothing more; an address on the device there would even take the
+    // host's ARP away from the parent.
+    if network.ipvlan.is_some_and(|i| i.mode == crate::netlink::IpvlanMode::L2) {
+        if host_addresses.is_empty() {
+            anyhow::bail!(
+                "host access on ipvlan network {} needs an IPv4 address of this host on {} (ipvlan delivers to the host's device by address); give {} one",
+                network.name,
+                parent.name,
+                parent.name
+            );
+        }
+        for address in host_addresses {
+            match host.add_ipv4_address(link.index, *address, 32) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("add {address}/32 to {name}"))
+                }
+            }
+        }
+    }
     if !link.up {
         host.set_up(link.index)
             .with_context(|| format!("set {name} up"))?;
@@ -81,7 +124,7 @@ pub fn remove_device(network: &Network) -> Result<bool> {
     let mut host = Netlink::open().context("open netlink socket")?;
     let name = network.host_device();
     match host.link_by_name(&name)? {
-        Some(link) if link.kind.as_deref() == Some("macvlan") => {
+        Some(link) if link.kind.as_deref() == Some(network.driver.as_str()) => {
             host.delete_link(link.index)
                 .with_context(|| format!("delete {name}"))?;
             Ok(true)

@@ -121,7 +121,12 @@ impl Driver for NamedDriver<'_> {
         }
         // Host access: the shared host-side device, made on first use.
         let host_device = if network.host_access {
-            let device = super::host_access::ensure_device(&mut sockets.host, &device, network)?;
+            let device = super::host_access::ensure_device(
+                &mut sockets.host,
+                &device,
+                network,
+                &facts.reserved,
+            )?;
             sockets.timings.step("host_device_ms");
             Some(device)
         } else {

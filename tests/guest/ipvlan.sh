@@ -7,6 +7,9 @@ build_lab hA hB hC
 # hC routes the L3 network; the LAN reaches it through hC's address (README).
 /sbin/ip -n hC addr add 192.0.2.30/24 dev lan0
 /sbin/ip -n gw route add 198.51.100.0/24 via 192.0.2.30
+# The hosts' own addresses on the LAN (host access on ipvlan uses them).
+/sbin/ip -n hA addr add 192.0.2.20/24 dev lan0
+/sbin/ip -n hB addr add 192.0.2.21/24 dev lan0
 
 # hook STAGE HOST ID PID NETWORK: a container naming NETWORK.
 hook() { hook_env "$1" "$2" "$3" "$4" "\"NETWORK=$5\""; }
@@ -19,8 +22,8 @@ store = "sqlite:///tmp/state.db"
 log = "/tmp/macvlan.log"
 TOML
 
-check create-l2 $MV network create l2net --driver ipvlan --mode l2 --parent lan0 --subnet 192.0.2.0/24 --gateway 192.0.2.1 --ip-range 192.0.2.64/28
-check create-l3 $MV network create l3net --driver ipvlan --mode l3 --parent lan0 --subnet 198.51.100.0/24
+check create-l2 $MV network create l2net --driver ipvlan --mode l2 --parent lan0 --subnet 192.0.2.0/24 --gateway 192.0.2.1 --ip-range 192.0.2.64/28 --host-access
+check create-l3 $MV network create l3net --driver ipvlan --mode l3 --parent lan0 --subnet 198.51.100.0/24 --host-access
 check create-vlan10 $MV network create v10 --driver ipvlan --mode l2 --parent lan0 --vlan 10 --subnet 203.0.113.0/24 --gateway 203.0.113.1
 check gateway-vlan10 in_ns gw $MV vlan gateway v10
 
@@ -40,6 +43,12 @@ check l2-gateway ping1 $C1 192.0.2.1
 check l2-across-hosts ping1 $C1 $A2
 check l2-across-hosts-back ping1 $C2 $A1
 check l2-same-host ping1 $C3 $A1
+# Host access: the host's own namespace reaches its containers, and back.
+check l2-host-device sh -c "/sbin/ip -n hA -d link show mvh-l2net | grep -q 'ipvlan *mode l2'"
+check l2-host-route sh -c "/sbin/ip -n hA route show dev mvh-l2net | grep -q '^192.0.2.64 '"
+check l2-host-to-container in_ns hA ping -c 1 -W 2 $A1
+check l2-container-to-host ping1 $C1 192.0.2.20
+check l2-host-to-container-hB in_ns hB ping -c 1 -W 2 $A2
 
 # L3: routed by hC, no ARP on the link, default route via the device.
 check attach-c4-l3 hook createRuntime hC c4 $C4 l3net
@@ -48,6 +57,8 @@ A4=$(address_of $C4)
 check l3-default-route-dev sh -c "nsenter --net=/proc/$C4/ns/net /sbin/ip route show default | grep -q '^default dev eth0'"
 check l3-noarp sh -c "nsenter --net=/proc/$C4/ns/net /sbin/ip link show eth0 | grep -q NOARP"
 check l3-reaches-gateway-host ping1 $C4 192.0.2.1
+check l3-host-to-container in_ns hC ping -c 1 -W 2 $A4
+check l3-container-to-host ping1 $C4 192.0.2.30
 
 # L2 ipvlan on a VLAN sub-interface (hB's lan0 already carries L2 slaves).
 check attach-c5-vlan10 hook createRuntime hB c5 $C5 v10
