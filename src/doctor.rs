@@ -218,6 +218,59 @@ fn broadcast_capacity(ctx: &Context) -> Check {
     )
 }
 
+/// Host access: every running container of this host on a
+/// `--host-access` network has its route through the network's host-side
+/// device.
+fn host_access(ctx: &Context) -> Check {
+    let what = "host access (devices and routes of --host-access networks)";
+    let found = (|| -> Result<Vec<String>> {
+        let store = ctx.store()?;
+        let networks = crate::network::list(store, &ctx.keys)?;
+        let mut problems = Vec::new();
+        for network in networks.iter().filter(|n| n.host_access) {
+            let routes = crate::net::host_access::state(network)?;
+            for (id, _, text) in crate::ipam::list_records(store, &ctx.keys)? {
+                let Ok(record) = serde_json::from_str::<crate::record::FlatRecord>(&text) else {
+                    continue;
+                };
+                if !ctx.owns(&record)
+                    || record.state != crate::record::State::Running
+                    || record.network.as_deref() != Some(network.name.as_str())
+                {
+                    continue;
+                }
+                let address = record
+                    .ip
+                    .parse::<crate::cidr::Ipv4Cidr>()
+                    .map(|c| c.address)
+                    .ok();
+                match (&routes, address) {
+                    (None, _) => problems.push(format!(
+                        "{} is missing though {id} runs on network {}",
+                        network.host_device(),
+                        network.name
+                    )),
+                    (Some((device, routed)), Some(address)) if !routed.contains(&address) => {
+                        problems.push(format!("no route to {id}'s {address} through {device}"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(problems)
+    })();
+    let problem = match found {
+        Ok(problems) if problems.is_empty() => None,
+        Ok(problems) => Some(problems.join("; ")),
+        Err(e) => Some(format!("{e:#}")),
+    };
+    Check {
+        what,
+        problem,
+        remedy: "restart the containers named (their hooks make the device and routes), or run macvlan gc for ones that are gone",
+    }
+}
+
 /// An error naming the parent whose macvlans come near `backlog`.
 fn crowded_parent(
     per_parent: &std::collections::BTreeMap<String, usize>,
@@ -257,6 +310,7 @@ pub fn run(ctx: &Context) -> Result<()> {
         "check `store` (and [etcd]) in the config; every hook needs the store",
     ));
     checks.push(broadcast_capacity(ctx));
+    checks.push(host_access(ctx));
     let mut problems = 0;
     for check in &checks {
         match &check.problem {

@@ -114,6 +114,46 @@ fn the_host_reaches_its_containers_and_they_it() {
         "{inspect}"
     );
 
+    // doctor finds the routes in place, then misses one removed by hand.
+    let out = lab.macvlan("hA", &["doctor"]);
+    assert!(
+        text(&out).contains("ok       host access"),
+        "{}",
+        text(&out)
+    );
+    must(
+        "ip",
+        &[
+            "-n",
+            &lab.ns("hA"),
+            "route",
+            "del",
+            "192.0.2.67/32",
+            "dev",
+            "mvh-lan",
+        ],
+    );
+    let out = lab.macvlan("hA", &["doctor"]);
+    assert!(
+        text(&out).contains(&format!(
+            "no route to {second}'s 192.0.2.67 through mvh-lan"
+        )),
+        "{}",
+        text(&out)
+    );
+    must(
+        "ip",
+        &[
+            "-n",
+            &lab.ns("hA"),
+            "route",
+            "add",
+            "192.0.2.67/32",
+            "dev",
+            "mvh-lan",
+        ],
+    );
+
     // Stop removes the route; a restart brings it back.
     lab.stop("hA", &first);
     assert_eq!(host_routes(&lab, "hA"), ["192.0.2.67"]);
@@ -213,4 +253,38 @@ fn host_access_needs_bridge_mode_and_static_addresses() {
         assert!(!out.status.success());
         assert!(text(&out).contains(expected), "{}", text(&out));
     }
+}
+
+/// With host access the registrar health-checks a service from the host's
+/// own namespace, without entering the container's.
+#[test]
+fn the_registrar_checks_a_reachable_service_from_the_host() {
+    let lab = Lab::new(&["hA"]);
+    must(
+        "ip",
+        &[
+            "-n",
+            &lab.ns("hA"),
+            "addr",
+            "add",
+            &format!("{HOST_ADDRESS}/24"),
+            "dev",
+            UPLINK,
+        ],
+    );
+    lab.create_lan("hA", &["--host-access"]);
+    let id = lab.id("web");
+    let env = ["NETWORK=lan", "DISCOVER=true", "PORT=8080", "SERVICE=web"];
+    let bundle = lab.bundle("hA", &id, &env, &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    let out = lab.exec("hA", &id, &["httpd", "-p", "8080", "-h", "/www"]);
+    assert!(out.status.success(), "{}", text(&out));
+    common::wait_for(std::time::Duration::from_secs(10), "service up", || {
+        lab.log("hA")
+            .lines()
+            .any(|l| l.contains("event=service-up") && l.contains("checked_from=host"))
+    });
+    let out = lab.macvlan("hA", &["lookup", "web"]);
+    assert!(text(&out).contains("192.0.2.64:8080"), "{}", text(&out));
+    lab.stop("hA", &id);
 }

@@ -33,6 +33,10 @@ pub struct Registration {
     /// The inode of that namespace, so a reused pid is not mistaken for
     /// the container.
     pub netns_inode: u64,
+    /// The host routes to the container (host access): check from here,
+    /// without entering the container's namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_host: bool,
     /// Unix seconds.
     pub created_at: u64,
 }
@@ -68,6 +72,7 @@ impl Registration {
             host_id: Some(host_id.to_string()),
             pid,
             netns_inode,
+            from_host: false,
             created_at: crate::record::now(),
         })
     }

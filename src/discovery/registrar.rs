@@ -107,17 +107,32 @@ pub fn ensure_running(config: &Config) -> Result<()> {
 /// What one health check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Health {
-    Up,
+    /// The port answered; `from_host`: to a connect from the host's own
+    /// namespace (host access), else from inside the container's.
+    Up {
+        from_host: bool,
+    },
     Down(String),
     /// The container's namespace is gone.
     Gone,
 }
 
-/// Connects to the service from inside its container's namespace: a host
-/// cannot reach its own macvlan children through the parent interface.
+/// Connects to the service: from the host's own namespace where the host
+/// routes to the container (host access), else from inside the container's
+/// namespace — a host cannot reach its own macvlan children through the
+/// parent interface.
 fn check(registration: &Registration) -> Health {
     if !registration.container_alive() {
         return Health::Gone;
+    }
+    // Where the host routes to the container, no namespace to enter; if
+    // that fails (the host has no address to reach it from, say), the
+    // check from inside decides.
+    if registration.from_host {
+        let address = SocketAddr::from((registration.ip, registration.port));
+        if TcpStream::connect_timeout(&address, CHECK_TIMEOUT).is_ok() {
+            return Health::Up { from_host: true };
+        }
     }
     let pid = registration.pid;
     let inode = registration.netns_inode;
@@ -137,7 +152,7 @@ fn check(registration: &Registration) -> Health {
     })
     .join();
     match result {
-        Ok(Ok(())) => Health::Up,
+        Ok(Ok(())) => Health::Up { from_host: false },
         Ok(Err(_)) if !registration.container_alive() => Health::Gone,
         Ok(Err(e)) => Health::Down(format!("{e:#}")),
         Err(_) => Health::Down("health check thread panicked".into()),
@@ -159,7 +174,7 @@ impl Registrar {
     /// checked more often, so a new service is published soon after its
     /// port opens.
     fn waiting(&self) -> bool {
-        self.last.values().any(|h| *h != Health::Up)
+        self.last.values().any(|h| !matches!(h, Health::Up { .. }))
     }
 
     /// One pass over this host's registrations. Returns how many there are.
@@ -220,7 +235,7 @@ impl Registrar {
                     super::withdraw(store, &ctx.keys, id)?;
                     self.published.remove(id);
                 }
-                Health::Up => {
+                Health::Up { .. } => {
                     let endpoint = registration.endpoint();
                     let current = (lease, registration.service.clone(), endpoint.clone());
                     if self.published.get(id) != Some(&current) {
@@ -257,7 +272,7 @@ impl Registrar {
             let address = format!("{}:{}", registration.ip, registration.port);
             let never_up = !self.last.contains_key(id);
             let (event, level, reason) = match health {
-                Health::Up => ("service-up", Level::Info, None),
+                Health::Up { .. } => ("service-up", Level::Info, None),
                 // A service that has not come up yet is not news.
                 Health::Down(reason) if never_up => {
                     ("service-waiting", Level::Debug, Some(reason.as_str()))
@@ -274,6 +289,12 @@ impl Registrar {
                 ("service", registration.service.as_str()),
                 ("address", address.as_str()),
             ];
+            if let Health::Up { from_host } = health {
+                fields.push((
+                    "checked_from",
+                    if *from_host { "host" } else { "container" },
+                ));
+            }
             if let Some(reason) = reason {
                 fields.push(("reason", reason));
             }

@@ -138,6 +138,7 @@ impl DhcpDriver<'_> {
             ip: address.address,
             mac: format_mac(&mac),
             parent: parent.name.clone(),
+            host_reachable: false,
         })
     }
 }
@@ -333,6 +334,7 @@ impl Driver for DhcpDriver<'_> {
             ip: address.address,
             mac: format_mac(&mac),
             parent: parent.name.clone(),
+            host_reachable: false,
         })
     }
 }

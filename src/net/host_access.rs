@@ -65,7 +65,10 @@ pub fn ensure_device(
     // L3 and L3S route by address in the host's own stack and need
     // nothing more; an address on the device there would even take the
     // host's ARP away from the parent.
-    if network.ipvlan.is_some_and(|i| i.mode == crate::netlink::IpvlanMode::L2) {
+    if network
+        .ipvlan
+        .is_some_and(|i| i.mode == crate::netlink::IpvlanMode::L2)
+    {
         if host_addresses.is_empty() {
             anyhow::bail!(
                 "host access on ipvlan network {} needs an IPv4 address of this host on {} (ipvlan delivers to the host's device by address); give {} one",
@@ -78,9 +81,7 @@ pub fn ensure_device(
             match host.add_ipv4_address(link.index, *address, 32) {
                 Ok(()) => {}
                 Err(e) if e.errno() == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("add {address}/32 to {name}"))
-                }
+                Err(e) => return Err(e).with_context(|| format!("add {address}/32 to {name}")),
             }
         }
     }

@@ -313,5 +313,6 @@ pub fn attach_claimed(
         ip: address.address,
         mac: actual_mac,
         parent: parent.name.clone(),
+        host_reachable: host_device.is_some(),
     })
 }

@@ -112,6 +112,9 @@ pub struct Attached {
     pub ip: std::net::Ipv4Addr,
     pub mac: String,
     pub parent: String,
+    /// The host routes to the address (host access): the registrar can
+    /// check the service from the host's own namespace.
+    pub host_reachable: bool,
 }
 
 /// One setup step's undo, run in reverse order when a later step fails.
@@ -462,7 +465,7 @@ fn attach_inner(
         // The service is registered once the address is known, and undone
         // with everything else; the registrar starts once the rest has worked.
         if let (Some(discovery), Some(first)) = (&request.discovery, all.first()) {
-            register_service(ctx, discovery, target, first.ip, &mut undo)?;
+            register_service(ctx, discovery, target, first, &mut undo)?;
             crate::failpoint::check("start-registrar")?;
             crate::discovery::registrar::ensure_running(&ctx.config)
                 .context("start the registrar (macvlan daemon)")?;
@@ -492,19 +495,20 @@ fn register_service(
     ctx: &Context,
     discovery: &crate::request::DiscoveryRequest,
     target: &Target,
-    ip: std::net::Ipv4Addr,
+    attached: &Attached,
     undo: &mut Rollback,
 ) -> Result<()> {
     // The caller has put the hostname in if SERVICE was not given.
     let service = discovery.service_name(None)?;
-    let registration = crate::discovery::Registration::new(
+    let mut registration = crate::discovery::Registration::new(
         &service,
-        ip,
+        attached.ip,
         discovery.port,
         &target.container_id,
         (&ctx.host, &ctx.host_id),
         target.pid,
     )?;
+    registration.from_host = attached.host_reachable;
     crate::discovery::register(ctx.store()?, &ctx.keys, &registration)?;
     undo.push(Undo::Registration);
     crate::failpoint::check("after-register")?;
