@@ -20,8 +20,10 @@ pub struct Placement<'a> {
     pub parent: &'a Link,
     pub address: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
-    /// Host access: the host-side device to route the address through.
-    pub host_device: Option<&'a Link>,
+    /// Host access: the host-side device to route the address through,
+    /// and the host's address to reach it from (its own on the parent in
+    /// the network's subnet, if it has one).
+    pub host_device: Option<(&'a Link, Option<Ipv4Addr>)>,
     /// Now, as the record's creation time when it has no earlier one.
     pub now: u64,
 }
@@ -272,10 +274,10 @@ pub fn attach_claimed(
         None => {}
     }
     let (egress, ingress) = apply_limits(request, parent, &link, &existing, sockets, undo)?;
-    if let Some(device) = host_device {
+    if let Some((device, source)) = host_device {
         sockets
             .host
-            .replace_host_route(address.address, device.index)
+            .replace_host_route(address.address, device.index, source)
             .with_context(|| {
                 format!(
                     "route {} through {} (host access)",
@@ -301,7 +303,7 @@ pub fn attach_claimed(
         r.stopped_at = None;
         r.egress = egress.clone();
         r.ingress = ingress.clone();
-        r.host_route = host_device.map(|d| d.name.clone());
+        r.host_route = host_device.map(|(d, _)| d.name.clone());
         true
     })
     .context("record the attachment")?;

@@ -163,7 +163,10 @@ impl Driver for NamedDriver<'_> {
                 address,
                 // One default route: the first network's.
                 gateway: network.gateway.filter(|_| request.slot == 0),
-                host_device: host_device.as_ref(),
+                host_device: host_device.as_ref().map(|device| {
+                    let source = facts.reserved.iter().copied().find(|a| subnet.contains(*a));
+                    (device, source)
+                }),
                 now,
             },
         )

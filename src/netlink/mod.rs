@@ -626,10 +626,21 @@ impl Netlink {
     }
 
     /// Routes `destination`/32 straight out of link `index` (no gateway),
-    /// replacing a route to it that is already there.
-    pub fn replace_host_route(&mut self, destination: Ipv4Addr, index: u32) -> Result<()> {
+    /// from `source` when given, replacing a route to it that is there.
+    pub fn replace_host_route(
+        &mut self,
+        destination: Ipv4Addr,
+        index: u32,
+        source: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let mut message = Self::host_route(destination, Some(index));
+        if let Some(source) = source {
+            message
+                .attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::Inet(source)));
+        }
         self.request(
-            RouteNetlinkMessage::NewRoute(Self::host_route(destination, Some(index))),
+            RouteNetlinkMessage::NewRoute(message),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         )?;
         Ok(())
