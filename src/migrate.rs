@@ -172,6 +172,7 @@ fn zero_to_one(
             ingress_rate_kbit: None,
             annotations_only: false,
             host_access: false,
+            host_address: None,
             created_at: old.created_at,
         };
         let put = Op::Put(

@@ -119,6 +119,11 @@ pub struct Network {
     /// local container.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_access: bool,
+    /// The host's address on the network, held by the host-side device
+    /// (`--host-address`); never a container's. Without it the host reaches
+    /// its containers from its own address on the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_address: Option<Ipv4Addr>,
     pub created_at: u64,
 }
 
@@ -182,6 +187,8 @@ impl Network {
             "its gateway's address".to_string()
         } else if self.exclude.contains(&address) {
             "excluded from it (--exclude)".to_string()
+        } else if Some(address) == self.host_address {
+            "the host-side address (--host-address)".to_string()
         } else if reserved.contains(&address) {
             format!("an address of this host's {}", self.parent)
         } else if !range.contains(address) {
@@ -207,6 +214,7 @@ impl Network {
         let excluded: BTreeSet<&Ipv4Addr> = self
             .exclude
             .iter()
+            .chain(self.host_address.iter())
             .filter(|a| inside(a) && Some(**a) != self.gateway)
             .collect();
         count.saturating_sub(excluded.len() as u32)
@@ -284,6 +292,7 @@ pub struct CreateRequest {
     pub ingress_rate_kbit: Option<u64>,
     pub annotations_only: bool,
     pub host_access: bool,
+    pub host_address: Option<Ipv4Addr>,
 }
 
 impl CreateRequest {
@@ -305,6 +314,7 @@ impl CreateRequest {
             ingress_rate_kbit: None,
             annotations_only: false,
             host_access: false,
+            host_address: None,
         }
     }
 }
@@ -405,6 +415,7 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
             ("--gateway", request.gateway.is_some()),
             ("--ip-range", request.ip_range.is_some()),
             ("--exclude", !request.exclude.is_empty()),
+            ("--host-address", request.host_address.is_some()),
         ] {
             if given {
                 return invalid(format!("{flag} needs --subnet"));
@@ -430,6 +441,17 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
     };
     if let Some(gateway) = request.gateway {
         host_address("--gateway", gateway)?;
+    }
+    if let Some(address) = request.host_address {
+        if !request.host_access {
+            return invalid("--host-address needs --host-access".into());
+        }
+        host_address("--host-address", address)?;
+        if Some(address) == request.gateway || request.exclude.contains(&address) {
+            return invalid(format!(
+                "--host-address {address}: the gateway's or an excluded address"
+            ));
+        }
     }
     for address in &request.exclude {
         host_address("--exclude", *address)?;
@@ -525,6 +547,7 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
             ingress_rate_kbit: request.ingress_rate_kbit,
             annotations_only: request.annotations_only,
             host_access: request.host_access,
+            host_address: request.host_address,
             created_at: now(),
         };
         let next = generation

@@ -288,3 +288,55 @@ fn the_registrar_checks_a_reachable_service_from_the_host() {
     assert!(text(&out).contains("192.0.2.64:8080"), "{}", text(&out));
     lab.stop("hA", &id);
 }
+
+/// `--host-address`: the host-side device holds the network's host
+/// address, which no container can take; the host needs no address of its
+/// own on the parent then.
+#[test]
+fn a_host_address_of_the_network_on_a_host_without_one() {
+    let lab = Lab::new(&["hA"]);
+    lab.create_lan("hA", &["--host-access", "--host-address", "192.0.2.70"]);
+    let id = lab.id("c");
+    let bundle = lab.bundle("hA", &id, &["NETWORK=lan"], &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    let device = must(
+        "ip",
+        &["-n", &lab.ns("hA"), "addr", "show", "dev", "mvh-lan"],
+    );
+    assert!(device.contains("inet 192.0.2.70/32"), "{device}");
+    let out = on_host(
+        &lab,
+        "hA",
+        &["busybox", "ping", "-c", "2", "-W", "2", "192.0.2.64"],
+    );
+    assert!(out.status.success(), "host to container: {}", text(&out));
+    assert!(
+        lab.ping("hA", &id, "192.0.2.70"),
+        "container to the host address"
+    );
+    let taker = lab.id("taker");
+    let bundle = lab.bundle("hA", &taker, &["NETWORK=lan", "IP=192.0.2.70"], &[]);
+    let error = lab.start("hA", &taker, &bundle).expect_err("refused");
+    assert!(
+        error.contains("the host-side address (--host-address)"),
+        "{error}"
+    );
+    let _ = lab.runc("hA", &["delete", "--force", &taker]);
+    let out = lab.macvlan(
+        "hA",
+        &[
+            "network",
+            "create",
+            "x",
+            "--parent",
+            UPLINK,
+            "--subnet",
+            "203.0.113.0/24",
+            "--host-address",
+            "203.0.113.9",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--host-access"), "{}", text(&out));
+    lab.stop("hA", &id);
+}

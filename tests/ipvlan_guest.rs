@@ -8,7 +8,7 @@
 mod common;
 
 /// Every check the guest script makes; each must report PASS.
-const CHECKS: [&str; 46] = [
+const CHECKS: [&str; 48] = [
     "create-l2",
     "create-l3",
     "create-vlan10",
@@ -28,6 +28,8 @@ const CHECKS: [&str; 46] = [
     "l2-host-to-container",
     "l2-container-to-host",
     "l2-host-to-container-hB",
+    "attach-rate",
+    "ipvlan-rate-in-kernel",
     "attach-c4-l3",
     "l3-address",
     "l3-default-route-dev",

@@ -83,6 +83,10 @@ pub struct NetworkCreateArgs {
     /// through a host-side macvlan `mvh-NAME` (bridge mode only).
     #[arg(long)]
     pub host_access: bool,
+    /// The host's address on the network, on the host-side device (for a
+    /// network one host serves; default: the host's own on the parent).
+    #[arg(long, requires = "host_access")]
+    pub host_address: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +259,11 @@ impl NetworkCreateArgs {
                 .transpose()?,
             annotations_only: self.annotations_only,
             host_access: self.host_access,
+            host_address: self
+                .host_address
+                .as_deref()
+                .map(|a| address("--host-address", a))
+                .transpose()?,
         })
     }
 }

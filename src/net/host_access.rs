@@ -62,16 +62,25 @@ pub fn ensure_device(
         },
         "this kernel lacks the network's device type (CONFIG_MACVLAN / CONFIG_IPVLAN)",
     )?;
+    // The network's own host address, where it names one, on any device.
+    if let Some(address) = network.host_address {
+        match host.add_ipv4_address(link.index, address, 32) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("add {address}/32 to {name}")),
+        }
+    }
     // L3 and L3S route by address in the host's own stack and need
-    // nothing more; an address on the device there would even take the
-    // host's ARP away from the parent.
-    if network
-        .ipvlan
-        .is_some_and(|i| i.mode == crate::netlink::IpvlanMode::L2)
+    // nothing more; an address of the parent's on the device there would
+    // even take the host's ARP away from the parent.
+    if network.host_address.is_none()
+        && network
+            .ipvlan
+            .is_some_and(|i| i.mode == crate::netlink::IpvlanMode::L2)
     {
         if host_addresses.is_empty() {
             anyhow::bail!(
-                "host access on ipvlan network {} needs an IPv4 address of this host on {} (ipvlan delivers to the host's device by address); give {} one",
+                "host access on ipvlan network {} needs an IPv4 address of this host on {} (ipvlan delivers to the host's device by address); give {} one, or the network a --host-address",
                 network.name,
                 parent.name,
                 parent.name

@@ -164,7 +164,9 @@ impl Driver for NamedDriver<'_> {
                 // One default route: the first network's.
                 gateway: network.gateway.filter(|_| request.slot == 0),
                 host_device: host_device.as_ref().map(|device| {
-                    let source = facts.reserved.iter().copied().find(|a| subnet.contains(*a));
+                    let source = network
+                        .host_address
+                        .or_else(|| facts.reserved.iter().copied().find(|a| subnet.contains(*a)));
                     (device, source)
                 }),
                 now,

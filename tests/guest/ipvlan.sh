@@ -1,7 +1,7 @@
 # Runs in the QEMU guest after lib.sh (Debian's kernel, which has ipvlan):
 # ipvlan networks with the macvlan hook — L2 across two hosts, L3 routed by
 # its host, and L2 on an 802.1Q sub-interface.
-load_modules llc stp garp mrp 8021q macvlan veth bridge vrf ipvlan
+load_modules llc stp garp mrp 8021q macvlan veth bridge vrf sch_tbf ipvlan
 build_lab hA hB hC
 /sbin/ip -n gw addr add 192.0.2.1/24 dev lan0
 # hC routes the L3 network; the LAN reaches it through hC's address (README).
@@ -49,6 +49,12 @@ check l2-host-route sh -c "/sbin/ip -n hA route show dev mvh-l2net | grep -q '^1
 check l2-host-to-container in_ns hA ping -c 1 -W 2 $A1
 check l2-container-to-host ping1 $C1 192.0.2.20
 check l2-host-to-container-hB in_ns hB ping -c 1 -W 2 $A2
+
+# Rates work as on macvlan: the tbf on the ipvlan, read back from the kernel.
+R1=$(container hA)
+check attach-rate hook_env createRuntime hA r1 $R1 '"NETWORK=l2net","RATE=1000"'
+N=$($MV inspect r1 | grep -c '"rate_kbit": 1000')
+[ "$N" = 2 ] && result ipvlan-rate-in-kernel PASS || result ipvlan-rate-in-kernel FAIL "$($MV inspect r1 | tr '\n' ' ')"
 
 # L3: routed by hC, no ARP on the link, default route via the device.
 check attach-c4-l3 hook createRuntime hC c4 $C4 l3net
