@@ -278,6 +278,14 @@ pub fn record_id(container_id: &str, slot: usize) -> String {
     }
 }
 
+/// Which of its container's attachments a record id is (0: the first).
+pub fn slot_of(record_id: &str) -> usize {
+    record_id
+        .split_once('/')
+        .and_then(|(_, slot)| slot.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The container an attachment's record id belongs to.
 pub fn container_of(record_id: &str) -> &str {
     record_id.split('/').next().unwrap_or(record_id)
@@ -1652,6 +1660,7 @@ mod tests {
         let ids: Vec<String> = all.iter().map(|a| a.record_id()).collect();
         assert_eq!(ids, ["c1", "c1/1", "c1/2"]);
         assert_eq!(container_of("c1/2"), "c1");
+        assert_eq!((slot_of("c1"), slot_of("c1/2")), (0, 2));
         let Network::Named(storage) = &all[1].network else {
             panic!()
         };

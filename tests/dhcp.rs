@@ -483,3 +483,42 @@ fn udhcpc_as_the_external_client() {
     assert_eq!(address_of(&lab, "h1", &id), address);
     lab.stop("h1", &id);
 }
+
+/// A DHCP network the operator defined (`--ipam dhcp`), as a container's
+/// second network: eth0 static from a network's range, eth1 leased by
+/// dnsmasq under the network's pool; one default route (the first
+/// network's); both released at stop.
+#[test]
+fn a_dhcp_network_as_the_second_of_two() {
+    let lab = Lab::new(&["h1"]);
+    let server = Dnsmasq::start(&lab, "two", &[]);
+    lab.create_lan("h1", &[]);
+    let out = lab.macvlan(
+        "h1",
+        &[
+            "network", "create", "office", "--parent", "lan0", "--ipam", "dhcp",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let id = lab.id("two");
+    let bundle = lab.bundle("h1", &id, &["NETWORKS=lan,office"], &[]);
+    lab.start("h1", &id, &bundle).unwrap();
+    let interfaces = lab.container_interfaces("h1", &id);
+    assert_eq!(interfaces.len(), 2, "{interfaces:?}");
+    assert_eq!(interfaces[0].2, ["192.0.2.64/24"]);
+    assert!(in_pool(&interfaces[1].2[0]), "{interfaces:?}");
+    let lease = server.wait_lease(&mac_of(&format!("{id}/1")));
+    assert_eq!(format!("{}/24", lease.ip), interfaces[1].2[0]);
+    let routes = lab.default_route("h1", &id);
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    assert!(routes.contains("dev eth0"), "{routes}");
+    let keys = lab.store_keys("h1");
+    assert!(
+        keys.contains(&format!("/macvlan/ipam/office/{}", lease.ip)),
+        "{keys:?}"
+    );
+    lab.stop("h1", &id);
+    wait_for(Duration::from_secs(5), "lease released", || {
+        server.lease_for_mac(&mac_of(&format!("{id}/1"))).is_none()
+    });
+}

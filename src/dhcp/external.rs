@@ -187,7 +187,7 @@ fn apply(ctx: &Context, container_id: &str, event: &str) -> Result<()> {
                 let old = old.cidr()?;
                 let _ = netlink.delete_ipv4_address(link.index, old.address, old.prefix);
             }
-            super::configure(&mut netlink, link.index, &lease, now)?;
+            super::configure(&mut netlink, link.index, &lease, now, container_id)?;
             ctx.logger.log(
                 Level::Info,
                 if event == "bound" {

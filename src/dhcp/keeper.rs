@@ -163,7 +163,7 @@ impl Keeper {
                 let link = container
                     .link_by_name(&ifname)?
                     .with_context(|| format!("{ifname} is gone from the container"))?;
-                super::configure(&mut container, link.index, &renewed, now)?;
+                super::configure(&mut container, link.index, &renewed, now, id)?;
                 ctx.logger.log(
                     Level::Info,
                     "dhcp-renew",
@@ -250,7 +250,7 @@ impl Keeper {
         .map_err(|e| anyhow!(e))?;
         let now = now();
         let lease = super::lease_from(&reply, now);
-        super::configure(&mut container, link.index, &lease, now)?;
+        super::configure(&mut container, link.index, &lease, now, id)?;
         ctx.logger.log(
             Level::Info,
             "dhcp-lease",

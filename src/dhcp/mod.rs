@@ -53,6 +53,7 @@ pub fn configure(
     index: u32,
     lease: &DhcpLease,
     now: u64,
+    record_id: &str,
 ) -> Result<()> {
     let address = lease.cidr()?;
     // 0xffffffff is an infinite lease (RFC 2131 §3.3).
@@ -68,7 +69,9 @@ pub fn configure(
         )
     }
     .with_context(|| format!("add address {address}"))?;
-    if let Some(router) = lease.router {
+    // One default route per container: its first network's.
+    let first = crate::request::slot_of(record_id) == 0;
+    if let Some(router) = lease.router.filter(|_| first) {
         container
             .replace_default_route(index, router)
             .with_context(|| format!("set default route via {router}"))?;

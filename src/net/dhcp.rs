@@ -290,7 +290,7 @@ impl Driver for DhcpDriver<'_> {
         let now = now();
         let lease = dhcp::lease_from(&reply, now);
         let address = lease.cidr()?;
-        dhcp::configure(&mut sockets.container, link.index, &lease, now)
+        dhcp::configure(&mut sockets.container, link.index, &lease, now, id)
             .with_context(|| format!("configure {ifname}"))?;
         let (egress, ingress) =
             super::macvlan::apply_limits(request, parent, &link, &existing, sockets, undo)?;
