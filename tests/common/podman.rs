@@ -11,10 +11,17 @@ pub const IMAGE: &str = "lab/busybox:1";
 pub struct Podman {
     pub dir: PathBuf,
     netns: String,
+    /// podman instances share /run/libpod and their shm locks whatever
+    /// their roots: two at once in one test binary trip over each other
+    /// ("acquiring lock … file exists"), so tests take turns.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Podman {
     pub fn new(lab: &Lab, host: &str) -> Podman {
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         let dir = lab.dir.path().join(format!("podman-{host}"));
         let hooks = dir.join("hooks");
         std::fs::create_dir_all(&hooks).unwrap();
@@ -41,6 +48,7 @@ impl Podman {
         let podman = Podman {
             dir,
             netns: format!("--net=/run/netns/{}", lab.ns(host)),
+            _turn: turn,
         };
         let tar = podman.dir.join("rootfs.tar");
         super::must(
