@@ -699,3 +699,34 @@ fn ipvlan_on_a_kernel_without_it_fails_saying_so_and_leaves_nothing() {
     assert!(text(&out).contains("MISSING  ipvlan:"), "{}", text(&out));
     assert!(text(&out).contains("MISSING  ipvlan L3S"), "{}", text(&out));
 }
+
+/// A network's rate is a default and a ceiling: a container gets it, may ask
+/// for less, and is refused more (naming the cap), with nothing left.
+#[test]
+fn a_network_caps_the_rate_of_its_containers() {
+    let lab = Lab::new(&["hA"]);
+    lab.create_lan("hA", &["--rate", "10000"]);
+    let capped = lab.id("capped");
+    let bundle = lab.bundle("hA", &capped, &["NETWORK=lan"], &[]);
+    lab.start("hA", &capped, &bundle).unwrap();
+    let less = lab.id("less");
+    let bundle = lab.bundle("hA", &less, &["NETWORK=lan", "RATE=5000"], &[]);
+    lab.start("hA", &less, &bundle).unwrap();
+    for (id, rate) in [(&capped, 10000), (&less, 5000)] {
+        let out = lab.macvlan("hA", &["inspect", id]);
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(value["kernel"]["egress"]["rate_kbit"], rate, "{value}");
+    }
+    let keys_before = lab.store_keys("hA");
+    let more = lab.id("more");
+    let bundle = lab.bundle("hA", &more, &["NETWORK=lan", "RATE=50000"], &[]);
+    let error = lab.start("hA", &more, &bundle).expect_err("refused");
+    assert!(
+        error.contains("network lan allows at most 10000 kbit/s"),
+        "{error}"
+    );
+    let _ = lab.runc("hA", &["delete", "--force", &more]);
+    assert_eq!(lab.store_keys("hA"), keys_before);
+    lab.stop("hA", &capped);
+    lab.stop("hA", &less);
+}
