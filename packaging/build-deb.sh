@@ -32,6 +32,20 @@ Upstream-Name: macvlan-runc
 License: Apache-2.0
 COPYRIGHT
 install -d "$stage/var/lib/macvlan-runc"
+# Manual pages and shell completions, generated from the CLI definition.
+man="$(mktemp -d)"
+"$bin/macvlan" man "$man"
+install -d "$stage/usr/share/man/man1"
+for page in "$man"/*.1; do gzip -9n -c "$page" > "$stage/usr/share/man/man1/$(basename "$page").gz"; done
+rm -rf "$man"
+chmod 0644 "$stage"/usr/share/man/man1/*.gz
+install -d "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
+  "$stage/usr/share/fish/vendor_completions.d"
+"$bin/macvlan" completions bash > "$stage/usr/share/bash-completion/completions/macvlan"
+"$bin/macvlan" completions zsh > "$stage/usr/share/zsh/vendor-completions/_macvlan"
+"$bin/macvlan" completions fish > "$stage/usr/share/fish/vendor_completions.d/macvlan.fish"
+chmod 0644 "$stage/usr/share/bash-completion/completions/macvlan" \
+  "$stage/usr/share/zsh/vendor-completions/_macvlan" "$stage/usr/share/fish/vendor_completions.d/macvlan.fish"
 
 install -d "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL

@@ -284,7 +284,9 @@ fn crowded_parent(
     }
 }
 
-pub fn run(ctx: &Context) -> Result<()> {
+/// Runs every check and prints them (as JSON with `json`); fails when one
+/// found a problem.
+pub fn run(ctx: &Context, json: bool) -> Result<()> {
     let mut checks = Vec::new();
     checks.push(result(
         "privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
@@ -311,12 +313,25 @@ pub fn run(ctx: &Context) -> Result<()> {
     ));
     checks.push(broadcast_capacity(ctx));
     checks.push(host_access(ctx));
-    let mut problems = 0;
-    for check in &checks {
+    let problems = checks.iter().filter(|c| c.problem.is_some()).count();
+    if json {
+        let list: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "check": c.what,
+                    "ok": c.problem.is_none(),
+                    "problem": c.problem,
+                    "remedy": c.problem.as_ref().map(|_| c.remedy),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    }
+    for check in checks.iter().filter(|_| !json) {
         match &check.problem {
             None => println!("ok       {}", check.what),
             Some(problem) => {
-                problems += 1;
                 println!("MISSING  {}: {problem}", check.what);
                 if !check.remedy.is_empty() {
                     println!("         → {}", check.remedy);
@@ -326,7 +341,7 @@ pub fn run(ctx: &Context) -> Result<()> {
     }
     if problems > 0 {
         bail!(
-            "{problems} problem{} found (above)",
+            "{problems} problem{} found",
             if problems == 1 { "" } else { "s" }
         );
     }

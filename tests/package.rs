@@ -29,6 +29,11 @@ fn debian_package_has_binaries_config_hooks_units_and_docs() {
         "./usr/share/doc/macvlan-runc/examples/containerd-config.toml",
         "./usr/share/doc/macvlan-runc/examples/kubernetes-runtimeclass.yaml",
         "./usr/share/doc/macvlan-runc/examples/crio-macvlan.conf",
+        "./usr/share/man/man1/macvlan.1.gz",
+        "./usr/share/man/man1/macvlan-network-create.1.gz",
+        "./usr/share/bash-completion/completions/macvlan",
+        "./usr/share/zsh/vendor-completions/_macvlan",
+        "./usr/share/fish/vendor_completions.d/macvlan.fish",
     ] {
         assert!(
             contents.lines().any(|l| l.ends_with(path)),

@@ -16,6 +16,7 @@ use crate::net::{self, Target};
 use crate::record::FlatRecord;
 use crate::request::{self, Field, ServiceName, Settings};
 
+mod docs;
 mod network;
 use network::{NetworkCommand, VlanCommand, VlanCreateArgs};
 
@@ -50,6 +51,7 @@ pub enum Command {
     Attach(AttachArgs),
     /// Remove the interface `attach` gave a process and release its address.
     Detach {
+        /// The process whose namespace holds the interfaces.
         #[arg(long, required_unless_present = "id")]
         pid: Option<u32>,
         /// Container id of the record (default: the one attached to --pid).
@@ -58,11 +60,15 @@ pub enum Command {
     },
     /// List the network records in the store.
     Ls {
+        /// Print JSON: an array of records, each with its `id` and `type`.
         #[arg(long)]
         json: bool,
     },
     /// Show one container's network record.
-    Inspect { id: String },
+    Inspect {
+        /// Container id (`<id>/<n>` for a container's further networks).
+        id: String,
+    },
     /// Release the records and addresses of containers that no longer exist
     /// (and of those stopped longer than the configured retention).
     Gc {
@@ -83,10 +89,15 @@ pub enum Command {
         container: String,
     },
     /// Withdraw a container's service at once.
-    Unpublish { container: String },
+    Unpublish {
+        /// Container id.
+        container: String,
+    },
     /// Print the live endpoints of a service.
     Lookup {
+        /// The service's name.
         name: String,
+        /// Print JSON: an array of endpoints (`ip`, `port`, `container`, `host`).
         #[arg(long)]
         json: bool,
     },
@@ -111,7 +122,22 @@ pub enum Command {
     CreateVlan(VlanCreateArgs),
     /// Check what this host can do: kernel features (tried in a throwaway
     /// namespace), runc, the store.
-    Doctor,
+    Doctor {
+        /// Print JSON: an array of checks (`check`, `ok`, `problem`, `remedy`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (macvlan.1 and one per verb) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Answer DNS queries (A, SRV) for `<service>.<domain>` from the store.
     Dns {
         /// Address and port to listen on (UDP), e.g. 192.0.2.1:53.
@@ -128,6 +154,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
+    /// The running process whose network namespace gets the interface.
     #[arg(long)]
     pub pid: u32,
     /// Container id to record it under (default: pid-<PID>).
@@ -142,22 +169,31 @@ pub struct AttachArgs {
     /// An ad-hoc network: flat, dhcp or vlan (the original system's request).
     #[arg(long = "type", required_unless_present_any = ["network", "networks"])]
     pub network_type: Option<String>,
+    /// Ad hoc: the parent interface (flat, dhcp).
     #[arg(long)]
     pub host_interface: Option<String>,
+    /// The address: CIDR for flat, alone (or with the prefix) on a network.
     #[arg(long)]
     pub ip: Option<String>,
+    /// Ad hoc: the default gateway (flat).
     #[arg(long)]
     pub gateway: Option<String>,
+    /// With --type vlan: the VLAN network's name.
     #[arg(long)]
     pub vlan: Option<String>,
+    /// 68 to the parent's MTU (at most the network's).
     #[arg(long)]
     pub mtu: Option<String>,
+    /// macvlan mode: bridge, private, vepa or passthru.
     #[arg(long)]
     pub mode: Option<String>,
+    /// Egress limit, kbit/s.
     #[arg(long)]
     pub rate: Option<String>,
+    /// Token bucket size, bytes (with --rate).
     #[arg(long)]
     pub burst: Option<String>,
+    /// Longest queueing delay, ms (with --rate).
     #[arg(long)]
     pub latency: Option<String>,
 }
@@ -342,10 +378,15 @@ pub fn run(cli: Cli) -> Result<()> {
             let ctx = net::Context::new(config, logger)?;
             network::run_vlan(&ctx, VlanCommand::Create(args))
         }
-        Command::Doctor => {
+        Command::Doctor { json } => {
             let ctx = net::Context::new(config, logger)?;
-            crate::doctor::run(&ctx)
+            crate::doctor::run(&ctx, json)
         }
+        Command::Completions { shell } => {
+            docs::completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => docs::man_pages(&dir),
         Command::Daemon { exit_when_idle } => {
             let ctx = net::Context::new(config, logger)?;
             discovery::registrar::run(&ctx, exit_when_idle)

@@ -21,18 +21,26 @@ pub enum NetworkCommand {
     /// List the networks with their addresses used and free.
     #[command(alias = "list")]
     Ls {
+        /// Print JSON: an array of networks as `inspect` shows them, without addresses.
         #[arg(long)]
         json: bool,
     },
-    /// Show one network with the addresses held and by whom.
-    Inspect { name: String },
+    /// Show one network (JSON) with the addresses held and by whom.
+    Inspect {
+        /// The network's name.
+        name: String,
+    },
     /// Remove a network nobody holds an address in.
     #[command(alias = "delete")]
-    Rm { name: String },
+    Rm {
+        /// The network's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct NetworkCreateArgs {
+    /// The network's name: letters, digits, '-' and '_', starting with a letter or digit.
     pub name: String,
     /// The host interface the network lives on (for a VLAN: the trunk).
     #[arg(long)]
@@ -67,6 +75,7 @@ pub struct NetworkCreateArgs {
     /// static (addresses from the store) or dhcp (from the LAN's server).
     #[arg(long, default_value = "static")]
     pub ipam: String,
+    /// The containers' MTU (68 to the parent's): default and ceiling.
     #[arg(long)]
     pub mtu: Option<String>,
     /// Egress cap, kbit/s: containers get it unless they ask for less.
@@ -94,22 +103,33 @@ pub enum VlanCommand {
     /// Create a VLAN network: a cluster-unique 802.1Q ID and a subnet.
     Create(VlanCreateArgs),
     /// Delete a VLAN network no container holds an address in.
-    Delete { name: String },
+    Delete {
+        /// The VLAN network's name.
+        name: String,
+    },
     /// List the VLAN networks.
     #[command(alias = "ls")]
     List {
+        /// Print JSON: an array of VLAN networks as `inspect` shows them.
         #[arg(long)]
         json: bool,
     },
-    /// Show one VLAN network with the addresses used and free.
-    Inspect { name: String },
+    /// Show one VLAN network (JSON) with the addresses used and free.
+    Inspect {
+        /// The VLAN network's name.
+        name: String,
+    },
     /// Make this host the VLAN's gateway: `IF.<id>` and on it a macvlan
     /// holding the gateway address.
-    Gateway { name: String },
+    Gateway {
+        /// The VLAN network's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct VlanCreateArgs {
+    /// The VLAN network's name.
     #[arg(long)]
     pub name: String,
     /// The VLAN's subnet, e.g. 198.18.0.0/24.
