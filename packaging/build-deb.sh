@@ -13,39 +13,13 @@ bin="target/static"
 stage="$(mktemp -d)"
 chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
-install -D -m 0755 "$bin/macvlan"                    "$stage/usr/bin/macvlan"
-install -D -m 0755 "$bin/macvlan-runc"               "$stage/usr/bin/macvlan-runc"
-install -D -m 0644 config/config.toml                "$stage/etc/macvlan-runc/config.toml"
-install -D -m 0644 hooks/macvlan.json                "$stage/usr/share/containers/oci/hooks.d/macvlan.json"
-install -D -m 0644 packaging/systemd/macvlan-gc.service "$stage/lib/systemd/system/macvlan-gc.service"
-install -D -m 0644 packaging/systemd/macvlan-gc.timer   "$stage/lib/systemd/system/macvlan-gc.timer"
-install -D -m 0644 packaging/systemd/macvlan-daemon.service "$stage/lib/systemd/system/macvlan-daemon.service"
-install -D -m 0644 packaging/systemd/macvlan-dns.service "$stage/lib/systemd/system/macvlan-dns.service"
-install -D -m 0644 packaging/logrotate.conf          "$stage/etc/logrotate.d/macvlan-runc"
+bash packaging/stage.sh "$stage" /lib/systemd/system
 doc="$stage/usr/share/doc/macvlan-runc"
-install -D -m 0644 README.md                         "$doc/README.md"
-install -D -m 0644 packaging/runc-hooks.json         "$doc/examples/runc-hooks.json"
-for f in packaging/engines/*; do install -D -m 0644 "$f" "$doc/examples/$(basename "$f")"; done
 cat > "$doc/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: macvlan-runc
 License: Apache-2.0
 COPYRIGHT
-install -d "$stage/var/lib/macvlan-runc"
-# Manual pages and shell completions, generated from the CLI definition.
-man="$(mktemp -d)"
-"$bin/macvlan" man "$man"
-install -d "$stage/usr/share/man/man1"
-for page in "$man"/*.1; do gzip -9n -c "$page" > "$stage/usr/share/man/man1/$(basename "$page").gz"; done
-rm -rf "$man"
-chmod 0644 "$stage"/usr/share/man/man1/*.gz
-install -d "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
-  "$stage/usr/share/fish/vendor_completions.d"
-"$bin/macvlan" completions bash > "$stage/usr/share/bash-completion/completions/macvlan"
-"$bin/macvlan" completions zsh > "$stage/usr/share/zsh/vendor-completions/_macvlan"
-"$bin/macvlan" completions fish > "$stage/usr/share/fish/vendor_completions.d/macvlan.fish"
-chmod 0644 "$stage/usr/share/bash-completion/completions/macvlan" \
-  "$stage/usr/share/zsh/vendor-completions/_macvlan" "$stage/usr/share/fish/vendor_completions.d/macvlan.fish"
 
 install -d "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL

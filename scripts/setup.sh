@@ -21,7 +21,8 @@ packages=(
   python3                      # the demo edits its config.json with it
   etcd-server etcd-client      # the cluster store: etcd 3.4, started by the tests on loopback ports
   protobuf-compiler libprotobuf-dev  # protoc and its well-known types, which the etcd client crate needs at build time
-  qemu-system-x86              # a guest with Debian's kernel for the 802.1Q tests (this kernel has no 802.1Q)
+  qemu-system-x86              # a guest with Debian's kernel for the 802.1Q and ipvlan tests (this kernel has neither)
+  rpm                          # rpmbuild for packaging/build-rpm.sh, rpm's queries in its test
   ca-certificates curl
 )
 missing=()

@@ -94,3 +94,56 @@ fn debian_package_has_binaries_config_hooks_units_and_docs() {
         "{service}"
     );
 }
+
+/// The RPM (Fedora and RHEL are podman's home): built by
+/// packaging/build-rpm.sh with rpmbuild from the same staged files, checked
+/// with rpm's queries — file list, config files kept on upgrade, scriptlets.
+#[test]
+fn rpm_package_has_the_same_files_config_noreplace_and_scripts() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/build-rpm.sh");
+    let built = run("bash", &[script, out_dir.path().to_str().unwrap()]);
+    assert!(built.status.success(), "build-rpm: {}", text(&built));
+    let package = String::from_utf8_lossy(&built.stdout).trim().to_string();
+    assert!(package.ends_with(".rpm"), "{package}");
+    let files = must("rpm", &["-qlp", &package]);
+    for path in [
+        "/usr/bin/macvlan",
+        "/usr/bin/macvlan-runc",
+        "/etc/macvlan-runc/config.toml",
+        "/usr/share/containers/oci/hooks.d/macvlan.json",
+        "/usr/lib/systemd/system/macvlan-gc.timer",
+        "/usr/lib/systemd/system/macvlan-daemon.service",
+        "/usr/share/man/man1/macvlan.1.gz",
+        "/usr/share/bash-completion/completions/macvlan",
+        "/var/lib/macvlan-runc",
+    ] {
+        assert!(files.lines().any(|l| l == path), "{path} missing:\n{files}");
+    }
+    let flags = must(
+        "rpm",
+        &[
+            "-qp",
+            "--qf",
+            "[%{FILENAMES} %{FILEFLAGS:fflags}\n]",
+            &package,
+        ],
+    );
+    for config in [
+        "/etc/macvlan-runc/config.toml",
+        "/etc/logrotate.d/macvlan-runc",
+    ] {
+        assert!(
+            flags.lines().any(|l| l == format!("{config} cn")),
+            "{config} is not %config(noreplace):\n{flags}"
+        );
+    }
+    let scripts = must("rpm", &["-qp", "--scripts", &package]);
+    assert!(
+        scripts.contains("systemctl enable --now macvlan-gc.timer")
+            && scripts.contains("systemctl disable --now macvlan-gc.timer"),
+        "{scripts}"
+    );
+    let requires = must("rpm", &["-qp", "--requires", &package]);
+    assert!(requires.lines().any(|l| l.trim() == "runc"), "{requires}");
+}
