@@ -30,7 +30,7 @@ use netlink_packet_route::tc::{
     TcU32Selector, TcU32SelectorFlags,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_packet_utils::nla::{Nla, NlasIterator};
+use netlink_packet_core::{Nla, NlasIterator};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 pub mod tbf;

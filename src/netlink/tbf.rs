@@ -6,7 +6,7 @@
 //! captures of what tc itself sent.
 
 use netlink_packet_route::tc::TcOption;
-use netlink_packet_utils::nla::DefaultNla;
+use netlink_packet_core::DefaultNla;
 
 const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RTAB: u16 = 2;
@@ -179,7 +179,7 @@ mod tests {
             panic!()
         };
         let mut value = vec![0u8; 36];
-        netlink_packet_utils::nla::Nla::emit_value(parms, &mut value);
+        netlink_packet_core::Nla::emit_value(parms, &mut value);
         let back = parse_parms(&value, 15.625).unwrap();
         assert_eq!(back.rate, tbf.rate);
         assert_eq!(back.limit, tbf.limit);
