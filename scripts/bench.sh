@@ -10,10 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-dir=bench-results containers=200 dhcp=100 pinging=10 scale=1000 runs=60 allocations=400 attaches=100 seconds=10 streams=1,2,4,8,16 out=()
+dir=bench-results containers=200 dhcp=100 pinging=10 scale=1000 runs=60 allocations=400 attaches=100 seconds=10 streams=1,2,4,8,16 rounds=5 out=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) containers=10 dhcp=5 pinging=1 scale=40 runs=5 allocations=48 attaches=10 seconds=1 streams=1,4 ;;
+    --quick) containers=10 dhcp=5 pinging=1 scale=40 runs=5 allocations=48 attaches=10 seconds=1 streams=1,4 rounds=2 ;;
     --out) out=(--out "$2"); dir="$2"; shift ;;
     *) echo "usage: scripts/bench.sh [--quick] [--out DIR]" >&2; exit 2 ;;
   esac
@@ -25,7 +25,7 @@ cargo bench --locked --target "$RELEASE_TARGET" --bench attach -- --containers "
 cargo bench --locked --target "$RELEASE_TARGET" --bench dhcp -- --containers "$dhcp" --pinging "$pinging" "${out[@]}"
 cargo bench --locked --target "$RELEASE_TARGET" --bench docker -- --runs "$runs" "${out[@]}"
 cargo bench --locked --target "$RELEASE_TARGET" --bench etcd -- --allocations "$allocations" --attaches "$attaches" "${out[@]}"
-cargo bench --locked --target "$RELEASE_TARGET" --bench dataplane -- --seconds "$seconds" --streams "$streams" "${out[@]}"
+cargo bench --locked --target "$RELEASE_TARGET" --bench dataplane -- --seconds "$seconds" --streams "$streams" --rounds "$rounds" "${out[@]}"
 cargo bench --locked --target "$RELEASE_TARGET" --bench scale -- --containers "$scale" "${out[@]}"
 
 # One report with every part, in reading order, after what it ran on.

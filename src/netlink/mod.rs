@@ -16,6 +16,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use netlink_packet_core::{Nla, NlasIterator};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo};
 use netlink_packet_route::link::{
     InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, InfoVrf, IpVlanFlags,
@@ -30,7 +31,6 @@ use netlink_packet_route::tc::{
     TcU32Selector, TcU32SelectorFlags,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_packet_core::{Nla, NlasIterator};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 pub mod tbf;

@@ -5,8 +5,8 @@
 //! tc/q_tbf.c, lib/tc_core.c); the unit tests compare the bytes with
 //! captures of what tc itself sent.
 
-use netlink_packet_route::tc::TcOption;
 use netlink_packet_core::DefaultNla;
+use netlink_packet_route::tc::TcOption;
 
 const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RTAB: u16 = 2;
