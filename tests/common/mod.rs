@@ -638,7 +638,7 @@ impl Lab {
     /// that shares the host's network) and returns once it is there.
     pub fn host_process(&self, host: &str) -> NetnsProcess {
         let host_ns = self.netns_inode(host);
-        self.spawn_in(host, &["sleep", "120"], |ns| ns == host_ns)
+        self.spawn_in(host, &["sleep", "7200"], |ns| ns == host_ns)
     }
 
     fn netns_inode(&self, host: &str) -> u64 {
