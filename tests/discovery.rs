@@ -186,6 +186,30 @@ fn several_containers_serve_one_name_and_dns_answers_a_and_srv() {
     assert!(missing.contains("NXDOMAIN"), "unknown name: {missing}");
     let other = nslookup(&["example.org", "192.0.2.1"]);
     assert!(other.contains("REFUSED"), "other zone: {other}");
+    // A response (QR=1) sent to the responder gets no answer (two
+    // responders must not ping-pong); a query right after still does.
+    let pid = lab.pid("hA", &client);
+    let replies = std::thread::spawn(move || {
+        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let question = b"\x03api\x03lab\x00\x00\x01\x00\x01";
+        let mut answers = Vec::new();
+        for flags in [[0x81u8, 0x80], [0x01, 0x00]] {
+            let mut packet = vec![0x12, 0x34, flags[0], flags[1], 0, 1, 0, 0, 0, 0, 0, 0];
+            packet.extend_from_slice(question);
+            socket.send_to(&packet, "192.0.2.1:53").unwrap();
+            let mut buffer = [0u8; 512];
+            answers.push(socket.recv_from(&mut buffer).is_ok());
+        }
+        answers
+    })
+    .join()
+    .unwrap();
+    assert_eq!(replies, [false, true], "response ignored, query answered");
 
     // One endpoint stops: DNS follows the store.
     lab.stop("hA", &first);

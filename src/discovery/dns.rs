@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::rdata::{A, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::Endpoint;
@@ -45,10 +45,63 @@ impl DnsOptions {
     }
 }
 
-/// The answer to one query, or the decision to forward it.
+/// The answer to one query, or the decision to forward it, or to stay
+/// silent.
 pub enum Reply {
     Answer(Message),
     Forward,
+    /// A response (QR=1) arrived: answering it, even with FORMERR, lets two
+    /// responders ping-pong forever on one spoofed packet.
+    Ignore,
+}
+
+/// The zone's SOA, in the authority section of negative answers so that
+/// resolvers may cache them (RFC 2308): the minimum is the answers' TTL.
+fn soa(domain: &Name) -> Record {
+    let host = |label: &str| {
+        Name::from_str(label)
+            .and_then(|n| n.append_domain(domain))
+            .unwrap_or_else(|_| domain.clone())
+    };
+    Record::from_rdata(
+        domain.clone(),
+        ANSWER_TTL,
+        RData::SOA(SOA::new(
+            host("ns"),
+            host("hostmaster"),
+            1,
+            60,
+            60,
+            3600,
+            ANSWER_TTL,
+        )),
+    )
+}
+
+/// The largest UDP answer `request` can take: 512 bytes without EDNS
+/// (RFC 1035), else what it advertises (at least 512, at most 4096).
+pub fn udp_limit(request: &Message) -> usize {
+    match &request.edns {
+        None => 512,
+        Some(edns) => usize::from(edns.max_payload()).clamp(512, 4096),
+    }
+}
+
+/// `message` on the wire within `limit` bytes: records are dropped from the
+/// end (additional section first) until it fits, and then TC says so, so
+/// the client asks again over TCP or makes do with what fits.
+pub fn encode_within(mut message: Message, limit: usize) -> Option<Vec<u8>> {
+    loop {
+        let bytes = message.to_vec().ok()?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+        message.metadata.truncation = true;
+        if message.additionals.pop().is_none() && message.answers.pop().is_none() {
+            // Nothing left to drop: the header and question alone.
+            return message.to_vec().ok().filter(|b| b.len() <= limit);
+        }
+    }
 }
 
 /// Whose endpoints a query name asks for, relative to the domain.
@@ -115,7 +168,7 @@ pub fn answer(
         Reply::Answer(message)
     };
     if request.metadata.message_type != MessageType::Query {
-        return rcode(response, ResponseCode::FormErr);
+        return Reply::Ignore;
     }
     if request.metadata.op_code != OpCode::Query {
         response.metadata.op_code = request.metadata.op_code;
@@ -135,8 +188,12 @@ pub fn answer(
     }
     response.metadata.authoritative = true;
     let owner = query.name().clone();
+    let negative = |mut message: Message, code: ResponseCode| {
+        message.add_authority(soa(domain));
+        rcode(message, code)
+    };
     let Some(asked) = question(&name, domain) else {
-        return rcode(response, ResponseCode::NXDomain);
+        return negative(response, ResponseCode::NXDomain);
     };
     let (service, container) = match asked {
         Question::Apex => return Reply::Answer(response),
@@ -155,7 +212,7 @@ pub fn answer(
         })
         .collect();
     if endpoints.is_empty() {
-        return rcode(response, ResponseCode::NXDomain);
+        return negative(response, ResponseCode::NXDomain);
     }
     let a = |e: &Endpoint, owner: Name| Record::from_rdata(owner, ANSWER_TTL, RData::A(A(e.ip)));
     match query.query_type() {
@@ -178,7 +235,7 @@ pub fn answer(
             }
         }
         // The name exists, with no records of that type (NODATA).
-        _ => {}
+        _ => return negative(response, ResponseCode::NoError),
     }
     Reply::Answer(response)
 }
@@ -197,6 +254,10 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
         ],
     );
     let forwarding = matches!(options.others, Others::Forward(_));
+    let forwarders = match options.others {
+        Others::Refuse => None,
+        Others::Forward(upstream) => Some(forwarding_pool(&socket, upstream)?),
+    };
     let mut buffer = [0u8; 4096];
     loop {
         let (length, peer) = match socket.recv_from(&mut buffer) {
@@ -211,22 +272,48 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
         let reply = answer(&request, &options.domain, forwarding, |service| {
             super::endpoints(store, &ctx.keys, service)
         });
-        match (reply, options.others) {
+        match (reply, &forwarders) {
             (Reply::Answer(message), _) => {
-                if let Ok(bytes) = message.to_vec() {
+                if let Some(bytes) = encode_within(message, udp_limit(&request)) {
                     let _ = socket.send_to(&bytes, peer);
                 }
             }
-            (Reply::Forward, Others::Forward(upstream)) => {
-                let socket = socket.try_clone()?;
-                let query = packet.to_vec();
-                // One thread per forwarded query: a slow upstream must not
-                // hold up the names this responder answers itself.
-                std::thread::spawn(move || forward(&socket, peer, upstream, &query));
+            // A slow upstream must not hold up the names this responder
+            // answers itself, nor may a flood of forwarded queries start a
+            // thread each: a fixed pool takes them from a bounded queue,
+            // and what does not fit is dropped (the client asks again).
+            (Reply::Forward, Some(queue)) => {
+                let _ = queue.try_send((peer, packet.to_vec()));
             }
-            (Reply::Forward, Others::Refuse) => {}
+            (Reply::Forward, None) | (Reply::Ignore, _) => {}
         }
     }
+}
+
+/// Forwarding threads and the queue that feeds them.
+const FORWARDERS: usize = 8;
+const FORWARD_QUEUE: usize = 256;
+
+type ForwardQueue = std::sync::mpsc::SyncSender<(SocketAddr, Vec<u8>)>;
+
+/// Starts the forwarding threads (all at start, so that none has to be
+/// made — or fail to be made — under load).
+fn forwarding_pool(socket: &UdpSocket, upstream: SocketAddr) -> Result<ForwardQueue> {
+    let (queue, jobs) = std::sync::mpsc::sync_channel::<(SocketAddr, Vec<u8>)>(FORWARD_QUEUE);
+    let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+    for i in 0..FORWARDERS {
+        let socket = socket.try_clone().context("clone the DNS socket")?;
+        let jobs = jobs.clone();
+        std::thread::Builder::new()
+            .name(format!("dns-forward-{i}"))
+            .spawn(move || loop {
+                let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((peer, query)) = job else { return };
+                forward(&socket, peer, upstream, &query);
+            })
+            .context("start the DNS forwarding threads")?;
+    }
+    Ok(queue)
 }
 
 fn forward(socket: &UdpSocket, peer: SocketAddr, upstream: SocketAddr, query: &[u8]) {
@@ -286,7 +373,78 @@ mod tests {
                 Message::from_vec(&message.to_vec().unwrap()).unwrap()
             }
             Reply::Forward => panic!("forwarded"),
+            Reply::Ignore => panic!("ignored"),
         }
+    }
+
+    #[test]
+    fn responses_are_never_answered() {
+        let mut response = Message::new(9, MessageType::Response, OpCode::Query);
+        response.add_query(Query::query(
+            Name::from_str("webapp.lab.").unwrap(),
+            RecordType::A,
+        ));
+        let domain = DnsOptions::parse_domain("lab").unwrap();
+        assert!(matches!(
+            answer(&response, &domain, false, |_| Ok(vec![])),
+            Reply::Ignore
+        ));
+    }
+
+    #[test]
+    fn negative_answers_carry_the_zone_soa() {
+        for (name, kind, code) in [
+            ("nothing.lab.", RecordType::A, ResponseCode::NXDomain),
+            ("webapp.lab.", RecordType::AAAA, ResponseCode::NoError),
+        ] {
+            let m = message(ask(name, kind, false));
+            assert_eq!(m.metadata.response_code, code);
+            assert_eq!(m.authorities.len(), 1, "{name}");
+            assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+            assert_eq!(m.authorities[0].ttl, ANSWER_TTL);
+        }
+        assert!(message(ask("webapp.lab.", RecordType::A, false))
+            .authorities
+            .is_empty());
+    }
+
+    #[test]
+    fn answers_fit_the_client_and_say_when_cut() {
+        let many: Vec<Endpoint> = (0..60)
+            .map(|i| {
+                endpoint(
+                    &format!("192.0.2.{}", i + 10),
+                    8000,
+                    &format!("container{i:02}x"),
+                )
+            })
+            .collect();
+        let domain = DnsOptions::parse_domain("lab").unwrap();
+        let mut request = Message::new(3, MessageType::Query, OpCode::Query);
+        request.add_query(Query::query(
+            Name::from_str("webapp.lab.").unwrap(),
+            RecordType::SRV,
+        ));
+        let Reply::Answer(full) = answer(&request, &domain, false, |_| Ok(many.clone())) else {
+            panic!()
+        };
+        assert!(full.to_vec().unwrap().len() > 512);
+        assert_eq!(udp_limit(&request), 512);
+        let cut = encode_within(full.clone(), udp_limit(&request)).unwrap();
+        assert!(cut.len() <= 512);
+        let cut = Message::from_vec(&cut).unwrap();
+        assert!(cut.metadata.truncation);
+        assert!(cut.answers.len() < 60);
+        // With EDNS the client's size counts: 4096 holds them all.
+        request.edns = Some({
+            let mut edns = Edns::new();
+            edns.set_max_payload(4096);
+            edns
+        });
+        let whole = encode_within(full, udp_limit(&request)).unwrap();
+        let whole = Message::from_vec(&whole).unwrap();
+        assert!(!whole.metadata.truncation);
+        assert_eq!(whole.answers.len(), 60);
     }
 
     #[test]
