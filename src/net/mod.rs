@@ -352,15 +352,22 @@ fn namespace_id(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((meta.dev(), meta.ino()))
 }
 
-/// Refuses a process that shares the hook's own network namespace: giving
-/// it an interface would reconfigure the host.
-pub fn check_own_netns(target: &Target) -> Result<()> {
-    let theirs = namespace_id(&target.netns_path()).with_context(|| {
+/// Opens the target's network namespace, refusing one the hook shares (giving
+/// it an interface would reconfigure the host) and the machine's initial one.
+pub fn open_target_netns(target: &Target) -> Result<File> {
+    let path = target.netns_path();
+    let netns = File::open(&path).with_context(|| {
         format!(
             "process {} not found (is the container running?)",
             target.pid
         )
     })?;
+    // Judged on the descriptor that will be used, not on the path: the pid
+    // could be reused between a stat and an open.
+    let meta = netns
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    let theirs = (meta.dev(), meta.ino());
     let ours = namespace_id(Path::new("/proc/self/ns/net"))?;
     if theirs == ours {
         bail!("the container shares the host's network namespace; give it its own (runc: a \"network\" entry in linux.namespaces; docker: --net none)");
@@ -372,7 +379,7 @@ pub fn check_own_netns(target: &Target) -> Result<()> {
             bail!("process {} is in the machine's initial network namespace; refusing to configure it", target.pid);
         }
     }
-    Ok(())
+    Ok(netns)
 }
 
 /// Attaches `request` to the container — its first network and every
@@ -422,7 +429,7 @@ fn attach_inner(
 ) -> Result<Vec<Attached>> {
     let mut timings = Timings::start();
     check_privileges()?;
-    check_own_netns(target)?;
+    let netns = open_target_netns(target)?;
     let drivers: Vec<Box<dyn Driver + '_>> = attachments.iter().map(driver_for).collect();
     let mut host = Netlink::open().context("open netlink socket")?;
     let facts = drivers
@@ -432,8 +439,6 @@ fn attach_inner(
     timings.step("validate_ms");
 
     let netns_path = target.netns_path();
-    let netns =
-        File::open(&netns_path).with_context(|| format!("open {}", netns_path.display()))?;
     let container = Netlink::open_in_netns_file(&netns, &netns_path.display().to_string())
         .context("open netlink socket in the container's namespace")?;
     timings.step("enter_netns_ms");

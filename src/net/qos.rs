@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
-use super::{check_own_netns, check_privileges, Context, Rollback, Target, Undo};
+use super::{check_privileges, open_target_netns, Context, Rollback, Target, Undo};
 use crate::log::Level;
 use crate::netlink::{Link, Netlink};
 use crate::record::LimitRecord;
@@ -85,9 +85,10 @@ pub fn apply(
 pub fn shape(ctx: &Context, request: &ShapingRequest, target: &Target) -> Result<()> {
     let started = Instant::now();
     check_privileges()?;
-    check_own_netns(target)?;
-    let mut container = Netlink::open_in_netns(&target.netns_path())
-        .context("open netlink socket in the container's namespace")?;
+    let netns = open_target_netns(target)?;
+    let mut container =
+        Netlink::open_in_netns_file(&netns, &target.netns_path().display().to_string())
+            .context("open netlink socket in the container's namespace")?;
     let link = container.link_by_name("eth0")?.context(
         "no eth0 in the container's network namespace to limit (a rate without TYPE shapes the interface the container already has)",
     )?;
