@@ -194,15 +194,7 @@ fn same_host_pairs(lab: &Lab) -> Vec<Pair> {
     });
     // The host itself to a container of a --host-access network, through
     // the host-side device: the host has its own address on the LAN.
-    ip(&[
-        "-n",
-        &lab.ns("hA"),
-        "addr",
-        "add",
-        "192.0.2.66/24",
-        "dev",
-        UPLINK,
-    ]);
+    lab.add_host_address("hA", "192.0.2.66/24");
     lab.create_lan("hA", &["--host-access"]);
     let (client, server) = (lab.host_process("hA"), lab.long_netns_process("hA"));
     let out = lab.macvlan(
@@ -386,13 +378,23 @@ fn cpu_jiffies() -> (u64, u64) {
 /// iperf3 from client to server with `streams` parallel streams: Gbit/s
 /// received, and CPU seconds (all cores) per Gbit transferred.
 fn throughput(pair: &Pair, streams: usize, seconds: u64) -> (f64, f64) {
-    let mut server = Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", pair.server.pid()))
-        .args(["iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed on drop, also when the client's run panics.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Server(
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", pair.server.pid()))
+            .args(["iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (busy_before, _) = cpu_jiffies();
     let started = Instant::now();
@@ -413,8 +415,7 @@ fn throughput(pair: &Pair, streams: usize, seconds: u64) -> (f64, f64) {
     );
     let elapsed = started.elapsed().as_secs_f64();
     let (busy_after, _) = cpu_jiffies();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     let bits_per_second = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()

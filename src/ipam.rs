@@ -238,38 +238,38 @@ pub fn undo_claim(store: &dyn Store, container_id: &str, claim: &Claim) -> Resul
     Ok(())
 }
 
+/// The address a DHCP record's lease holds, if it holds a lease.
+fn lease_address(record: &FlatRecord) -> Option<Ipv4Addr> {
+    let cidr: Ipv4Cidr = record.lease.as_ref()?.address.parse().ok()?;
+    Some(cidr.address)
+}
+
 /// The address key a DHCP record's lease holds, if it holds a lease.
 pub fn lease_key(keys: &Keys, record: &FlatRecord) -> Option<String> {
-    let lease = record.lease.as_ref()?;
-    let cidr: Ipv4Cidr = lease.address.parse().ok()?;
-    Some(keys.address(&record.pool, cidr.address))
+    lease_address(record).map(|address| keys.address(&record.pool, address))
 }
 
 /// The compares and ops that move a DHCP record's address key from the
-/// lease in `old` to the lease in `new` (claimed if absent, released if
-/// ours), checking `guards` (the address in other pools) for the new one.
+/// lease in `old` to the lease in `new` (`None`: no record), claiming the
+/// new one if absent — and none of `guards` (the address in other pools)
+/// held by another — and releasing the old one if ours.
 pub fn lease_key_change(
     store: &dyn Store,
     keys: &Keys,
     container_id: &str,
     old: Option<&FlatRecord>,
-    new: &FlatRecord,
+    new: Option<&FlatRecord>,
     guards: &[String],
 ) -> Result<(Vec<Compare>, Vec<Op>), IpamError> {
     let (mut compares, mut ops) = (Vec::new(), Vec::new());
     let before = old.and_then(|r| lease_key(keys, r));
-    let after = lease_key(keys, new);
+    let after = new.and_then(|r| lease_key(keys, r));
     if before == after {
         return Ok((compares, ops));
     }
     let mine = holder_value(container_id);
     if let Some(key) = &after {
-        let ip = new
-            .lease
-            .as_ref()
-            .and_then(|l| l.address.parse::<Ipv4Cidr>().ok())
-            .map(|c| c.address)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ip = new.and_then(lease_address).unwrap_or(Ipv4Addr::UNSPECIFIED);
         require_free(
             store,
             std::iter::once(key).chain(guards),
@@ -310,7 +310,7 @@ pub fn update_flat(
         record.updated_at = now();
         let new = serde_json::to_string(&record).expect("record serialises");
         let (mut compares, mut ops) =
-            lease_key_change(store, keys, container_id, Some(&old), &record, &[])?;
+            lease_key_change(store, keys, container_id, Some(&old), Some(&record), &[])?;
         compares.push(Compare::Equals(key.clone(), text));
         ops.push(Op::Put(key.clone(), new));
         if store.transaction(&compares, &ops)? {
@@ -334,31 +334,16 @@ pub fn restore_record(
         .as_deref()
         .and_then(|t| serde_json::from_str(t).ok());
     let before: Option<FlatRecord> = previous.and_then(|t| serde_json::from_str(t).ok());
-    let mine = holder_value(holder);
-    let mut compares = vec![match &current_text {
+    let (mut compares, mut ops) =
+        lease_key_change(store, keys, holder, current.as_ref(), before.as_ref(), &[])?;
+    compares.push(match &current_text {
         Some(text) => Compare::Equals(key.to_string(), text.clone()),
         None => Compare::Absent(key.to_string()),
-    }];
-    let mut ops = vec![match previous {
+    });
+    ops.push(match previous {
         Some(text) => Op::Put(key.to_string(), text.to_string()),
         None => Op::Delete(key.to_string()),
-    }];
-    let now_key = current.as_ref().and_then(|r| lease_key(keys, r));
-    let then_key = before.as_ref().and_then(|r| lease_key(keys, r));
-    if now_key != then_key {
-        if let Some(k) = now_key {
-            if store.get(&k)?.as_deref() == Some(mine.as_str()) {
-                compares.push(Compare::Equals(k.clone(), mine.clone()));
-                ops.push(Op::Delete(k));
-            }
-        }
-        if let Some(k) = then_key {
-            if store.get(&k)?.is_none() {
-                compares.push(Compare::Absent(k.clone()));
-                ops.push(Op::Put(k, mine.clone()));
-            }
-        }
-    }
+    });
     if !store.transaction(&compares, &ops)? {
         return Err(IpamError::Changed(key.to_string()));
     }

@@ -37,18 +37,7 @@ fn mvh_devices(lab: &Lab, host: &str) -> usize {
 #[test]
 fn the_host_reaches_its_containers_and_they_it() {
     let lab = Lab::new(&["hA", "hB"]);
-    must(
-        "ip",
-        &[
-            "-n",
-            &lab.ns("hA"),
-            "addr",
-            "add",
-            &format!("{HOST_ADDRESS}/24"),
-            "dev",
-            UPLINK,
-        ],
-    );
+    lab.add_host_address("hA", &format!("{HOST_ADDRESS}/24"));
     lab.create_lan("hA", &["--exclude", "192.0.2.65", "--host-access"]);
     // hB has its own store here: the same network there.
     lab.create_lan("hB", &["--ip-range", "192.0.2.96/28", "--host-access"]);
@@ -260,18 +249,7 @@ fn host_access_needs_bridge_mode_and_static_addresses() {
 #[test]
 fn the_registrar_checks_a_reachable_service_from_the_host() {
     let lab = Lab::new(&["hA"]);
-    must(
-        "ip",
-        &[
-            "-n",
-            &lab.ns("hA"),
-            "addr",
-            "add",
-            &format!("{HOST_ADDRESS}/24"),
-            "dev",
-            UPLINK,
-        ],
-    );
+    lab.add_host_address("hA", &format!("{HOST_ADDRESS}/24"));
     lab.create_lan("hA", &["--host-access"]);
     let id = lab.id("web");
     let env = ["NETWORK=lan", "DISCOVER=true", "PORT=8080", "SERVICE=web"];

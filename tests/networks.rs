@@ -35,18 +35,7 @@ fn set_policy(lab: &Lab, host: &str, from: &str, to: &str) {
 fn network_verbs_allocation_restart_and_removal() {
     let lab = Lab::new(&["hA"]);
     // The host's own address on the parent: never handed to a container.
-    must(
-        "ip",
-        &[
-            "-n",
-            &lab.ns("hA"),
-            "addr",
-            "add",
-            "192.0.2.66/24",
-            "dev",
-            UPLINK,
-        ],
-    );
+    lab.add_host_address("hA", "192.0.2.66/24");
     create_lan(&lab, "hA");
     let refused = lab.macvlan(
         "hA",
@@ -154,18 +143,7 @@ fn network_verbs_allocation_restart_and_removal() {
 #[test]
 fn every_refusal_names_its_rule_and_leaves_nothing() {
     let lab = Lab::new(&["hA"]);
-    must(
-        "ip",
-        &[
-            "-n",
-            &lab.ns("hA"),
-            "addr",
-            "add",
-            "192.0.2.66/24",
-            "dev",
-            UPLINK,
-        ],
-    );
+    lab.add_host_address("hA", "192.0.2.66/24");
     create_lan(&lab, "hA");
     network(
         &lab,

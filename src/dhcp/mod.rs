@@ -120,7 +120,7 @@ pub fn put_record(
         &ctx.keys,
         container_id,
         old.as_ref(),
-        record,
+        Some(record),
         guards,
     )?;
     compares.push(match expected {

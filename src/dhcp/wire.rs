@@ -280,21 +280,11 @@ pub fn send_from_throwaway(
             let link = inner
                 .link_by_name(name)?
                 .context("the throwaway macvlan vanished")?;
-            // On an ipvlan parent an address belongs to one slave: the
-            // stopped container's may linger while the kernel dismantles
-            // its namespace (EADDRINUSE), so wait for it, boundedly.
-            let started = Instant::now();
-            loop {
-                match inner.add_ipv4_address(link.index, address.address, address.prefix) {
-                    Err(e)
-                        if e.errno() == Some(libc::EADDRINUSE)
-                            && started.elapsed() < Duration::from_secs(3) =>
-                    {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    other => break other?,
-                }
-            }
+            // On an ipvlan parent an address belongs to one device: the
+            // stopped container's may still hold it.
+            crate::netlink::retry_while_in_use(crate::netlink::TEARDOWN_WAIT, || {
+                inner.add_ipv4_address(link.index, address.address, address.prefix)
+            })?;
             inner.set_up(link.index)?;
             let next_hop = if address.contains(server) {
                 server

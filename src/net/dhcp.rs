@@ -224,9 +224,6 @@ impl Driver for DhcpDriver<'_> {
         } = super::macvlan::create_interface(target, request, parent, sockets, undo)?;
         super::macvlan::set_up(sockets, &link, &ifname)?;
 
-        if let (DhcpClient::Udhcpc(_), Some(_)) = (&ctx.config.dhcp.client, request.ipvlan) {
-            bail!("[dhcp] client = \"udhcpc\" cannot serve ipvlan networks (every container shares the parent's MAC, and udhcpc identifies itself by it); use the built-in client");
-        }
         if let DhcpClient::Udhcpc(program) = &ctx.config.dhcp.client {
             let attachment = Attachment {
                 ifname: &ifname,

@@ -45,6 +45,15 @@ pub(super) fn find_parent(host: &mut Netlink, name: &str) -> Result<crate::netli
     }
 }
 
+/// The IPv4 addresses of this host's `parent`: never a container's.
+pub(super) fn host_addresses(
+    host: &mut Netlink,
+    parent: &crate::netlink::Link,
+) -> Result<Vec<Ipv4Addr>> {
+    host.ipv4_addresses(parent.index)
+        .with_context(|| format!("list the addresses of {}", parent.name))
+}
+
 /// The rules every ad-hoc request obeys, whatever the policy: its parent
 /// may not be a VLAN network's sub-interface (that would bypass the
 /// network's allocation). Returns every network, for the address checks.
@@ -154,7 +163,7 @@ impl Driver for FlatDriver<'_> {
             .check_against_parent(&self.flat.parent, parent.mtu)?;
         let networks = check_adhoc_parent(ctx, host, &parent)?;
         let address = self.flat.address.address;
-        let reserved = super::named::host_addresses(host, &parent)?;
+        let reserved = host_addresses(host, &parent)?;
         if reserved.contains(&address) {
             anyhow::bail!(
                 "invalid IP/macvlan.ip \"{}\": {address} is an address of this host's {}; a container may not take the host's own address",

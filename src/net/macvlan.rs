@@ -165,33 +165,22 @@ pub fn create_interface(
     })
 }
 
-/// How long a new interface waits for its MAC to be free on the parent.
-const MAC_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Brings the container's new interface up. A restarted container's
-/// previous namespace may still be being dismantled (the kernel frees
-/// namespaces from a workqueue, after the engine has moved on), its
-/// macvlan holding the same MAC on the parent; macvlan refuses to bring up
-/// a second device with a MAC already up on that parent (EADDRINUSE). Seen
-/// with `docker restart` under load. So wait, boundedly, for it to go.
+/// Brings the container's new interface up, waiting (boundedly) while a
+/// restarted container's previous interface still holds the same MAC on the
+/// parent — seen with `docker restart` under load.
 pub fn set_up(sockets: &mut Sockets, link: &Link, ifname: &str) -> Result<()> {
-    let started = std::time::Instant::now();
-    loop {
-        match sockets.container.set_up(link.index) {
-            Err(e) if e.errno() == Some(libc::EADDRINUSE) && started.elapsed() < MAC_BUSY_WAIT => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) if e.errno() == Some(libc::EADDRINUSE) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "set {ifname} up: its MAC {} is still up on the parent after {}s (another container's interface?)",
-                        link.mac.map(|m| format_mac(&m)).unwrap_or_default(),
-                        MAC_BUSY_WAIT.as_secs()
-                    )
-                })
-            }
-            other => return other.with_context(|| format!("set {ifname} up")),
-        }
+    let container = &mut sockets.container;
+    match crate::netlink::retry_while_in_use(crate::netlink::TEARDOWN_WAIT, || {
+        container.set_up(link.index)
+    }) {
+        Err(e) if e.errno() == Some(libc::EADDRINUSE) => Err(e).with_context(|| {
+            format!(
+                "set {ifname} up: its MAC {} is still up on the parent after {}s (another container's interface?)",
+                link.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+                crate::netlink::TEARDOWN_WAIT.as_secs()
+            )
+        }),
+        other => other.with_context(|| format!("set {ifname} up")),
     }
 }
 

@@ -4,11 +4,9 @@
 //! networks take the requested or lowest free address of the range; DHCP
 //! networks hand over to the DHCP driver on the network's device.
 
-use std::net::Ipv4Addr;
-
 use anyhow::{bail, Context as _, Result};
 
-use super::flat::find_parent;
+use super::flat::{find_parent, host_addresses};
 use super::{Attached, Context, Driver, HostFacts, Rollback, Sockets, Target};
 use crate::netlink::Netlink;
 use crate::network::{self, Ipam};
@@ -18,15 +16,6 @@ use crate::request::{DhcpRequest, NamedRequest, NetworkRequest};
 pub struct NamedDriver<'a> {
     pub request: &'a NetworkRequest,
     pub named: &'a NamedRequest,
-}
-
-/// The IPv4 addresses of this host's `parent`: never a container's.
-pub(super) fn host_addresses(
-    host: &mut Netlink,
-    parent: &crate::netlink::Link,
-) -> Result<Vec<Ipv4Addr>> {
-    host.ipv4_addresses(parent.index)
-        .with_context(|| format!("list the addresses of {}", parent.name))
 }
 
 impl NamedDriver<'_> {
@@ -53,6 +42,11 @@ impl Driver for NamedDriver<'_> {
                 "{}: network {name} may be requested by annotation only (macvlan.network={name}), not by an environment variable, which an image can set",
                 invalid()
             );
+        }
+        if let (crate::config::DhcpClient::Udhcpc(_), Some(_), Ipam::Dhcp) =
+            (&ctx.config.dhcp.client, network.ipvlan, network.ipam)
+        {
+            bail!("{}: [dhcp] client = \"udhcpc\" cannot serve ipvlan networks (every container shares the parent's MAC, and udhcpc identifies itself by it); use the built-in client", invalid());
         }
         let effective = self.request.within(&network)?;
         let parent = find_parent(host, &network.parent)

@@ -61,6 +61,29 @@ impl NetlinkError {
 
 pub type Result<T> = std::result::Result<T, NetlinkError>;
 
+/// How long to wait for what a namespace being dismantled still holds.
+pub const TEARDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs `op` again while it fails with EADDRINUSE, for at most `wait`. The
+/// kernel frees a stopped container's namespace from a workqueue, after the
+/// engine has moved on: until then its devices still hold their MAC (which
+/// macvlan will not bring up twice on one parent) and their addresses
+/// (which ipvlan will not give two of its devices).
+pub fn retry_while_in_use<T>(
+    wait: std::time::Duration,
+    mut op: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match op() {
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) && started.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {

@@ -559,6 +559,15 @@ impl Lab {
         run("timeout", &all)
     }
 
+    /// Gives lab host `host` its own address (CIDR) on its uplink, the
+    /// parent of its containers.
+    pub fn add_host_address(&self, host: &str, cidr: &str) {
+        must(
+            "ip",
+            &["-n", &self.ns(host), "addr", "add", cidr, "dev", UPLINK],
+        );
+    }
+
     /// `macvlan network create lan` on `host` for the lab's LAN: subnet
     /// 192.0.2.0/24, gateway 192.0.2.1, addresses from 192.0.2.64/28 (unless
     /// `extra` gives another `--ip-range`), and `extra` options.
