@@ -11,6 +11,8 @@ packages=(
   util-linux                   # nsenter, unshare, setpriv
   iperf3                       # bandwidth-limit tests and the data-plane benchmark
   dnsmasq-base                 # the lab LAN's DHCP server in the DHCP tests and benchmark (started by them, never as a service)
+  radvd                        # router advertisements in the lab's gateway namespace for the SLAAC tests (started by them, never as a service)
+  bind9-dnsutils               # dig, to check the DNS responder's A, AAAA, SRV and PTR answers
   openssl                      # the lab CA and certificates of the etcd TLS test
   iptables                     # NAT in the data-plane benchmark (SNAT/DNAT as Docker's port publishing)
   containernetworking-plugins  # the CNI macvlan plugin, for the benchmark comparison

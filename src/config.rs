@@ -99,6 +99,9 @@ pub struct Policy {
     pub allowed_parents: Vec<String>,
     /// Subnets container addresses must lie in; empty allows any.
     pub allowed_subnets: Vec<Ipv4Cidr>,
+    /// The IPv6 ones of the same list. Once the list is given, an ad-hoc
+    /// IPv6 address must lie in one of these (none given: none allowed).
+    pub allowed_subnets6: Vec<crate::cidr::Ipv6Cidr>,
     /// Whether environment variables (not only annotations) may request a network.
     pub allow_env: bool,
     /// Whether containers may describe a LAN themselves (the thesis's
@@ -115,6 +118,13 @@ impl Policy {
 
     pub fn network_allowed(&self, name: &str) -> bool {
         self.networks.is_empty() || self.networks.iter().any(|n| n == name)
+    }
+
+    pub fn subnet6_allowed(&self, address: crate::cidr::Ipv6Cidr) -> bool {
+        (self.allowed_subnets.is_empty() && self.allowed_subnets6.is_empty())
+            || self.allowed_subnets6.iter().any(|allowed| {
+                allowed.contains(address.address) && allowed.prefix <= address.prefix
+            })
     }
 
     pub fn subnet_allowed(&self, address: Ipv4Cidr) -> bool {
@@ -145,6 +155,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub discovery: DiscoveryConfig,
     pub dhcp: DhcpConfig,
+    pub ipv6: Ipv6Config,
     pub etcd: EtcdConfig,
     /// The file this was loaded from, passed on to the daemon a hook starts.
     pub source: Option<PathBuf>,
@@ -180,6 +191,22 @@ impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
             ttl: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// IPv6 address configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Config {
+    /// A hook on a SLAAC network fails when no router advertisement has
+    /// given an address and a default route within this long.
+    pub slaac_wait: std::time::Duration,
+}
+
+impl Default for Ipv6Config {
+    fn default() -> Self {
+        Ipv6Config {
+            slaac_wait: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -264,6 +291,7 @@ impl Default for Config {
             daemon: DaemonConfig::default(),
             discovery: DiscoveryConfig::default(),
             dhcp: DhcpConfig::default(),
+            ipv6: Ipv6Config::default(),
             etcd: EtcdConfig::default(),
             source: None,
         }
@@ -296,6 +324,7 @@ struct RawConfig {
     daemon: Option<RawDaemon>,
     discovery: Option<RawDiscovery>,
     dhcp: Option<RawDhcp>,
+    ipv6: Option<RawIpv6>,
     etcd: Option<RawEtcd>,
 }
 
@@ -306,6 +335,12 @@ struct RawDhcp {
     probe_wait: Option<String>,
     client: Option<String>,
     udhcpc: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpv6 {
+    slaac_wait: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -444,12 +479,24 @@ impl Config {
                 config.policy.allowed_parents = parents;
             }
             if let Some(subnets) = policy.allowed_subnets {
-                config.policy.allowed_subnets = subnets
+                let (v6, v4): (Vec<&String>, Vec<&String>) =
+                    subnets.iter().partition(|s| s.contains(':'));
+                config.policy.allowed_subnets = v4
                     .iter()
                     .map(|s| {
                         s.parse::<Ipv4Cidr>().map(Ipv4Cidr::subnet).map_err(|_| {
-                            format!("policy.allowed_subnets: {s:?} is not a CIDR like 192.0.2.0/24")
+                            format!("policy.allowed_subnets: {s:?} is not a CIDR like 192.0.2.0/24 or 2001:db8::/64")
                         })
+                    })
+                    .collect::<Result<_, _>>()?;
+                config.policy.allowed_subnets6 = v6
+                    .iter()
+                    .map(|s| {
+                        s.parse::<crate::cidr::Ipv6Cidr>()
+                            .map(crate::cidr::Ipv6Cidr::subnet)
+                            .map_err(|_| {
+                                format!("policy.allowed_subnets: {s:?} is not a CIDR like 192.0.2.0/24 or 2001:db8::/64")
+                            })
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -551,6 +598,13 @@ impl Config {
             {
                 return Err("etcd.password: needs etcd.user".into());
             }
+        }
+        if let Some(wait) = raw.ipv6.and_then(|v| v.slaac_wait) {
+            let wait = parse_duration("ipv6.slaac_wait", &wait, "10s")?;
+            if wait < std::time::Duration::from_secs(1) {
+                return Err(format!("ipv6.slaac_wait {wait:?}: at least 1s"));
+            }
+            config.ipv6.slaac_wait = wait;
         }
         if let Some(dhcp) = raw.dhcp {
             if let Some(timeout) = dhcp.timeout {

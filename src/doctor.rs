@@ -116,6 +116,27 @@ fn kernel_checks() -> Vec<Check> {
                 tbf,
                 "load sch_tbf (CONFIG_NET_SCH_TBF); RATE and INGRESS_RATE need it",
             ));
+            let ipv6 = if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+                Err("this kernel has IPv6 disabled (booted with ipv6.disable=1?)".to_string())
+            } else {
+                netlink
+                    .add_ipv6_address(parent.index, "2001:db8::1".parse().expect("address"), 64, true)
+                    .map_err(|e| e.to_string())
+            };
+            checks.push(result(
+                "IPv6",
+                ipv6,
+                "boot without ipv6.disable=1 (CONFIG_IPV6); --ipv6/--subnet6 networks and IP6 need it",
+            ));
+            checks.push(result(
+                "IPv6 optimistic DAD",
+                if std::path::Path::new("/proc/sys/net/ipv6/conf/all/optimistic_dad").exists() {
+                    Ok(())
+                } else {
+                    Err("not in this kernel (CONFIG_IPV6_OPTIMISTIC_DAD)".to_string())
+                },
+                "optional: without it a SLAAC container waits a second longer for its address",
+            ));
         }
         checks.push(result(
             "ifb",

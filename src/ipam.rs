@@ -1,16 +1,16 @@
 //! Address claims on top of the store: one key per held address, created
 //! only if absent, in the same transaction as the container's record.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use crate::cidr::Ipv4Cidr;
+use crate::cidr::{Ipv4Cidr, Ipv6Cidr};
 use crate::record::{now, FlatRecord, RecordKind, State};
 use crate::store::{Compare, Keys, Op, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
     #[error("address {ip} is held by container {holder}")]
-    Held { ip: Ipv4Addr, holder: String },
+    Held { ip: IpAddr, holder: String },
     #[error("the store kept changing under us; gave up after {0} attempts")]
     Contended(usize),
     #[error("{0} was changed by someone else meanwhile; left as it is")]
@@ -29,9 +29,45 @@ pub struct Claim {
     pub key: String,
     /// The record as it was before (a restart of a stopped container), raw.
     pub previous: Option<String>,
-    pub address_key: String,
-    /// Address key of the previous record, when it named another address.
-    pub previous_address_key: Option<String>,
+    /// The address keys claimed (IPv4 and IPv6).
+    pub address_keys: Vec<String>,
+    /// Address keys of the previous record that this claim gave up.
+    pub previous_address_keys: Vec<String>,
+    /// Address keys the previous record held too (a restart): an undo
+    /// leaves them held.
+    pub kept_keys: Vec<String>,
+}
+
+/// One address to claim, with that address's keys in the other pools (a
+/// network's and the ad-hoc one), which must not be held by someone else.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub ip: IpAddr,
+    pub guards: Vec<String>,
+}
+
+impl Wanted {
+    pub fn new(ip: impl Into<IpAddr>, guards: Vec<String>) -> Wanted {
+        Wanted {
+            ip: ip.into(),
+            guards,
+        }
+    }
+}
+
+/// The address keys a record's fixed addresses hold (`ip`, `ip6`).
+pub fn record_address_keys(keys: &Keys, record: &FlatRecord) -> Vec<String> {
+    let v4 = record
+        .ip
+        .parse::<Ipv4Cidr>()
+        .ok()
+        .map(|c| keys.address(&record.pool, c.address));
+    let v6 = record
+        .ip6
+        .as_deref()
+        .and_then(|t| t.parse::<Ipv6Cidr>().ok())
+        .map(|c| keys.address(&record.pool, c.address));
+    v4.into_iter().chain(v6).collect()
 }
 
 const ATTEMPTS: usize = 20;
@@ -125,7 +161,7 @@ fn require_free<'a>(
     store: &dyn Store,
     checked: impl Iterator<Item = &'a String>,
     mine: &str,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     compares: &mut Vec<Compare>,
 ) -> Result<(), IpamError> {
     for key in checked {
@@ -145,65 +181,77 @@ fn require_free<'a>(
     Ok(())
 }
 
-/// Claims address `ip` in `record.pool` for attachment `container_id` and
-/// writes `record` (state attaching) in one transaction, which also checks
-/// that none of `guards` (the same address's key in another pool: a
-/// network's and the ad-hoc one) is held by someone else. Claiming an
-/// address the attachment already holds (a restart) succeeds; one held by
-/// another fails naming it.
+/// Claims every `wanted` address in `record.pool` for attachment
+/// `container_id` and writes `record` (state attaching), all in one
+/// transaction, which also checks that no address's guards are held by
+/// someone else. Claiming addresses the attachment already holds (a
+/// restart) succeeds; one held by another fails naming it.
 pub fn claim(
     store: &dyn Store,
     keys: &Keys,
     container_id: &str,
-    ip: Ipv4Addr,
+    wanted: &[Wanted],
     record: &FlatRecord,
-    guards: &[String],
 ) -> Result<Claim, IpamError> {
     let key = keys.record(container_id, record.kind());
     check_no_other_network(store, keys, container_id, record.kind())?;
-    let address_key = keys.address(&record.pool, ip);
+    let address_keys: Vec<String> = wanted
+        .iter()
+        .map(|w| keys.address(&record.pool, w.ip))
+        .collect();
     let mine = holder_value(container_id);
     for _ in 0..ATTEMPTS {
         let previous = store.get(&key)?;
-        let previous_address_key = match &previous {
-            None => None,
+        let old_keys = match &previous {
+            None => Vec::new(),
             Some(text) => {
                 let old: FlatRecord =
                     serde_json::from_str(text).map_err(|e| IpamError::Corrupt {
                         key: key.clone(),
                         message: e.to_string(),
                     })?;
-                let old_cidr: Option<Ipv4Cidr> = old.ip.parse().ok();
-                old_cidr
-                    .map(|c| keys.address(&old.pool, c.address))
-                    .filter(|k| *k != address_key)
+                // Only keys this attachment holds: a SLAAC address is
+                // recorded but never claimed.
+                let mut held = Vec::new();
+                for key in record_address_keys(keys, &old) {
+                    if store.get(&key)?.as_deref() == Some(mine.as_str()) {
+                        held.push(key);
+                    }
+                }
+                held
             }
         };
+        let (kept_keys, previous_address_keys): (Vec<String>, Vec<String>) =
+            old_keys.into_iter().partition(|k| address_keys.contains(k));
         let mut compares = vec![match &previous {
             None => Compare::Absent(key.clone()),
             Some(text) => Compare::Equals(key.clone(), text.clone()),
         }];
-        require_free(
-            store,
-            std::iter::once(&address_key).chain(guards),
-            &mine,
-            ip,
-            &mut compares,
-        )?;
+        for (w, address_key) in wanted.iter().zip(&address_keys) {
+            require_free(
+                store,
+                std::iter::once(address_key).chain(&w.guards),
+                &mine,
+                w.ip,
+                &mut compares,
+            )?;
+        }
         let written = serde_json::to_string(record).expect("record serialises");
-        let mut ops = vec![
-            Op::Put(address_key.clone(), mine.clone()),
-            Op::Put(key.clone(), written),
-        ];
-        if let Some(old) = &previous_address_key {
+        let mut ops: Vec<Op> = address_keys
+            .iter()
+            .map(|k| Op::Put(k.clone(), mine.clone()))
+            .collect();
+        ops.push(Op::Put(key.clone(), written));
+        for old in &previous_address_keys {
             ops.push(Op::Delete(old.clone()));
         }
         if store.transaction(&compares, &ops)? {
             return Ok(Claim {
                 key,
                 previous,
-                address_key,
-                previous_address_key,
+                address_keys,
+                previous_address_keys,
+                kept_keys,
             });
         }
     }
@@ -212,25 +260,26 @@ pub fn claim(
 
 /// Undoes a claim: puts back what was there before, if nothing changed since.
 pub fn undo_claim(store: &dyn Store, container_id: &str, claim: &Claim) -> Result<(), IpamError> {
-    // The address must still be this container's; its record may have moved
-    // on within the same attach (marked running) and is put back regardless.
-    let compares = [Compare::Equals(
-        claim.address_key.clone(),
-        holder_value(container_id),
-    )];
-    let mut ops = Vec::new();
-    match &claim.previous {
-        Some(previous) => {
-            ops.push(Op::Put(claim.key.clone(), previous.clone()));
-            if let Some(old_address) = &claim.previous_address_key {
-                ops.push(Op::Delete(claim.address_key.clone()));
-                ops.push(Op::Put(old_address.clone(), holder_value(container_id)));
-            }
+    // The addresses must still be this container's; its record may have
+    // moved on within the same attach (marked running) and is put back
+    // regardless.
+    let mine = holder_value(container_id);
+    let compares: Vec<Compare> = claim
+        .address_keys
+        .iter()
+        .map(|k| Compare::Equals(k.clone(), mine.clone()))
+        .collect();
+    let mut ops = vec![match &claim.previous {
+        Some(previous) => Op::Put(claim.key.clone(), previous.clone()),
+        None => Op::Delete(claim.key.clone()),
+    }];
+    for key in &claim.address_keys {
+        if !claim.kept_keys.contains(key) {
+            ops.push(Op::Delete(key.clone()));
         }
-        None => {
-            ops.push(Op::Delete(claim.key.clone()));
-            ops.push(Op::Delete(claim.address_key.clone()));
-        }
+    }
+    for old in &claim.previous_address_keys {
+        ops.push(Op::Put(old.clone(), mine.clone()));
     }
     if !store.transaction(&compares, &ops)? {
         return Err(IpamError::Changed(claim.key.clone()));
@@ -269,7 +318,7 @@ pub fn lease_key_change(
     }
     let mine = holder_value(container_id);
     if let Some(key) = &after {
-        let ip = new.and_then(lease_address).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ip = IpAddr::V4(new.and_then(lease_address).unwrap_or(Ipv4Addr::UNSPECIFIED));
         require_free(
             store,
             std::iter::once(key).chain(guards),
@@ -399,11 +448,7 @@ pub fn release_flat_if(
     let key = keys.record(container_id, record.kind());
     let mut compares = vec![Compare::Equals(key.clone(), expected.to_string())];
     let mut ops = vec![Op::Delete(key)];
-    let address_keys = record
-        .ip
-        .parse::<Ipv4Cidr>()
-        .ok()
-        .map(|cidr| keys.address(&record.pool, cidr.address))
+    let address_keys = record_address_keys(keys, &record)
         .into_iter()
         .chain(lease_key(keys, &record));
     for address_key in address_keys {
@@ -438,7 +483,13 @@ mod tests {
         address: Ipv4Cidr,
         record: &FlatRecord,
     ) -> Result<Claim, IpamError> {
-        claim(store, keys, id, address.address, record, &[])
+        claim(
+            store,
+            keys,
+            id,
+            &[Wanted::new(address.address, vec![])],
+            record,
+        )
     }
 
     fn setup() -> (tempfile::TempDir, SqliteStore, Keys) {
@@ -483,18 +534,16 @@ mod tests {
             &store,
             &keys,
             "n",
-            ip,
+            &[Wanted::new(ip, vec![keys.address(ADHOC_POOL, ip)])],
             &on_network,
-            &[keys.address(ADHOC_POOL, ip)],
         )
         .unwrap();
         match claim(
             &store,
             &keys,
             "a",
-            ip,
+            &[Wanted::new(ip, vec![keys.address("lan", ip)])],
             &record("192.0.2.10/24"),
-            &[keys.address("lan", ip)],
         ) {
             Err(IpamError::Held { holder, .. }) => assert_eq!(holder, "n"),
             other => panic!("expected Held, got {other:?}"),
@@ -519,6 +568,70 @@ mod tests {
             load_flat(&store, &keys, "a").unwrap().unwrap().ip,
             "192.0.2.10/24"
         );
+    }
+
+    #[test]
+    fn dual_stack_claims_both_keys_at_once_and_undo_keeps_a_restarts_own() {
+        let (_dir, store, keys) = setup();
+        let v4: Ipv4Addr = "192.0.2.10".parse().unwrap();
+        let v6: std::net::Ipv6Addr = "2001:db8::a".parse().unwrap();
+        let mut dual = record("192.0.2.10/24");
+        dual.ip6 = Some("2001:db8::a/64".into());
+        let both = [Wanted::new(v4, vec![]), Wanted::new(v6, vec![])];
+        claim(&store, &keys, "a", &both, &dual).unwrap();
+        assert!(store
+            .get("/macvlan/ipam/_adhoc/2001:db8::a")
+            .unwrap()
+            .is_some());
+        // Another container wanting the same IPv6 address (written
+        // differently) gets neither.
+        let mut other = record("192.0.2.11/24");
+        other.ip6 = Some("2001:db8::a/64".into());
+        let v6_upper: std::net::Ipv6Addr = "2001:DB8:0::A".parse().unwrap();
+        match claim(
+            &store,
+            &keys,
+            "b",
+            &[
+                Wanted::new("192.0.2.11".parse::<Ipv4Addr>().unwrap(), vec![]),
+                Wanted::new(v6_upper, vec![]),
+            ],
+            &other,
+        ) {
+            Err(IpamError::Held { holder, ip }) => {
+                assert_eq!((holder.as_str(), ip), ("a", IpAddr::V6(v6)))
+            }
+            other => panic!("expected Held, got {other:?}"),
+        }
+        assert_eq!(store.get("/macvlan/ipam/_adhoc/192.0.2.11").unwrap(), None);
+        // A restart that changes only the IPv6 address, then undone: both
+        // old keys held again, the new one gone.
+        let mut moved = dual.clone();
+        moved.ip6 = Some("2001:db8::b/64".into());
+        let again = claim(
+            &store,
+            &keys,
+            "a",
+            &[
+                Wanted::new(v4, vec![]),
+                Wanted::new("2001:db8::b".parse::<std::net::Ipv6Addr>().unwrap(), vec![]),
+            ],
+            &moved,
+        )
+        .unwrap();
+        assert_eq!(store.get("/macvlan/ipam/_adhoc/2001:db8::a").unwrap(), None);
+        undo_claim(&store, "a", &again).unwrap();
+        assert!(store
+            .get("/macvlan/ipam/_adhoc/2001:db8::a")
+            .unwrap()
+            .is_some());
+        assert!(store
+            .get("/macvlan/ipam/_adhoc/192.0.2.10")
+            .unwrap()
+            .is_some());
+        assert_eq!(store.get("/macvlan/ipam/_adhoc/2001:db8::b").unwrap(), None);
+        release_flat(&store, &keys, "a").unwrap().unwrap();
+        assert!(store.list("/macvlan/").unwrap().is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod log;
 pub mod migrate;
 pub mod net;
 pub mod netlink;
+pub mod netns;
 pub mod network;
 pub mod oci;
 pub mod record;

@@ -5,12 +5,12 @@
 //! container held before, or the lowest free one of its range).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::Ipv4Cidr;
-use crate::ipam::{self, Claim, IpamError};
+use crate::cidr::{Ipv4Cidr, Ipv6Cidr};
+use crate::ipam::{self, Claim, IpamError, Wanted};
 use crate::netlink::{IpvlanFlag, IpvlanMode, MacvlanMode};
 use crate::record::{now, FlatRecord};
 use crate::request::NetworkName;
@@ -20,6 +20,9 @@ use crate::store::{Compare, Keys, Op, Store, StoreError};
 pub const IDS: std::ops::RangeInclusive<u16> = 1..=4094;
 
 const ATTEMPTS: usize = 64;
+
+/// Whether `--ipv6 dhcpv6` networks can be created (the client is built).
+const DHCPV6: bool = false;
 
 /// After a lost race, the next address is picked among this many free ones.
 const CONTENDED_SPREAD: usize = 32;
@@ -41,6 +44,37 @@ impl Ipam {
             Ipam::Static => "static",
             Ipam::Dhcp => "dhcp",
         }
+    }
+}
+
+/// How a network's containers get IPv6 addresses (`--ipv6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Mode {
+    /// No IPv6 on the container's interface, not even link-local.
+    #[default]
+    Off,
+    /// From the store: the requested (`IP6`) or the lowest free address of
+    /// `--ip-range6`.
+    Static,
+    /// From the router's advertisements (the interface's EUI-64 identifier).
+    Slaac,
+    /// From the LAN's DHCPv6 server; routes from advertisements.
+    Dhcpv6,
+}
+
+impl Ipv6Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Mode::Off => "off",
+            Ipv6Mode::Static => "static",
+            Ipv6Mode::Slaac => "slaac",
+            Ipv6Mode::Dhcpv6 => "dhcpv6",
+        }
+    }
+
+    fn is_off(&self) -> bool {
+        *self == Ipv6Mode::Off
     }
 }
 
@@ -102,6 +136,18 @@ pub struct Network {
     pub exclude: Vec<Ipv4Addr>,
     #[serde(default)]
     pub ipam: Ipam,
+    /// The IPv6 side: how addresses are got, and for static ones the
+    /// subnet, gateway (link-local allowed), range and exclusions.
+    #[serde(default, skip_serializing_if = "Ipv6Mode::is_off")]
+    pub ipv6: Ipv6Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude6: Vec<Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     /// Egress and ingress caps (kbit/s): a container gets these unless it
@@ -138,6 +184,62 @@ impl Network {
             .as_deref()
             .and_then(|s| s.parse().ok())
             .or_else(|| self.subnet())
+    }
+
+    pub fn subnet6(&self) -> Option<Ipv6Cidr> {
+        self.subnet6.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    /// The IPv6 addresses handed out: the range, else the whole subnet.
+    pub fn range6(&self) -> Option<Ipv6Cidr> {
+        self.ip_range6
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| self.subnet6())
+    }
+
+    /// Whether containers get an IPv4 address (IPv6-only networks: none).
+    pub fn has_ipv4(&self) -> bool {
+        self.subnet.is_some() || self.ipam == Ipam::Dhcp
+    }
+
+    /// Why `address` can never be a container's IPv6 address, or `None`.
+    pub fn address6_problem(&self, address: Ipv6Addr, reserved: &[Ipv6Addr]) -> Option<String> {
+        if self.ipv6 != Ipv6Mode::Static {
+            return Some(match self.ipv6 {
+                Ipv6Mode::Off => "the network has no IPv6 (--ipv6 off)".to_string(),
+                mode => format!(
+                    "the network's IPv6 addresses come from {} (--ipv6 {})",
+                    if mode == Ipv6Mode::Slaac {
+                        "router advertisements"
+                    } else {
+                        "DHCPv6"
+                    },
+                    mode.as_str()
+                ),
+            });
+        }
+        let subnet = self.subnet6()?;
+        let range = self.range6().unwrap_or(subnet);
+        Some(
+            if let Some(problem) = crate::cidr::ipv6_unicast_problem(address) {
+                problem.to_string()
+            } else if !subnet.contains(address) {
+                format!("outside its subnet {subnet}")
+            } else if address == subnet.network() {
+                "the subnet-router anycast address of its subnet".to_string()
+            } else if Some(address) == self.gateway6 {
+                "its gateway's address".to_string()
+            } else if self.exclude6.contains(&address) {
+                "excluded from it (--exclude)".to_string()
+            } else if reserved.contains(&address) {
+                format!("an address of this host's {}", self.parent)
+            } else if !range.contains(address) {
+                format!("outside its range {range} (--ip-range6)")
+            } else {
+                return None;
+            },
+        )
     }
 
     /// The address pool's name in `/macvlan/ipam/<pool>/`: the network's.
@@ -247,7 +349,7 @@ pub enum NetworkError {
     Exhausted { name: String, range: String },
     #[error("{address} is not a usable address of network {name:?}: {problem}")]
     BadAddress {
-        address: Ipv4Addr,
+        address: IpAddr,
         name: String,
         problem: String,
     },
@@ -287,6 +389,11 @@ pub struct CreateRequest {
     pub ip_range: Option<Ipv4Cidr>,
     pub exclude: Vec<Ipv4Addr>,
     pub ipam: Ipam,
+    pub ipv6: Ipv6Mode,
+    pub subnet6: Option<Ipv6Cidr>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub ip_range6: Option<Ipv6Cidr>,
+    pub exclude6: Vec<Ipv6Addr>,
     pub mtu: Option<u32>,
     pub rate_kbit: Option<u64>,
     pub ingress_rate_kbit: Option<u64>,
@@ -309,6 +416,11 @@ impl CreateRequest {
             ip_range: None,
             exclude: Vec::new(),
             ipam: Ipam::Static,
+            ipv6: Ipv6Mode::Off,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
+            exclude6: Vec::new(),
             mtu: None,
             rate_kbit: None,
             ingress_rate_kbit: None,
@@ -405,9 +517,9 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
     }
     let subnet = request.subnet.map(|s| s.subnet());
     let Some(subnet) = subnet else {
-        if request.ipam == Ipam::Static {
+        if request.ipam == Ipam::Static && request.ipv6 == Ipv6Mode::Off {
             return invalid(
-                "--subnet is required unless --ipam dhcp: the store hands out addresses from it"
+                "--subnet is required unless --ipam dhcp (or an IPv6-only network: --ipv6 static|slaac|dhcpv6 without --subnet): the store hands out addresses from it"
                     .into(),
             );
         }
@@ -476,12 +588,118 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
     Ok(Some(subnet))
 }
 
+/// Checks a create request's IPv6 side; returns its subnet.
+fn validate6(request: &CreateRequest) -> Result<Option<Ipv6Cidr>> {
+    let invalid = |text: String| Err(NetworkError::Invalid(text));
+    let subnet = request.subnet6.map(|s| s.subnet());
+    let given = [
+        ("--subnet6", subnet.is_some()),
+        ("--gateway6", request.gateway6.is_some()),
+        ("--ip-range6", request.ip_range6.is_some()),
+        ("--exclude (IPv6)", !request.exclude6.is_empty()),
+    ];
+    match request.ipv6 {
+        Ipv6Mode::Off => {
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                return invalid(format!("{flag} needs --ipv6 static|slaac|dhcpv6"));
+            }
+            return Ok(None);
+        }
+        Ipv6Mode::Dhcpv6 if !DHCPV6 => {
+            return invalid(
+                "--ipv6 dhcpv6: the DHCPv6 client is not built yet; use static or slaac".into(),
+            );
+        }
+        Ipv6Mode::Slaac | Ipv6Mode::Dhcpv6 => {
+            if let Some((flag, _)) = given[1..].iter().find(|(_, g)| *g) {
+                return invalid(format!(
+                    "{flag}: with --ipv6 {} the router's advertisements give the prefix and default route, and the {} the address; only --subnet6 (the expected prefix) may be given",
+                    request.ipv6.as_str(),
+                    if request.ipv6 == Ipv6Mode::Slaac { "interface's EUI-64 identifier" } else { "DHCPv6 server" }
+                ));
+            }
+            if request.ipvlan.is_some() {
+                return invalid(format!(
+                    "--ipv6 {} needs a MAC of the container's own (an ipvlan shares the parent's, so its EUI-64 and link-local addresses would collide); use --ipv6 static or a macvlan network",
+                    request.ipv6.as_str()
+                ));
+            }
+        }
+        Ipv6Mode::Static => {
+            if subnet.is_none() {
+                return invalid(
+                    "--ipv6 static needs --subnet6: the store hands out addresses from it".into(),
+                );
+            }
+        }
+    }
+    let Some(subnet) = subnet else {
+        return Ok(None);
+    };
+    if let Some(problem) =
+        crate::cidr::ipv6_unicast_problem(subnet.network()).filter(|_| subnet.prefix >= 10)
+    {
+        return invalid(format!(
+            "--subnet6 {subnet}: expected a global or unique-local prefix, not {problem}"
+        ));
+    }
+    if request.ipv6 == Ipv6Mode::Static && !(1..=127).contains(&subnet.prefix) {
+        return invalid(format!(
+            "--subnet6 {subnet}: expected a prefix length from 1 to 127"
+        ));
+    }
+    let host_address = |flag: &str, address: Ipv6Addr| {
+        if let Some(problem) = crate::cidr::ipv6_unicast_problem(address) {
+            return Err(NetworkError::Invalid(format!(
+                "{flag} {address}: {problem}"
+            )));
+        }
+        if !subnet.contains(address) || address == subnet.network() {
+            return Err(NetworkError::Invalid(format!(
+                "{flag} {address}: expected a host address of {subnet}"
+            )));
+        }
+        Ok(())
+    };
+    if let Some(gateway) = request.gateway6 {
+        // Routers usually advertise from their link-local address.
+        if !crate::cidr::is_ipv6_link_local(gateway) {
+            host_address("--gateway6", gateway).map_err(|e| {
+                NetworkError::Invalid(format!("{e} or a link-local address (fe80::/10)"))
+            })?;
+        }
+    }
+    for address in &request.exclude6 {
+        host_address("--exclude", *address)?;
+    }
+    if let Some(range) = request.ip_range6 {
+        if range.subnet() != range
+            || !subnet.contains(range.network())
+            || range.prefix < subnet.prefix
+        {
+            return invalid(format!(
+                "--ip-range6 {range}: expected a prefix inside {subnet} (host bits zero), like {}/{}",
+                subnet.network(),
+                (subnet.prefix + 8).min(127)
+            ));
+        }
+    }
+    Ok(Some(subnet))
+}
+
 /// Creates a network: its record, its VLAN ID key and the generation
 /// counter move in one transaction that checks nothing changed since the
 /// overlap check read them.
 pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result<Network> {
     let subnet = validate(request)?;
+    let subnet6 = validate6(request)?;
     let name = request.name.as_str();
+    // Docker's rule for IPv6 too: the subnet's first host address.
+    let gateway6 = request.gateway6.or_else(|| {
+        subnet6
+            .filter(|_| request.ipv6 == Ipv6Mode::Static)
+            .map(|s| Ipv6Addr::from(u128::from(s.network()) + 1))
+    });
     // A VLAN network's gateway defaults to the subnet's first address (the
     // original system's rule, and Docker's).
     let gateway = request.gateway.or_else(|| {
@@ -502,6 +720,18 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
             {
                 return Err(NetworkError::Overlap {
                     subnet: subnet.to_string(),
+                    other: other.name.clone(),
+                    other_subnet: other_subnet.to_string(),
+                });
+            }
+        }
+        if let Some(subnet6) = subnet6 {
+            if let Some((other, other_subnet)) = existing
+                .iter()
+                .find_map(|n| n.subnet6().filter(|o| o.overlaps(subnet6)).map(|o| (n, o)))
+            {
+                return Err(NetworkError::Overlap {
+                    subnet: subnet6.to_string(),
                     other: other.name.clone(),
                     other_subnet: other_subnet.to_string(),
                 });
@@ -542,6 +772,11 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
             ip_range: request.ip_range.map(|r| r.to_string()),
             exclude: request.exclude.clone(),
             ipam: request.ipam,
+            ipv6: request.ipv6,
+            subnet6: subnet6.map(|s| s.to_string()),
+            gateway6,
+            ip_range6: request.ip_range6.map(|r| r.to_string()),
+            exclude6: request.exclude6.clone(),
             mtu: request.mtu,
             rate_kbit: request.rate_kbit,
             ingress_rate_kbit: request.ingress_rate_kbit,
@@ -584,13 +819,9 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
 }
 
 /// The addresses held in a network, as `(address, holder)`.
-pub fn holders(
-    store: &dyn Store,
-    keys: &Keys,
-    network: &Network,
-) -> Result<Vec<(Ipv4Addr, String)>> {
+pub fn holders(store: &dyn Store, keys: &Keys, network: &Network) -> Result<Vec<(IpAddr, String)>> {
     let prefix = keys.pool_prefix(&network.pool());
-    let mut held: Vec<(Ipv4Addr, String)> = store
+    let mut held: Vec<(IpAddr, String)> = store
         .list(&prefix)?
         .into_iter()
         .filter_map(|(key, value)| {
@@ -670,7 +901,19 @@ pub fn remove(store: &dyn Store, keys: &Keys, name: &str) -> Result<Network> {
 pub fn check_address(network: &Network, address: Ipv4Addr, reserved: &[Ipv4Addr]) -> Result<()> {
     match network.address_problem(address, reserved) {
         Some(problem) => Err(NetworkError::BadAddress {
-            address,
+            address: address.into(),
+            name: network.name.clone(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `address` can be a container's IPv6 address in `network`.
+pub fn check_address6(network: &Network, address: Ipv6Addr, reserved: &[Ipv6Addr]) -> Result<()> {
+    match network.address6_problem(address, reserved) {
+        Some(problem) => Err(NetworkError::BadAddress {
+            address: address.into(),
             name: network.name.clone(),
             problem,
         }),
@@ -686,102 +929,199 @@ pub fn covering(networks: &[Network], address: Ipv4Addr) -> Option<&Network> {
         .find(|n| n.subnet().is_some_and(|s| s.contains(address)))
 }
 
-/// Takes an address in `network` for attachment `record_id` and writes
-/// `record` (its `ip`, `pool` and `network` are filled in here): the
-/// requested address, else the one it held before (a restart), else the
-/// lowest free one of the range. Every attempt is one create-if-absent of
-/// the address key, which also checks that no ad-hoc claim holds the
-/// address; a lost race moves on to another free address.
+/// The addresses a container asked for, by family.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Requested {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// This host's own addresses on the parent: never a container's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reserved<'a> {
+    pub v4: &'a [Ipv4Addr],
+    pub v6: &'a [Ipv6Addr],
+}
+
+/// What a claim took.
+#[derive(Debug)]
+pub struct Claimed {
+    pub claim: Claim,
+    /// `None` on an IPv6-only network.
+    pub v4: Option<Ipv4Cidr>,
+    /// `None` unless the network's IPv6 is static.
+    pub v6: Option<Ipv6Cidr>,
+}
+
+/// The lowest free addresses of `first..=last` (numbers of one family), at
+/// most `CONTENDED_SPREAD`, skipping `used` and what `usable` refuses.
+fn free_addresses(
+    first: u128,
+    last: u128,
+    used: &BTreeSet<IpAddr>,
+    address: impl Fn(u128) -> IpAddr,
+    usable: impl Fn(IpAddr) -> bool,
+) -> Vec<IpAddr> {
+    if last < first {
+        return Vec::new();
+    }
+    (first..=last)
+        .map(address)
+        .filter(|a| !used.contains(a) && usable(*a))
+        .take(CONTENDED_SPREAD)
+        .collect()
+}
+
+/// Takes the network's addresses for attachment `record_id` — IPv4 and,
+/// on a static IPv6 network, IPv6, in one transaction — and writes
+/// `record` (its `ip`, `ip6`, `pool` and `network` are filled in here).
+/// Each family: the requested address, else the one held before (a
+/// restart), else the lowest free one of the range. Every attempt is one
+/// create-if-absent of the address keys, which also checks that no ad-hoc
+/// claim holds them; a lost race moves on to another free address.
 pub fn claim(
     store: &dyn Store,
     keys: &Keys,
     record_id: &str,
     network: &Network,
-    requested: Option<Ipv4Addr>,
-    reserved: &[Ipv4Addr],
+    requested: Requested,
+    reserved: Reserved<'_>,
     record: &FlatRecord,
-) -> Result<(Claim, Ipv4Cidr)> {
-    let subnet = network.subnet().ok_or_else(|| {
-        NetworkError::Invalid(format!(
+) -> Result<Claimed> {
+    let subnet = network.subnet().filter(|_| network.ipam == Ipam::Static);
+    let subnet6 = network
+        .subnet6()
+        .filter(|_| network.ipv6 == Ipv6Mode::Static);
+    if subnet.is_none() && subnet6.is_none() {
+        return Err(NetworkError::Invalid(format!(
             "network {:?} has no subnet to take addresses from",
             network.name
-        ))
-    })?;
-    let range = network.range().unwrap_or(subnet);
-    let at = |address: Ipv4Addr| Ipv4Cidr {
-        address,
-        prefix: subnet.prefix,
-    };
-    let with_address = |address: Ipv4Addr| {
-        let mut record = record.clone();
-        record.ip = at(address).to_string();
-        record.pool = network.pool();
-        record.network = Some(network.name.clone());
-        record
-    };
-    let take = |address: Ipv4Addr| {
-        ipam::claim(
-            store,
-            keys,
-            record_id,
-            address,
-            &with_address(address),
-            &[keys.address(crate::ipam::ADHOC_POOL, address)],
-        )
-    };
-    if let Some(address) = requested {
-        check_address(network, address, reserved)?;
-        return Ok((take(address)?, at(address)));
+        )));
+    }
+    let mut fixed4 = requested.v4;
+    let mut fixed6 = requested.v6;
+    if let Some(address) = fixed4 {
+        check_address(network, address, reserved.v4)?;
+    }
+    if let Some(address) = fixed6 {
+        check_address6(network, address, reserved.v6)?;
     }
     if let Some(previous) = ipam::load_flat(store, keys, record_id)? {
-        let same_network = previous.network.as_deref() == Some(network.name.as_str());
-        if let (true, Ok(cidr)) = (same_network, previous.ip.parse::<Ipv4Cidr>()) {
-            if check_address(network, cidr.address, reserved).is_ok() {
-                return Ok((take(cidr.address)?, at(cidr.address)));
+        if previous.network.as_deref() == Some(network.name.as_str()) {
+            if let Ok(cidr) = previous.ip.parse::<Ipv4Cidr>() {
+                if check_address(network, cidr.address, reserved.v4).is_ok() {
+                    fixed4 = fixed4.or(Some(cidr.address));
+                }
+            }
+            if let Some(Ok(cidr)) = previous.ip6.as_deref().map(str::parse::<Ipv6Cidr>) {
+                if check_address6(network, cidr.address, reserved.v6).is_ok() {
+                    fixed6 = fixed6.or(Some(cidr.address));
+                }
             }
         }
     }
-    let first = u32::from(range.network()).max(u32::from(subnet.network()) + 1);
-    let last = u32::from(range.broadcast()).min(u32::from(subnet.broadcast()) - 1);
+    let other_pool = |address: IpAddr| vec![keys.address(crate::ipam::ADHOC_POOL, address)];
     let mut lost_races = 0;
     // Addresses held ad hoc (found by trying them): not in the network's pool.
-    let mut held_ad_hoc = BTreeSet::new();
+    let mut held_ad_hoc: BTreeSet<IpAddr> = BTreeSet::new();
     for _ in 0..ATTEMPTS {
-        let mut used: BTreeSet<Ipv4Addr> = holders(store, keys, network)?
+        let mut used: BTreeSet<IpAddr> = holders(store, keys, network)?
             .into_iter()
             .map(|(ip, _)| ip)
             .collect();
         used.extend(&held_ad_hoc);
-        let free: Vec<Ipv4Addr> = (first..=last)
-            .map(Ipv4Addr::from)
-            .filter(|a| !used.contains(a) && network.address_problem(*a, reserved).is_none())
-            .take(CONTENDED_SPREAD)
-            .collect();
-        if free.is_empty() {
-            return Err(NetworkError::Exhausted {
-                name: network.name.clone(),
-                range: range.to_string(),
-            });
-        }
         // The lowest free address; after a lost race, one of the next few
         // at random, so that hosts allocating at once stop colliding on
         // the same one.
-        let address = if lost_races == 0 {
-            free[0]
-        } else {
-            free[random_below(free.len())]
+        let pick = |free: &[IpAddr]| {
+            if lost_races == 0 {
+                free[0]
+            } else {
+                free[random_below(free.len())]
+            }
         };
-        match take(address) {
-            Ok(claim) => return Ok((claim, at(address))),
+        let v4 = match (subnet, fixed4) {
+            (None, _) => None,
+            (Some(_), Some(fixed)) => Some(fixed),
+            (Some(subnet), None) => {
+                let range = network.range().unwrap_or(subnet);
+                let first = u32::from(range.network()).max(u32::from(subnet.network()) + 1);
+                let last = u32::from(range.broadcast()).min(u32::from(subnet.broadcast()) - 1);
+                let free = free_addresses(
+                    first.into(),
+                    last.into(),
+                    &used,
+                    |n| IpAddr::V4(Ipv4Addr::from(n as u32)),
+                    |a| matches!(a, IpAddr::V4(a) if network.address_problem(a, reserved.v4).is_none()),
+                );
+                if free.is_empty() {
+                    return Err(NetworkError::Exhausted {
+                        name: network.name.clone(),
+                        range: range.to_string(),
+                    });
+                }
+                match pick(&free) {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => unreachable!("IPv4 numbers make IPv4 addresses"),
+                }
+            }
+        };
+        let v6 = match (subnet6, fixed6) {
+            (None, _) => None,
+            (Some(_), Some(fixed)) => Some(fixed),
+            (Some(subnet6), None) => {
+                let range = network.range6().unwrap_or(subnet6);
+                let first = u128::from(range.network()).max(u128::from(subnet6.network()) + 1);
+                let last = u128::from(range.last());
+                let free = free_addresses(
+                    first,
+                    last,
+                    &used,
+                    |n| IpAddr::V6(Ipv6Addr::from(n)),
+                    |a| matches!(a, IpAddr::V6(a) if network.address6_problem(a, reserved.v6).is_none()),
+                );
+                if free.is_empty() {
+                    return Err(NetworkError::Exhausted {
+                        name: network.name.clone(),
+                        range: range.to_string(),
+                    });
+                }
+                match pick(&free) {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => unreachable!("IPv6 numbers make IPv6 addresses"),
+                }
+            }
+        };
+        let v4 = v4.zip(subnet).map(|(address, s)| Ipv4Cidr {
+            address,
+            prefix: s.prefix,
+        });
+        let v6 = v6.zip(subnet6).map(|(address, s)| Ipv6Cidr {
+            address,
+            prefix: s.prefix,
+        });
+        let mut written = record.clone();
+        written.ip = v4.map(|c| c.to_string()).unwrap_or_default();
+        written.ip6 = v6.map(|c| c.to_string());
+        written.pool = network.pool();
+        written.network = Some(network.name.clone());
+        let wanted: Vec<Wanted> = v4
+            .map(|c| IpAddr::V4(c.address))
+            .into_iter()
+            .chain(v6.map(|c| IpAddr::V6(c.address)))
+            .map(|ip| Wanted::new(ip, other_pool(ip)))
+            .collect();
+        match ipam::claim(store, keys, record_id, &wanted, &written) {
+            Ok(claim) => return Ok(Claimed { claim, v4, v6 }),
             // Taken meanwhile by another host's container, or held ad hoc.
-            Err(IpamError::Held { .. }) => {
-                if store
-                    .get(&keys.address(&network.pool(), address))?
-                    .is_some()
-                {
+            Err(IpamError::Held { ip, holder })
+                if Some(ip) != fixed4.map(IpAddr::V4) && Some(ip) != fixed6.map(IpAddr::V6) =>
+            {
+                let _ = holder;
+                if store.get(&keys.address(&network.pool(), ip))?.is_some() {
                     lost_races += 1;
                 } else {
-                    held_ad_hoc.insert(address);
+                    held_ad_hoc.insert(ip);
                 }
             }
             Err(e) => return Err(e.into()),
@@ -831,11 +1171,14 @@ mod tests {
             keys,
             id,
             network,
-            requested.map(|r| r.parse().unwrap()),
-            &[],
+            Requested {
+                v4: requested.map(|r| r.parse().unwrap()),
+                v6: None,
+            },
+            Reserved::default(),
             &record(),
         )
-        .map(|(_, cidr)| cidr.address)
+        .map(|claimed| claimed.v4.unwrap().address)
     }
 
     #[test]
@@ -928,11 +1271,14 @@ mod tests {
                 &keys,
                 &format!("c{}", got.len()),
                 &network,
-                None,
-                &reserved,
+                Requested::default(),
+                Reserved {
+                    v4: &reserved,
+                    v6: &[],
+                },
                 &record(),
             ) {
-                Ok((_, cidr)) => got.push(cidr.to_string()),
+                Ok(claimed) => got.push(claimed.v4.unwrap().to_string()),
                 Err(e) => break e,
             }
             assert!(got.len() <= 5);
@@ -964,8 +1310,14 @@ mod tests {
             &keys,
             "x",
             &network,
-            Some("192.0.2.4".parse().unwrap()),
-            &reserved,
+            Requested {
+                v4: Some("192.0.2.4".parse().unwrap()),
+                v6: None,
+            },
+            Reserved {
+                v4: &reserved,
+                v6: &[],
+            },
             &record(),
         )
         .unwrap_err();
@@ -984,7 +1336,7 @@ mod tests {
             .transaction(
                 &[],
                 &[Op::Put(
-                    keys.address(ipam::ADHOC_POOL, "192.0.2.2".parse().unwrap()),
+                    keys.address(ipam::ADHOC_POOL, "192.0.2.2".parse::<Ipv4Addr>().unwrap()),
                     "\"adhoc\"".into(),
                 )],
             )
@@ -1008,6 +1360,135 @@ mod tests {
         let record = ipam::load_flat(&store, &keys, "a").unwrap().unwrap();
         assert_eq!(record.network.as_deref(), Some("lan"));
         assert_eq!(record.pool, "lan");
+    }
+
+    fn dual(name: &str) -> CreateRequest {
+        let mut r = request(name, "192.0.2.0/24");
+        r.ipv6 = Ipv6Mode::Static;
+        r.subnet6 = Some("2001:db8:1::/64".parse().unwrap());
+        r.ip_range6 = Some("2001:db8:1::/126".parse().unwrap());
+        r
+    }
+
+    #[test]
+    fn ipv6_sides_are_checked_and_default_their_gateway() {
+        let (_d, store, keys) = setup();
+        let network = create(&store, &keys, &dual("lan")).unwrap();
+        assert_eq!(network.gateway6, Some("2001:db8:1::1".parse().unwrap()));
+        assert_eq!(network.subnet6.as_deref(), Some("2001:db8:1::/64"));
+        // An overlapping IPv6 subnet is refused like an IPv4 one.
+        let mut other = dual("other");
+        other.subnet = Some("198.51.100.0/24".parse().unwrap());
+        other.subnet6 = Some("2001:db8:1:0:1::/80".parse().unwrap());
+        other.ip_range6 = None;
+        assert!(matches!(
+            create(&store, &keys, &other),
+            Err(NetworkError::Overlap { .. })
+        ));
+        for (change, flag) in [
+            (
+                Box::new(|r: &mut CreateRequest| r.gateway6 = Some("2001:db8:9::1".parse().unwrap()))
+                    as Box<dyn Fn(&mut CreateRequest)>,
+                "--gateway6 2001:db8:9::1: expected a host address of 2001:db8:3::/64 or a link-local",
+            ),
+            (
+                Box::new(|r: &mut CreateRequest| r.gateway6 = Some("ff02::1".parse().unwrap())),
+                "--gateway6 ff02::1: a multicast address",
+            ),
+            (
+                Box::new(|r: &mut CreateRequest| r.ip_range6 = Some("2001:db8:2::/120".parse().unwrap())),
+                "--ip-range6",
+            ),
+            (
+                Box::new(|r: &mut CreateRequest| r.subnet6 = None),
+                "--ipv6 static needs --subnet6",
+            ),
+            (
+                Box::new(|r: &mut CreateRequest| r.ipv6 = Ipv6Mode::Off),
+                "--subnet6 needs --ipv6",
+            ),
+            (
+                Box::new(|r: &mut CreateRequest| {
+                    r.ipv6 = Ipv6Mode::Slaac;
+                    r.ip_range6 = None;
+                    r.gateway6 = Some("fe80::1".parse().unwrap());
+                }),
+                "--gateway6: with --ipv6 slaac",
+            ),
+            (
+                Box::new(|r: &mut CreateRequest| {
+                    r.ipv6 = Ipv6Mode::Slaac;
+                    r.ip_range6 = None;
+                    r.ipvlan = Some(IpvlanSpec {
+                        mode: IpvlanMode::L2,
+                        flag: IpvlanFlag::Bridge,
+                    });
+                }),
+                "needs a MAC of the container's own",
+            ),
+        ] {
+            let mut r = dual("n2");
+            r.subnet = Some("198.51.100.0/24".parse().unwrap());
+            r.subnet6 = r.subnet6.map(|_| "2001:db8:3::/64".parse().unwrap());
+            r.ip_range6 = r.ip_range6.map(|_| "2001:db8:3::/126".parse().unwrap());
+            change(&mut r);
+            let e = create(&store, &keys, &r).unwrap_err().to_string();
+            assert!(e.contains(flag), "{flag}: {e}");
+        }
+        // IPv6-only: no --subnet.
+        let mut only = dual("only6");
+        only.subnet = None;
+        only.subnet6 = Some("2001:db8:4::/64".parse().unwrap());
+        only.ip_range6 = None;
+        let only = create(&store, &keys, &only).unwrap();
+        assert!(!only.has_ipv4());
+    }
+
+    #[test]
+    fn dual_stack_claims_take_both_families_lowest_free_first() {
+        let (_d, store, keys) = setup();
+        let network = create(&store, &keys, &dual("lan")).unwrap();
+        let take6 = |id: &str, v6: Option<&str>| {
+            claim(
+                &store,
+                &keys,
+                id,
+                &network,
+                Requested {
+                    v4: None,
+                    v6: v6.map(|a| a.parse().unwrap()),
+                },
+                Reserved::default(),
+                &record(),
+            )
+        };
+        // ::/126 holds ::1 (gateway), ::2, ::3: two for containers.
+        let a = take6("a", None).unwrap();
+        assert_eq!(a.v4.unwrap().to_string(), "192.0.2.2/24");
+        assert_eq!(a.v6.unwrap().to_string(), "2001:db8:1::2/64");
+        let b = take6("b", Some("2001:DB8:1:0::3")).unwrap();
+        assert_eq!(b.v6.unwrap().to_string(), "2001:db8:1::3/64");
+        assert!(matches!(
+            take6("c", None),
+            Err(NetworkError::Exhausted { .. })
+        ));
+        // A restart keeps both; the record has both.
+        let again = take6("a", None).unwrap();
+        assert_eq!(again.v6, a.v6);
+        let record = ipam::load_flat(&store, &keys, "a").unwrap().unwrap();
+        assert_eq!(record.ip6.as_deref(), Some("2001:db8:1::2/64"));
+        for (address, problem) in [
+            ("2001:db8:1::1", "gateway"),
+            ("2001:db8:1::", "subnet-router anycast"),
+            ("2001:db8:2::5", "outside its subnet"),
+            ("fe80::5", "link-local"),
+        ] {
+            let e = take6("x", Some(address)).unwrap_err().to_string();
+            assert!(e.contains(problem), "{address}: {e}");
+        }
+        ipam::release_flat(&store, &keys, "a").unwrap();
+        ipam::release_flat(&store, &keys, "b").unwrap();
+        assert!(holders(&store, &keys, &network).unwrap().is_empty());
     }
 
     #[test]

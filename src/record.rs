@@ -32,10 +32,17 @@ impl State {
 /// The record of a container on a flat network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlatRecord {
-    /// CIDR, e.g. `192.0.2.10/24`.
+    /// CIDR, e.g. `192.0.2.10/24`; empty on an IPv6-only network.
     pub ip: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The IPv6 address, CIDR in canonical form (`2001:db8::a/64`): static,
+    /// learnt by SLAAC, or leased by DHCPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    /// The IPv6 default route's next hop (link-local ones on the interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     pub host_interface: String,
     pub mac: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +191,8 @@ impl FlatRecord {
         FlatRecord {
             ip: ip.into(),
             gateway: None,
+            ip6: None,
+            gateway6: None,
             host_interface: "lan0".into(),
             mac: "02:00:00:00:00:01".into(),
             mtu: None,

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::cidr::{parse_ipv4, CidrError, Ipv4Cidr};
+use crate::cidr::{parse_ipv4, parse_ipv6, CidrError, Ipv4Cidr, Ipv6Cidr};
 use crate::config::Policy;
 use crate::netlink::MacvlanMode;
 
@@ -30,10 +30,12 @@ pub enum Field {
     Service,
     Network,
     Networks,
+    Ip6,
+    Gateway6,
 }
 
 impl Field {
-    pub const ALL: [Field; 16] = [
+    pub const ALL: [Field; 18] = [
         Field::Type,
         Field::HostInterface,
         Field::Ip,
@@ -50,6 +52,8 @@ impl Field {
         Field::Service,
         Field::Network,
         Field::Networks,
+        Field::Ip6,
+        Field::Gateway6,
     ];
 
     pub fn annotation(self) -> &'static str {
@@ -70,6 +74,8 @@ impl Field {
             Field::Service => "macvlan.service",
             Field::Network => "macvlan.network",
             Field::Networks => "macvlan.networks",
+            Field::Ip6 => "macvlan.ip6",
+            Field::Gateway6 => "macvlan.gateway6",
         }
     }
 
@@ -92,6 +98,8 @@ impl Field {
             Field::Service => &["SERVICE"],
             Field::Network => &["NETWORK"],
             Field::Networks => &["NETWORKS"],
+            Field::Ip6 => &["IP6"],
+            Field::Gateway6 => &["GW6"],
         }
     }
 }
@@ -212,6 +220,9 @@ pub struct FlatRequest {
     pub parent: String,
     pub address: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
+    /// IP6 and GW6: a fixed IPv6 address too (none: IPv6 off on the interface).
+    pub address6: Option<Ipv6Cidr>,
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// A network the operator defined, by name, and the address asked for
@@ -222,6 +233,9 @@ pub struct NamedRequest {
     /// The address and, if given in CIDR form, its prefix length (which
     /// must then be the network's).
     pub address: Option<(Ipv4Addr, Option<u8>)>,
+    /// The IPv6 address asked for (IP6, or in NETWORKS after a '+'), with
+    /// its prefix length if given.
+    pub address6: Option<(Ipv6Addr, Option<u8>)>,
     /// The setting that named it, as spelled (`NETWORK`, `macvlan.networks`…).
     pub setting: String,
     /// Whether it came from an environment variable, not an annotation
@@ -524,7 +538,7 @@ pub fn parse(
             ))
         }
         (Some(mut list), None) => {
-            for field in [Field::HostInterface, Field::Gateway, Field::Vlan] {
+            for field in [Field::HostInterface, Field::Gateway, Field::Gateway6, Field::Vlan] {
                 if let Some(setting) = settings.get(field) {
                     return Err(invalid(
                         setting,
@@ -679,11 +693,11 @@ fn parse_parent(
 /// server, so IP and GW are refused rather than silently ignored.
 fn parse_dhcp(settings: &Settings, policy: &Policy) -> Result<DhcpRequest, RequestError> {
     let parent = parse_parent(settings, policy, NetworkType::Dhcp)?;
-    for field in [Field::Ip, Field::Gateway] {
+    for field in [Field::Ip, Field::Gateway, Field::Ip6, Field::Gateway6] {
         if let Some(setting) = settings.get(field) {
             return Err(invalid(
                 setting,
-                "a dhcp network takes its address and gateway from the DHCP server; remove it, or use TYPE=flat for a fixed address",
+                "a dhcp network takes its address and gateway from the DHCP server; remove it, or use TYPE=flat for a fixed address (IPv6 from DHCPv6 or SLAAC: a network with --ipv6 dhcpv6|slaac)",
             ));
         }
     }
@@ -785,11 +799,162 @@ fn parse_flat(settings: &Settings, policy: &Policy) -> Result<FlatRequest, Reque
         }
     };
 
+    let (address6, gateway6) = parse_ip6(settings, policy)?;
     Ok(FlatRequest {
         parent,
         address,
         gateway,
+        address6,
+        gateway6,
     })
+}
+
+/// What an IPv6 address setting may not be, in words, or `None`.
+fn ipv6_refusal(address: Ipv6Addr) -> Option<String> {
+    crate::cidr::ipv6_unicast_problem(address)
+        .map(|problem| format!("{address} is {problem}; expected a global or unique-local unicast address like 2001:db8::10"))
+}
+
+/// IP6 (CIDR) and GW6 of an ad-hoc request.
+fn parse_ip6(
+    settings: &Settings,
+    policy: &Policy,
+) -> Result<(Option<Ipv6Cidr>, Option<Ipv6Addr>), RequestError> {
+    let Some(ip_setting) = settings.get(Field::Ip6) else {
+        if let Some(gw) = settings.get(Field::Gateway6) {
+            return Err(invalid(gw, "needs IP6 (the container's IPv6 address)"));
+        }
+        return Ok((None, None));
+    };
+    let text = ip_setting.value.trim();
+    if !text.contains(':') && parse_ipv4(text.split('/').next().unwrap_or("")).is_some() {
+        return Err(invalid(
+            ip_setting,
+            "is an IPv4 address; give it as IP, and IP6 an IPv6 address in CIDR form like 2001:db8::10/64",
+        ));
+    }
+    let address: Ipv6Cidr = text.parse().map_err(|e| {
+        invalid(
+            ip_setting,
+            match e {
+                CidrError::MissingPrefix => {
+                    "missing the prefix length: expected CIDR form like 2001:db8::10/64"
+                }
+                CidrError::BadAddress => {
+                    "expected an IPv6 address in CIDR form like 2001:db8::10/64"
+                }
+                CidrError::BadPrefix => "expected a prefix length from 1 to 128 after the '/'",
+            },
+        )
+    })?;
+    if address.prefix == 0 {
+        return Err(invalid(
+            ip_setting,
+            "expected a prefix length from 1 to 128 after the '/'",
+        ));
+    }
+    if let Some(problem) = ipv6_refusal(address.address) {
+        return Err(invalid(ip_setting, problem));
+    }
+    if address.prefix < 128 && address.address == address.network() {
+        return Err(invalid(
+            ip_setting,
+            format!(
+                "{} is the subnet-router anycast address of its subnet; pick a host address",
+                address.address
+            ),
+        ));
+    }
+    if !policy.subnet6_allowed(address) {
+        return Err(invalid(
+            ip_setting,
+            format!(
+                "outside the subnets allowed by the host policy: {}",
+                policy
+                    .allowed_subnets
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(policy.allowed_subnets6.iter().map(|s| s.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let gateway = match settings.get(Field::Gateway6) {
+        None => None,
+        Some(setting) => {
+            let gateway = parse_ipv6(setting.value.trim()).ok_or_else(|| {
+                invalid(
+                    setting,
+                    "expected an IPv6 address like 2001:db8::1 or fe80::1",
+                )
+            })?;
+            if !crate::cidr::is_ipv6_link_local(gateway) {
+                if let Some(problem) = crate::cidr::ipv6_unicast_problem(gateway) {
+                    return Err(invalid(setting, format!("{gateway} is {problem}")));
+                }
+                if !address.contains(gateway) {
+                    return Err(invalid(
+                        setting,
+                        format!(
+                            "outside the container's subnet {} and not link-local (fe80::/10)",
+                            address.subnet()
+                        ),
+                    ));
+                }
+                if gateway == address.address {
+                    return Err(invalid(
+                        ip_setting,
+                        format!("{} is the gateway's address", address.address),
+                    ));
+                }
+            }
+            Some(gateway)
+        }
+    };
+    Ok((Some(address), gateway))
+}
+
+/// An IPv6 address given for a network: alone or in CIDR form.
+fn parse_network_address6(
+    setting: &Setting,
+    text: &str,
+) -> Result<(Ipv6Addr, Option<u8>), RequestError> {
+    let text = text.trim();
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    if parse_ipv4(address).is_some() {
+        return Err(invalid(
+            setting,
+            "is an IPv4 address; give it as IP, and IP6 an IPv6 address like 2001:db8::10",
+        ));
+    }
+    let address = parse_ipv6(address).ok_or_else(|| {
+        invalid(
+            setting,
+            "expected an IPv6 address like 2001:db8::10 (or in CIDR form with the network's prefix)",
+        )
+    })?;
+    if let Some(problem) = ipv6_refusal(address) {
+        return Err(invalid(setting, problem));
+    }
+    let prefix = match prefix {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| (1..=128).contains(p))
+                .ok_or_else(|| {
+                    invalid(
+                        setting,
+                        "expected a prefix length from 1 to 128 after the '/'",
+                    )
+                })?,
+        ),
+    };
+    Ok((address, prefix))
 }
 
 /// An address given for a network: alone, or in CIDR form (whose prefix
@@ -848,19 +1013,26 @@ fn parse_named(settings: &Settings) -> Result<Option<Vec<NamedRequest>>, Request
                 .get(Field::Ip)
                 .map(|ip| parse_network_address(ip, &ip.value))
                 .transpose()?;
+            let address6 = settings
+                .get(Field::Ip6)
+                .map(|ip| parse_network_address6(ip, &ip.value))
+                .transpose()?;
             Ok(Some(vec![NamedRequest {
                 name,
                 address,
+                address6,
                 setting: setting.name.clone(),
                 from_env: from_env(setting),
             }]))
         }
         (None, Some(setting)) => {
-            if let Some(ip) = settings.get(Field::Ip) {
-                return Err(invalid(
-                    ip,
-                    "with NETWORKS, give each address in the list, like NETWORKS=lan,storage=192.0.2.40",
-                ));
+            for field in [Field::Ip, Field::Ip6] {
+                if let Some(ip) = settings.get(field) {
+                    return Err(invalid(
+                        ip,
+                        "with NETWORKS, give each address in the list, like NETWORKS=lan,storage=192.0.2.40+2001:db8::40",
+                    ));
+                }
             }
             let mut networks: Vec<NamedRequest> = Vec::new();
             for entry in setting.value.split(',') {
@@ -868,7 +1040,7 @@ fn parse_named(settings: &Settings) -> Result<Option<Vec<NamedRequest>>, Request
                     Some((name, address)) => (name, Some(address)),
                     None => (entry, None),
                 };
-                let expected = "expected network names separated by commas, each with an optional =address, like lan,storage=192.0.2.40";
+                let expected = "expected network names separated by commas, each with optional =addresses (IPv4, IPv6 or both joined by '+'), like lan,storage=192.0.2.40+2001:db8::40";
                 let name = NetworkName::parse(name).ok_or_else(|| invalid(setting, expected))?;
                 if networks.iter().any(|n| n.name == name) {
                     return Err(invalid(
@@ -878,12 +1050,31 @@ fn parse_named(settings: &Settings) -> Result<Option<Vec<NamedRequest>>, Request
                         ),
                     ));
                 }
-                let address = address
-                    .map(|a| parse_network_address(setting, a))
-                    .transpose()?;
+                let given: Option<&str> = address;
+                let (mut address, mut address6) = (None, None);
+                for part in given.into_iter().flat_map(|a| a.split('+')) {
+                    if part.contains(':') {
+                        if address6.is_some() {
+                            return Err(invalid(
+                                setting,
+                                format!("network {name}: one IPv6 address per network"),
+                            ));
+                        }
+                        address6 = Some(parse_network_address6(setting, part)?);
+                    } else {
+                        if address.is_some() {
+                            return Err(invalid(
+                                setting,
+                                format!("network {name}: one IPv4 address per network"),
+                            ));
+                        }
+                        address = Some(parse_network_address(setting, part)?);
+                    }
+                }
                 networks.push(NamedRequest {
                     name,
                     address,
+                    address6,
                     setting: setting.name.clone(),
                     from_env: from_env(setting),
                 });
@@ -905,6 +1096,7 @@ fn parse_vlan(settings: &Settings) -> Result<NamedRequest, RequestError> {
     for (field, what) in [
         (Field::HostInterface, "host interface"),
         (Field::Gateway, "gateway"),
+        (Field::Gateway6, "IPv6 gateway"),
     ] {
         if let Some(setting) = settings.get(field) {
             return Err(invalid(
@@ -922,9 +1114,14 @@ fn parse_vlan(settings: &Settings) -> Result<NamedRequest, RequestError> {
         .get(Field::Ip)
         .map(|ip| parse_network_address(ip, &ip.value))
         .transpose()?;
+    let address6 = settings
+        .get(Field::Ip6)
+        .map(|ip| parse_network_address6(ip, &ip.value))
+        .transpose()?;
     Ok(NamedRequest {
         name,
         address,
+        address6,
         setting: name_setting.name.clone(),
         from_env: !name_setting.name.starts_with("macvlan."),
     })
@@ -1209,6 +1406,13 @@ mod tests {
         "GW=192.0.2.1",
     ];
 
+    /// GOOD (a flat request) and `extra`.
+    fn with_ipv6<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut all: Vec<&str> = GOOD.to_vec();
+        all.extend_from_slice(extra);
+        all
+    }
+
     fn with(replace: &str) -> Vec<&str> {
         let key = replace.split('=').next().unwrap();
         let mut out: Vec<&str> = GOOD
@@ -1347,6 +1551,78 @@ mod tests {
     }
 
     #[test]
+    fn ip6_requests_and_refusals() {
+        let request = parse_env(&with_ipv6(&["IP6=2001:DB8::A/64", "GW6=fe80::1"]))
+            .unwrap()
+            .unwrap();
+        let flat = flat(&request);
+        assert_eq!(flat.address6.unwrap().to_string(), "2001:db8::a/64");
+        assert_eq!(flat.gateway6.unwrap().to_string(), "fe80::1");
+        for (extra, setting, words) in [
+            (vec!["IP6=192.0.2.10/24"], "IP6", "IPv4 address"),
+            (vec!["IP6=fe80::a/64"], "IP6", "link-local"),
+            (vec!["IP6=ff02::a/64"], "IP6", "multicast"),
+            (vec!["IP6=::/0"], "IP6", "prefix length"),
+            (
+                vec!["IP6=2001:db8::a/129"],
+                "IP6",
+                "prefix length from 1 to 128",
+            ),
+            (vec!["IP6=2001:db8::/64"], "IP6", "subnet-router anycast"),
+            (
+                vec!["IP6=2001:db8::a/64", "GW6=2001:db9::1"],
+                "GW6",
+                "not link-local",
+            ),
+            (
+                vec!["IP6=2001:db8::a/64", "GW6=ff02::1"],
+                "GW6",
+                "multicast",
+            ),
+            (vec!["GW6=fe80::1"], "GW6", "needs IP6"),
+        ] {
+            let e = error_for(&with_ipv6(&extra));
+            assert_eq!(e.setting, setting, "{extra:?}: {e}");
+            assert!(e.to_string().contains(words), "{extra:?}: {e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+        // On a network: IP6, and in NETWORKS after a '+'.
+        let request = parse_env(&["NETWORK=lan", "IP6=2001:db8::5"])
+            .unwrap()
+            .unwrap();
+        let Network::Named(named) = &request.network else {
+            panic!()
+        };
+        assert_eq!(named.address6, Some(("2001:db8::5".parse().unwrap(), None)));
+        let request = parse_env(&["NETWORKS=lan=192.0.2.5+2001:db8::5,six=2001:db8:1::9/64"])
+            .unwrap()
+            .unwrap();
+        let Network::Named(first) = &request.network else {
+            panic!()
+        };
+        assert_eq!(
+            first.address.map(|a| a.0.to_string()).as_deref(),
+            Some("192.0.2.5")
+        );
+        assert_eq!(
+            first.address6.map(|a| a.0.to_string()).as_deref(),
+            Some("2001:db8::5")
+        );
+        assert_eq!(
+            request.more[0].address6,
+            Some(("2001:db8:1::9".parse().unwrap(), Some(64)))
+        );
+        assert!(request.more[0].address.is_none());
+        let e = error_for(&["NETWORKS=lan=2001:db8::5+2001:db8::6"]);
+        assert!(
+            e.to_string().contains("one IPv6 address per network"),
+            "{e}"
+        );
+        let e = error_for(&["NETWORK=lan", "GW6=fe80::1"]);
+        assert_eq!(e.setting, "GW6");
+    }
+
+    #[test]
     fn message_is_one_line_with_value_and_expectation() {
         let error = error_for(&with("IP=192.0.2.300/24"));
         let text = error.to_string();
@@ -1378,6 +1654,7 @@ mod tests {
         let policy = Policy {
             allowed_parents: vec!["lan1".into()],
             allowed_subnets: vec!["198.51.100.0/24".parse().unwrap()],
+            allowed_subnets6: Vec::new(),
             allow_env: true,
             allow_adhoc: true,
             networks: Vec::new(),
@@ -1534,6 +1811,7 @@ mod tests {
             Network::Named(NamedRequest {
                 name: NetworkName::parse("test1").unwrap(),
                 address: None,
+                address6: None,
                 setting: "VLAN".into(),
                 from_env: true,
             })

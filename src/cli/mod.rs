@@ -178,6 +178,13 @@ pub struct AttachArgs {
     /// Ad hoc: the default gateway (flat).
     #[arg(long)]
     pub gateway: Option<String>,
+    /// The IPv6 address: CIDR for flat, alone (or with the prefix) on a
+    /// network with static IPv6.
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// Ad hoc: the IPv6 default gateway, in the subnet or link-local (flat).
+    #[arg(long)]
+    pub gateway6: Option<String>,
     /// With --type vlan: the VLAN network's name.
     #[arg(long)]
     pub vlan: Option<String>,
@@ -208,6 +215,8 @@ impl AttachArgs {
             (Field::HostInterface, self.host_interface.as_ref()),
             (Field::Ip, self.ip.as_ref()),
             (Field::Gateway, self.gateway.as_ref()),
+            (Field::Ip6, self.ip6.as_ref()),
+            (Field::Gateway6, self.gateway6.as_ref()),
             (Field::Vlan, self.vlan.as_ref()),
             (Field::Mtu, self.mtu.as_ref()),
             (Field::Mode, self.mode.as_ref()),
@@ -282,7 +291,12 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let records = net::detach(&ctx, &id, pid).with_context(|| format!("container {id}"))?;
             for record in records {
-                println!("{id}: released {}", record.ip);
+                let addresses: Vec<&str> = [record.ip.as_str()]
+                    .into_iter()
+                    .chain(record.ip6.as_deref())
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                println!("{id}: released {}", addresses.join(","));
             }
             Ok(())
         }
@@ -307,7 +321,11 @@ pub fn run(cli: Cli) -> Result<()> {
                         "{short:<24} {:<5} {:<9} {:<19} {:<17} {:<10} {:<12} {}",
                         r.network_type(),
                         r.state.as_str(),
-                        r.ip,
+                        r.ip.split(',')
+                            .chain(r.ip6.as_deref())
+                            .filter(|a| !a.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(","),
                         r.mac,
                         r.host_interface,
                         r.host,
@@ -344,7 +362,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unpublish { container } => {
             let ctx = net::Context::new(config, logger)?;
             match discovery::withdraw(ctx.store()?, &ctx.keys, &container)? {
-                Some(r) => println!("{container}: withdrew {} {}:{}", r.service, r.ip, r.port),
+                Some(r) => println!("{container}: withdrew {} {}", r.service, r.check_address()),
                 None => anyhow::bail!("container {container}: no service is registered"),
             }
             Ok(())
@@ -362,7 +380,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("service {service}: no live endpoints");
             }
             for e in &endpoints {
-                println!("{}:{} {} {}", e.ip, e.port, e.container, e.host);
+                println!("{}:{} {} {}", e.addresses(), e.port, e.container, e.host);
             }
             Ok(())
         }
@@ -471,24 +489,24 @@ fn publish(ctx: &net::Context, id: &str, port: &str, service: Option<&str>) -> R
             })?
         }
     };
-    let address: crate::cidr::Ipv4Cidr = record
+    let v4 = record
         .ip
-        .parse()
-        .map_err(|_| anyhow::anyhow!("corrupt address {:?} in its record", record.ip))?;
-    let registration = discovery::Registration::new(
-        &service,
-        address.address,
-        port,
-        id,
-        (&ctx.host, &ctx.host_id),
-        pid,
-    )?;
+        .parse::<crate::cidr::Ipv4Cidr>()
+        .ok()
+        .map(|c| c.address);
+    let v6 = record
+        .ip6
+        .as_deref()
+        .and_then(|t| t.parse::<crate::cidr::Ipv6Cidr>().ok())
+        .map(|c| c.address);
+    let registration =
+        discovery::Registration::new(&service, (v4, v6), port, id, (&ctx.host, &ctx.host_id), pid)?;
     discovery::register(ctx.store()?, &ctx.keys, &registration)?;
     discovery::registrar::ensure_running(&ctx.config)
         .context("start the registrar (macvlan daemon)")?;
     println!(
-        "{id}: registered {service} at {}:{port}; published while the port answers",
-        address.address
+        "{id}: registered {service} at {}; published while the port answers",
+        registration.check_address()
     );
     Ok(())
 }

@@ -2,15 +2,15 @@
 //! verbs (`vlan create|delete|list|inspect|gateway`, `create-vlan`) as
 //! aliases for networks with a VLAN ID.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 
-use crate::cidr::{parse_ipv4, Ipv4Cidr};
+use crate::cidr::{parse_ipv4, parse_ipv6, Ipv4Cidr, Ipv6Cidr};
 use crate::net;
 use crate::netlink::{IpvlanFlag, IpvlanMode, MacvlanMode};
-use crate::network::{self, CreateRequest, Ipam, Network, VlanChoice};
+use crate::network::{self, CreateRequest, Ipam, Ipv6Mode, Network, VlanChoice};
 use crate::request::{self, NetworkName};
 
 #[derive(Debug, Subcommand)]
@@ -69,12 +69,26 @@ pub struct NetworkCreateArgs {
     /// The part of the subnet handed out, e.g. 192.0.2.128/25.
     #[arg(long)]
     pub ip_range: Option<String>,
-    /// An address never handed out (repeatable).
+    /// An address never handed out, IPv4 or IPv6 (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
     /// static (addresses from the store) or dhcp (from the LAN's server).
     #[arg(long, default_value = "static")]
     pub ipam: String,
+    /// IPv6: off, static (from the store), slaac (router advertisements)
+    /// or dhcpv6 (the LAN's server). Default: static with --subnet6, else off.
+    #[arg(long)]
+    pub ipv6: Option<String>,
+    /// The IPv6 subnet, e.g. 2001:db8:1::/64 (required for --ipv6 static).
+    #[arg(long)]
+    pub subnet6: Option<String>,
+    /// The IPv6 default route's next hop: in the subnet or link-local
+    /// (fe80::1, used on the interface). Default: the subnet's first address.
+    #[arg(long)]
+    pub gateway6: Option<String>,
+    /// The part of the IPv6 subnet handed out, e.g. 2001:db8:1::100/120.
+    #[arg(long)]
+    pub ip_range6: Option<String>,
     /// The containers' MTU (68 to the parent's): default and ceiling.
     #[arg(long)]
     pub mtu: Option<String>,
@@ -163,6 +177,20 @@ fn address(flag: &str, text: &str) -> Result<Ipv4Addr> {
     })
 }
 
+fn cidr6(flag: &str, text: &str, example: &str) -> Result<Ipv6Cidr> {
+    text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid {flag} {text:?}: expected an IPv6 prefix in CIDR form like {example} (prefix length up to 128)"
+        )
+    })
+}
+
+fn address6(flag: &str, text: &str) -> Result<Ipv6Addr> {
+    parse_ipv6(text).with_context(|| {
+        format!("invalid {flag} {text:?}: expected an IPv6 address like 2001:db8::1 or fe80::1")
+    })
+}
+
 fn vlan_id(flag: &str, text: &str) -> Result<u16> {
     text.trim()
         .parse::<u16>()
@@ -225,6 +253,19 @@ impl NetworkCreateArgs {
             "dhcp" => Ipam::Dhcp,
             other => bail!("invalid --ipam {other:?}: expected static or dhcp"),
         };
+        let ipv6 = match self.ipv6.as_deref().map(|m| m.trim().to_ascii_lowercase()) {
+            None if self.subnet6.is_some() => Ipv6Mode::Static,
+            None => Ipv6Mode::Off,
+            Some(mode) => match mode.as_str() {
+                "off" => Ipv6Mode::Off,
+                "static" => Ipv6Mode::Static,
+                "slaac" => Ipv6Mode::Slaac,
+                "dhcpv6" => Ipv6Mode::Dhcpv6,
+                other => bail!("invalid --ipv6 {other:?}: expected off, static, slaac or dhcpv6"),
+            },
+        };
+        let (exclude6, exclude): (Vec<&String>, Vec<&String>) =
+            self.exclude.iter().partition(|e| e.contains(':'));
         Ok(CreateRequest {
             name: network_name("network name", &self.name)?,
             parent: self.parent.clone(),
@@ -250,12 +291,31 @@ impl NetworkCreateArgs {
                 .as_deref()
                 .map(|r| cidr("--ip-range", r, "192.0.2.128/25"))
                 .transpose()?,
-            exclude: self
-                .exclude
+            exclude: exclude
                 .iter()
                 .map(|e| address("--exclude", e))
                 .collect::<Result<_>>()?,
             ipam,
+            ipv6,
+            subnet6: self
+                .subnet6
+                .as_deref()
+                .map(|s| cidr6("--subnet6", s, "2001:db8:1::/64"))
+                .transpose()?,
+            gateway6: self
+                .gateway6
+                .as_deref()
+                .map(|g| address6("--gateway6", g))
+                .transpose()?,
+            ip_range6: self
+                .ip_range6
+                .as_deref()
+                .map(|r| cidr6("--ip-range6", r, "2001:db8:1::100/120"))
+                .transpose()?,
+            exclude6: exclude6
+                .iter()
+                .map(|e| address6("--exclude", e))
+                .collect::<Result<_>>()?,
             mtu: self
                 .mtu
                 .as_deref()
@@ -300,8 +360,12 @@ fn network_json(network: &Network, used: u32) -> serde_json::Value {
     value
 }
 
+/// IPv4 addresses held in the network (what its capacity counts).
 fn used(ctx: &net::Context, network: &Network) -> Result<u32> {
-    Ok(network::holders(ctx.store()?, &ctx.keys, network)?.len() as u32)
+    Ok(network::holders(ctx.store()?, &ctx.keys, network)?
+        .iter()
+        .filter(|(ip, _)| ip.is_ipv4())
+        .count() as u32)
 }
 
 pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
@@ -326,6 +390,18 @@ pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
             if let Some(gateway) = network.gateway {
                 line += &format!(" gateway {gateway}");
             }
+            if network.ipv6 != Ipv6Mode::Off {
+                line += &format!("; IPv6 {}", network.ipv6.as_str());
+                if let Some(subnet) = &network.subnet6 {
+                    line += &format!(" subnet {subnet}");
+                }
+                if let Some(range) = &network.ip_range6 {
+                    line += &format!(" range {range}");
+                }
+                if let Some(gateway) = network.gateway6 {
+                    line += &format!(" gateway {gateway}");
+                }
+            }
             println!("{line}");
         }
         NetworkCommand::Ls { json } => {
@@ -343,23 +419,38 @@ pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<16} {:<7} {:<12} {:<18} {:<15} {:>5} {:>6}",
-                "NAME", "IPAM", "PARENT", "SUBNET", "GATEWAY", "USED", "FREE"
+                "{:<16} {:<7} {:<12} {:<18} {:<15} {:<30} {:>5} {:>6}",
+                "NAME", "IPAM", "PARENT", "SUBNET", "GATEWAY", "IPV6", "USED", "FREE"
             );
             for (n, used) in rows {
                 let free = match n.ipam {
                     Ipam::Static => n.capacity().saturating_sub(used).to_string(),
                     Ipam::Dhcp => "-".into(),
                 };
+                let ipv6 = match (n.ipv6, &n.subnet6) {
+                    (Ipv6Mode::Off, _) => "-".to_string(),
+                    (mode, Some(subnet)) => format!("{} {subnet}", mode.as_str()),
+                    (mode, None) => mode.as_str().to_string(),
+                };
+                let (subnet, gateway, free) = if n.has_ipv4() {
+                    (
+                        n.subnet.as_deref().unwrap_or("-").to_string(),
+                        n.gateway
+                            .map(|g| g.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        free,
+                    )
+                } else {
+                    ("-".into(), "-".into(), "-".into())
+                };
                 println!(
-                    "{:<16} {:<7} {:<12} {:<18} {:<15} {:>5} {:>6}",
+                    "{:<16} {:<7} {:<12} {:<18} {:<15} {:<30} {:>5} {:>6}",
                     n.name,
                     n.ipam.as_str(),
                     n.link_parent(),
-                    n.subnet.as_deref().unwrap_or("-"),
-                    n.gateway
-                        .map(|g| g.to_string())
-                        .unwrap_or_else(|| "-".into()),
+                    subnet,
+                    gateway,
+                    ipv6,
                     used,
                     free
                 );
@@ -368,7 +459,11 @@ pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
         NetworkCommand::Inspect { name } => {
             let network = network::load(store, &ctx.keys, &name)?;
             let held = network::holders(store, &ctx.keys, &network)?;
-            let mut value = network_json(&network, held.len() as u32);
+            let v4 = held.iter().filter(|(ip, _)| ip.is_ipv4()).count() as u32;
+            let mut value = network_json(&network, v4);
+            if network.ipv6 != Ipv6Mode::Off {
+                value["used6"] = (held.len() as u32 - v4).into();
+            }
             if network.host_access {
                 value["host_device"] = match crate::net::host_access::state(&network)? {
                     Some((device, routes)) => {
@@ -505,7 +600,10 @@ pub fn run_vlan(ctx: &net::Context, command: VlanCommand) -> Result<()> {
         VlanCommand::Inspect { name } => {
             let network = load_vlan(ctx, &name)?;
             let held = network::holders(store, &ctx.keys, &network)?;
-            let mut value = vlan_json(&network, held.len() as u32);
+            let mut value = vlan_json(
+                &network,
+                held.iter().filter(|(ip, _)| ip.is_ipv4()).count() as u32,
+            );
             value["addresses"] = held
                 .iter()
                 .map(|(ip, holder)| serde_json::json!({"ip": ip, "container": holder}))

@@ -23,17 +23,7 @@ fn in_netns<T: Send + 'static>(
     netns: &File,
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    let netns = netns.try_clone()?;
-    std::thread::Builder::new()
-        .name("dhcp-netns".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-            work()
-        })?
-        .join()
-        .map_err(|_| io::Error::other("netns thread panicked"))?
+    crate::netns::run_in(netns, "dhcp-netns", work)
 }
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {

@@ -1,5 +1,6 @@
-//! `macvlan dns`: answers A and SRV queries for `<service>.<domain>` from
-//! the store's live endpoints; other names are forwarded or refused.
+//! `macvlan dns`: answers A, AAAA and SRV queries for `<service>.<domain>`
+//! and PTR queries for endpoint addresses from the store's live endpoints;
+//! other names are forwarded or refused.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::str::FromStr;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::Endpoint;
@@ -150,12 +151,58 @@ fn target(endpoint: &Endpoint, service: &str, domain: &Name) -> Result<Name> {
     Ok(Name::from_str(&format!("{short}.{service}"))?.append_domain(domain)?)
 }
 
-/// Answers `request` from `endpoints_of` (the live endpoints of a service name).
+/// Where the answers come from: the live endpoints.
+pub trait Endpoints {
+    /// The endpoints of one service name.
+    fn of(&self, service: &str) -> Result<Vec<Endpoint>>;
+    /// Every endpoint with its service name (for PTR queries).
+    fn all(&self) -> Result<Vec<(String, Endpoint)>>;
+}
+
+/// The store's endpoints.
+struct Stored<'a>(&'a Context);
+
+impl Endpoints for Stored<'_> {
+    fn of(&self, service: &str) -> Result<Vec<Endpoint>> {
+        super::endpoints(self.0.store()?, &self.0.keys, service)
+    }
+
+    fn all(&self) -> Result<Vec<(String, Endpoint)>> {
+        super::all_endpoints(self.0.store()?, &self.0.keys)
+    }
+}
+
+/// Whether `name` (lower case) is a reverse-lookup name.
+fn is_reverse(name: &Name) -> bool {
+    let text = name.to_ascii();
+    text.ends_with(".in-addr.arpa.") || text.ends_with(".ip6.arpa.")
+}
+
+/// The PTR answer for a reverse name that is an endpoint's address: the
+/// endpoint's SRV target name. `None`: no endpoint has that address.
+fn reverse(name: &Name, domain: &Name, endpoints: &dyn Endpoints) -> Result<Option<Vec<Name>>> {
+    let mut found = Vec::new();
+    for (service, endpoint) in endpoints.all()? {
+        let addresses = endpoint
+            .ip
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .chain(endpoint.ip6.map(std::net::IpAddr::V6));
+        for address in addresses {
+            if Name::from(address).to_lowercase() == *name {
+                found.push(target(&endpoint, &service, domain)?);
+            }
+        }
+    }
+    Ok((!found.is_empty()).then_some(found))
+}
+
+/// Answers `request` from `endpoints` (the live endpoints).
 pub fn answer(
     request: &Message,
     domain: &Name,
     forwarding: bool,
-    endpoints_of: impl Fn(&str) -> Result<Vec<Endpoint>>,
+    endpoints: &dyn Endpoints,
 ) -> Reply {
     let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
     response.metadata.recursion_desired = request.metadata.recursion_desired;
@@ -179,6 +226,25 @@ pub fn answer(
     };
     response.add_query(query.clone());
     let name = query.name().to_lowercase();
+    if is_reverse(&name) {
+        match reverse(&name, domain, endpoints) {
+            Err(_) => return rcode(response, ResponseCode::ServFail),
+            Ok(Some(targets)) => {
+                if query.query_type() == RecordType::PTR {
+                    for target in targets {
+                        response.add_answer(Record::from_rdata(
+                            query.name().clone(),
+                            ANSWER_TTL,
+                            RData::PTR(PTR(target)),
+                        ));
+                    }
+                }
+                response.metadata.authoritative = true;
+                return Reply::Answer(response);
+            }
+            Ok(None) => {}
+        }
+    }
     if !domain.zone_of(&name) {
         return if forwarding {
             Reply::Forward
@@ -200,7 +266,7 @@ pub fn answer(
         Question::Service(service) => (service, None),
         Question::Endpoint { service, container } => (service, Some(container)),
     };
-    let endpoints = match endpoints_of(&service) {
+    let endpoints = match endpoints.of(&service) {
         Ok(endpoints) => endpoints,
         Err(_) => return rcode(response, ResponseCode::ServFail),
     };
@@ -214,11 +280,27 @@ pub fn answer(
     if endpoints.is_empty() {
         return negative(response, ResponseCode::NXDomain);
     }
-    let a = |e: &Endpoint, owner: Name| Record::from_rdata(owner, ANSWER_TTL, RData::A(A(e.ip)));
+    // An endpoint's address records: A, AAAA or both.
+    let addresses = |e: &Endpoint, owner: &Name, kind: RecordType| -> Vec<Record> {
+        let v4 =
+            e.ip.filter(|_| kind != RecordType::AAAA)
+                .map(|ip| Record::from_rdata(owner.clone(), ANSWER_TTL, RData::A(A(ip))));
+        let v6 = e
+            .ip6
+            .filter(|_| kind != RecordType::A)
+            .map(|ip| Record::from_rdata(owner.clone(), ANSWER_TTL, RData::AAAA(AAAA(ip))));
+        v4.into_iter().chain(v6).collect()
+    };
     match query.query_type() {
-        RecordType::A => {
+        kind @ (RecordType::A | RecordType::AAAA) => {
             for endpoint in &endpoints {
-                response.add_answer(a(endpoint, owner.clone()));
+                for record in addresses(endpoint, &owner, kind) {
+                    response.add_answer(record);
+                }
+            }
+            if response.answers.is_empty() {
+                // The name exists, without addresses of that family (NODATA).
+                return negative(response, ResponseCode::NoError);
             }
         }
         RecordType::SRV if container.is_none() => {
@@ -231,7 +313,9 @@ pub fn answer(
                     ANSWER_TTL,
                     RData::SRV(SRV::new(0, 10, endpoint.port, target.clone())),
                 ));
-                response.add_additional(a(endpoint, target));
+                for record in addresses(endpoint, &target, RecordType::ANY) {
+                    response.add_additional(record);
+                }
             }
         }
         // The name exists, with no records of that type (NODATA).
@@ -244,7 +328,7 @@ pub fn answer(
 pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
     let socket = UdpSocket::bind(options.listen)
         .with_context(|| format!("listen on {} (udp)", options.listen))?;
-    let store = ctx.store()?;
+    ctx.store()?;
     ctx.logger.log(
         Level::Info,
         "dns-start",
@@ -269,9 +353,7 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
         let Ok(request) = Message::from_vec(packet) else {
             continue;
         };
-        let reply = answer(&request, &options.domain, forwarding, |service| {
-            super::endpoints(store, &ctx.keys, service)
-        });
+        let reply = answer(&request, &options.domain, forwarding, &Stored(ctx));
         match (reply, &forwarders) {
             (Reply::Answer(message), _) => {
                 if let Some(bytes) = encode_within(message, udp_limit(&request)) {
@@ -344,26 +426,53 @@ mod tests {
 
     fn endpoint(ip: &str, port: u16, container: &str) -> Endpoint {
         Endpoint {
-            ip: ip.parse().unwrap(),
+            ip: Some(ip.parse().unwrap()),
+            ip6: None,
             port,
             container: container.into(),
             host: "h".into(),
         }
     }
 
+    /// Fixed endpoints by service name.
+    struct Fixed(Vec<(String, Endpoint)>);
+
+    impl Endpoints for Fixed {
+        fn of(&self, service: &str) -> Result<Vec<Endpoint>> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|(s, _)| s == service)
+                .map(|(_, e)| e.clone())
+                .collect())
+        }
+
+        fn all(&self) -> Result<Vec<(String, Endpoint)>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn lab() -> Fixed {
+        let mut dual = endpoint("192.0.2.11", 8001, "second");
+        dual.ip6 = Some("2001:db8::b".parse().unwrap());
+        let mut v6_only = endpoint("192.0.2.1", 80, "v6only");
+        v6_only.ip = None;
+        v6_only.ip6 = Some("2001:db8::c".parse().unwrap());
+        Fixed(vec![
+            (
+                "webapp".into(),
+                endpoint("192.0.2.10", 8000, "AbcDef1234567890"),
+            ),
+            ("webapp".into(), dual),
+            ("six".into(), v6_only),
+        ])
+    }
+
     fn ask(name: &str, kind: RecordType, forwarding: bool) -> Reply {
         let mut request = Message::new(7, MessageType::Query, OpCode::Query);
         request.add_query(Query::query(Name::from_str(name).unwrap(), kind));
         let domain = DnsOptions::parse_domain("lab").unwrap();
-        answer(&request, &domain, forwarding, |service| {
-            Ok(match service {
-                "webapp" => vec![
-                    endpoint("192.0.2.10", 8000, "AbcDef1234567890"),
-                    endpoint("192.0.2.11", 8001, "second"),
-                ],
-                _ => vec![],
-            })
-        })
+        answer(&request, &domain, forwarding, &lab())
     }
 
     fn message(reply: Reply) -> Message {
@@ -386,7 +495,7 @@ mod tests {
         ));
         let domain = DnsOptions::parse_domain("lab").unwrap();
         assert!(matches!(
-            answer(&response, &domain, false, |_| Ok(vec![])),
+            answer(&response, &domain, false, &Fixed(vec![])),
             Reply::Ignore
         ));
     }
@@ -395,7 +504,8 @@ mod tests {
     fn negative_answers_carry_the_zone_soa() {
         for (name, kind, code) in [
             ("nothing.lab.", RecordType::A, ResponseCode::NXDomain),
-            ("webapp.lab.", RecordType::AAAA, ResponseCode::NoError),
+            ("webapp.lab.", RecordType::TXT, ResponseCode::NoError),
+            ("six.lab.", RecordType::A, ResponseCode::NoError),
         ] {
             let m = message(ask(name, kind, false));
             assert_eq!(m.metadata.response_code, code);
@@ -425,7 +535,12 @@ mod tests {
             Name::from_str("webapp.lab.").unwrap(),
             RecordType::SRV,
         ));
-        let Reply::Answer(full) = answer(&request, &domain, false, |_| Ok(many.clone())) else {
+        let many = Fixed(
+            many.into_iter()
+                .map(|e| ("webapp".to_string(), e))
+                .collect(),
+        );
+        let Reply::Answer(full) = answer(&request, &domain, false, &many) else {
             panic!()
         };
         assert!(full.to_vec().unwrap().len() > 512);
@@ -448,6 +563,43 @@ mod tests {
     }
 
     #[test]
+    fn aaaa_and_ptr_for_ipv6_and_dual_stack_endpoints() {
+        let m = message(ask("webapp.lab.", RecordType::AAAA, false));
+        let ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(ips, ["2001:db8::b"]);
+        let m = message(ask("six.lab.", RecordType::AAAA, false));
+        let ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(ips, ["2001:db8::c"]);
+        // SRV's additional section: both families of a dual-stack endpoint.
+        let m = message(ask("webapp.lab.", RecordType::SRV, false));
+        assert_eq!(m.additionals.len(), 3);
+        for (address, target) in [
+            ("10.2.0.192.in-addr.arpa.", "abcdef123456.webapp.lab."),
+            ("11.2.0.192.in-addr.arpa.", "second.webapp.lab."),
+            (
+                "b.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
+                "second.webapp.lab.",
+            ),
+            (
+                "C.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2.IP6.ARPA.",
+                "v6only.six.lab.",
+            ),
+        ] {
+            let m = message(ask(address, RecordType::PTR, false));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{address}");
+            let names: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(names, [target], "{address}");
+        }
+        // An address no endpoint has: not ours (refused, or forwarded).
+        let m = message(ask("99.2.0.192.in-addr.arpa.", RecordType::PTR, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(matches!(
+            ask("99.2.0.192.in-addr.arpa.", RecordType::PTR, true),
+            Reply::Forward
+        ));
+    }
+
+    #[test]
     fn a_records_for_every_endpoint() {
         let m = message(ask("WebApp.lab.", RecordType::A, false));
         assert_eq!(m.metadata.id, 7);
@@ -467,7 +619,8 @@ mod tests {
                 first.contains("8000") && first.contains("abcdef123456.webapp.lab."),
                 "{first}"
             );
-            assert_eq!(m.additionals.len(), 2);
+            // The dual-stack endpoint's target has A and AAAA.
+            assert_eq!(m.additionals.len(), 3);
         }
         let m = message(ask("abcdef123456.webapp.lab.", RecordType::A, false));
         let ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
@@ -478,7 +631,7 @@ mod tests {
     fn unknown_names_other_types_and_other_zones() {
         let m = message(ask("nothing.lab.", RecordType::A, false));
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-        let m = message(ask("webapp.lab.", RecordType::AAAA, false));
+        let m = message(ask("webapp.lab.", RecordType::MX, false));
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.answers.is_empty());
         let m = message(ask("example.org.", RecordType::A, false));

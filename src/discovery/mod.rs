@@ -5,7 +5,7 @@
 pub mod dns;
 pub mod registrar;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context as _, Result};
@@ -19,7 +19,11 @@ use crate::store::{Keys, Op, Store};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub service: String,
-    pub ip: Ipv4Addr,
+    /// The container's IPv4 address (none on an IPv6-only network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub port: u16,
     pub container: String,
     pub host: String,
@@ -44,7 +48,12 @@ pub struct Registration {
 /// One endpoint of a service, as lookups and DNS see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
-    pub ip: Ipv4Addr,
+    /// Answered as A…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// …and as AAAA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub port: u16,
     pub container: String,
     pub host: String,
@@ -53,7 +62,7 @@ pub struct Endpoint {
 impl Registration {
     pub fn new(
         service: &ServiceName,
-        ip: Ipv4Addr,
+        (ip, ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
         port: u16,
         container: &str,
         (host, host_id): (&str, &str),
@@ -63,9 +72,13 @@ impl Registration {
         let netns_inode = std::fs::metadata(&netns)
             .with_context(|| format!("stat {netns}"))?
             .ino();
+        if ip.is_none() && ip6.is_none() {
+            anyhow::bail!("the container has no address to register");
+        }
         Ok(Registration {
             service: service.to_string(),
             ip,
+            ip6,
             port,
             container: container.to_string(),
             host: host.to_string(),
@@ -85,9 +98,20 @@ impl Registration {
         }
     }
 
+    /// Where the health check connects: the IPv4 address, else the IPv6 one.
+    pub fn check_address(&self) -> SocketAddr {
+        let ip = match (self.ip, self.ip6) {
+            (Some(v4), _) => IpAddr::V4(v4),
+            (None, Some(v6)) => IpAddr::V6(v6),
+            (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        SocketAddr::new(ip, self.port)
+    }
+
     pub fn endpoint(&self) -> Endpoint {
         Endpoint {
             ip: self.ip,
+            ip6: self.ip6,
             port: self.port,
             container: self.container.clone(),
             host: self.host.clone(),
@@ -173,6 +197,18 @@ pub fn endpoints(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<Endpo
             serde_json::from_str(&value).with_context(|| format!("corrupt record {key}"))
         })
         .collect()
+}
+
+impl Endpoint {
+    /// Its addresses for people: `192.0.2.10`, `2001:db8::a` or both with a comma.
+    pub fn addresses(&self) -> String {
+        self.ip
+            .map(|a| a.to_string())
+            .into_iter()
+            .chain(self.ip6.map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// Every live endpoint, with its service name.

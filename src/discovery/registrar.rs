@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -129,14 +129,14 @@ fn check(registration: &Registration) -> Health {
     // that fails (the host has no address to reach it from, say), the
     // check from inside decides.
     if registration.from_host {
-        let address = SocketAddr::from((registration.ip, registration.port));
+        let address = registration.check_address();
         if TcpStream::connect_timeout(&address, CHECK_TIMEOUT).is_ok() {
             return Health::Up { from_host: true };
         }
     }
     let pid = registration.pid;
     let inode = registration.netns_inode;
-    let address = SocketAddr::from((registration.ip, registration.port));
+    let address = registration.check_address();
     // setns moves only the calling thread; this one ends with the check.
     let result = std::thread::spawn(move || -> Result<()> {
         let path = format!("/proc/{pid}/ns/net");
@@ -269,7 +269,7 @@ impl Registrar {
             (last, now) => last != Some(now),
         };
         if changed {
-            let address = format!("{}:{}", registration.ip, registration.port);
+            let address = registration.check_address().to_string();
             let never_up = !self.last.contains_key(id);
             let (event, level, reason) = match health {
                 Health::Up { .. } => ("service-up", Level::Info, None),

@@ -18,6 +18,8 @@ use crate::request::{DhcpRequest, NetworkRequest};
 pub struct DhcpDriver<'a> {
     pub request: &'a NetworkRequest,
     pub dhcp: &'a DhcpRequest,
+    /// The network's IPv6 side (SLAAC or DHCPv6 beside the DHCPv4 lease).
+    pub ipv6: &'a super::ipv6::Plan,
 }
 
 /// The interface made for the container, handed to the client that fills it.
@@ -64,8 +66,14 @@ impl DhcpDriver<'_> {
             address: std::net::Ipv4Addr::UNSPECIFIED,
             prefix: 32,
         };
-        let mut record =
-            super::macvlan::new_record(ctx, target, self.request, &parent.name, unspecified, now);
+        let mut record = super::macvlan::new_record(
+            ctx,
+            target,
+            self.request,
+            &parent.name,
+            Some(unspecified),
+            now,
+        );
         record.mac = format_mac(&mac);
         record.ifname = Some(ifname.to_string());
         record.created_at = previous.map(|p| p.created_at).unwrap_or(now);
@@ -123,10 +131,20 @@ impl DhcpDriver<'_> {
         crate::failpoint::check("after-lease")?;
         let (egress, ingress) =
             super::macvlan::apply_limits(self.request, parent, link, existing, sockets, undo)?;
+        let v6 = super::macvlan::configure_ipv6(
+            ctx,
+            sockets,
+            link,
+            ifname,
+            self.ipv6,
+            self.request.slot == 0,
+        )?;
         ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
             r.state = State::Running;
             r.egress = egress.clone();
             r.ingress = ingress.clone();
+            r.ip6 = v6.map(|(a, _)| a.to_string());
+            r.gateway6 = v6.and_then(|(_, g)| g).map(|g| g.to_string());
             true
         })?;
         crate::discovery::registrar::ensure_running(&ctx.config)
@@ -134,8 +152,9 @@ impl DhcpDriver<'_> {
         let address = lease.cidr()?;
         Ok(Attached {
             ifname: ifname.to_string(),
-            address: address.to_string(),
-            ip: address.address,
+            address: Attached::describe(Some(address), v6.map(|(a, _)| a)),
+            ip: Some(address.address),
+            ip6: v6.map(|(a, _)| a.address),
             mac: format_mac(&mac),
             parent: parent.name.clone(),
             host_reachable: false,
@@ -179,6 +198,7 @@ impl Driver for DhcpDriver<'_> {
             parent,
             network: None,
             reserved: Vec::new(),
+            reserved6: Vec::new(),
             networks,
         })
     }
@@ -221,7 +241,9 @@ impl Driver for DhcpDriver<'_> {
             link,
             existing,
             mac,
-        } = super::macvlan::create_interface(target, request, parent, sockets, undo)?;
+        } = super::macvlan::create_interface(
+            ctx, target, request, parent, self.ipv6, sockets, undo,
+        )?;
         super::macvlan::set_up(sockets, &link, &ifname)?;
 
         if let DhcpClient::Udhcpc(program) = &ctx.config.dhcp.client {
@@ -293,9 +315,19 @@ impl Driver for DhcpDriver<'_> {
             super::macvlan::apply_limits(request, parent, &link, &existing, sockets, undo)?;
         sockets.timings.step("configure_ms");
 
+        let v6 = super::macvlan::configure_ipv6(
+            ctx,
+            sockets,
+            &link,
+            &ifname,
+            self.ipv6,
+            request.slot == 0,
+        )?;
         let mut record =
-            super::macvlan::new_record(ctx, target, request, &parent.name, address, now);
+            super::macvlan::new_record(ctx, target, request, &parent.name, Some(address), now);
         record.gateway = reply.router.map(|r| r.to_string());
+        record.ip6 = v6.map(|(a, _)| a.to_string());
+        record.gateway6 = v6.and_then(|(_, g)| g).map(|g| g.to_string());
         record.mac = format_mac(&mac);
         record.state = State::Running;
         record.ifname = Some(ifname.clone());
@@ -327,8 +359,9 @@ impl Driver for DhcpDriver<'_> {
 
         Ok(Attached {
             ifname,
-            address: address.to_string(),
-            ip: address.address,
+            address: Attached::describe(Some(address), v6.map(|(a, _)| a)),
+            ip: Some(address.address),
+            ip6: v6.map(|(a, _)| a.address),
             mac: format_mac(&mac),
             parent: parent.name.clone(),
             host_reachable: false,

@@ -54,6 +54,19 @@ pub(super) fn host_addresses(
         .with_context(|| format!("list the addresses of {}", parent.name))
 }
 
+/// The IPv6 addresses of this host's `parent`: never a container's.
+pub(super) fn host_addresses6(
+    host: &mut Netlink,
+    parent: &crate::netlink::Link,
+) -> Result<Vec<std::net::Ipv6Addr>> {
+    Ok(host
+        .ipv6_addresses(parent.index)
+        .with_context(|| format!("list the IPv6 addresses of {}", parent.name))?
+        .into_iter()
+        .map(|a| a.address)
+        .collect())
+}
+
 /// The rules every ad-hoc request obeys, whatever the policy: its parent
 /// may not be a VLAN network's sub-interface (that would bypass the
 /// network's allocation). Returns every network, for the address checks.
@@ -94,27 +107,27 @@ pub(super) fn network_guard(ctx: &Context, networks: &[Network], address: Ipv4Ad
         .collect()
 }
 
+/// The same for an IPv6 address and the networks whose `--subnet6` holds it.
+fn network_guard6(ctx: &Context, networks: &[Network], address: std::net::Ipv6Addr) -> Vec<String> {
+    networks
+        .iter()
+        .filter(|n| n.subnet6().is_some_and(|s| s.contains(address)))
+        .map(|n| ctx.keys.address(&n.pool(), address))
+        .collect()
+}
+
 /// Claims the address; when it is held by a container of this host that no
 /// longer exists (`docker run --rm` again before `gc` ran), releases that
 /// stale record first, as gc would.
 fn claim_address(
     ctx: &Context,
     container_id: &str,
-    address: crate::cidr::Ipv4Cidr,
+    address: &str,
     record: &FlatRecord,
-    guards: &[String],
+    wanted: &[ipam::Wanted],
 ) -> Result<ipam::Claim> {
     let store = ctx.store()?;
-    let claim = || {
-        ipam::claim(
-            store,
-            &ctx.keys,
-            container_id,
-            address.address,
-            record,
-            guards,
-        )
-    };
+    let claim = || ipam::claim(store, &ctx.keys, container_id, wanted, record);
     match claim() {
         Err(ipam::IpamError::Held { holder, .. }) if holder_is_gone(ctx, &holder)? => {
             ctx.logger.log(
@@ -122,7 +135,7 @@ fn claim_address(
                 "gc",
                 &[
                     ("container", &holder),
-                    ("address", &address.to_string()),
+                    ("address", address),
                     (
                         "reason",
                         "container no longer exists; address claimed by a new container",
@@ -164,6 +177,25 @@ impl Driver for FlatDriver<'_> {
         let networks = check_adhoc_parent(ctx, host, &parent)?;
         let address = self.flat.address.address;
         let reserved = host_addresses(host, &parent)?;
+        let reserved6 = host_addresses6(host, &parent)?;
+        if let Some(address6) = self.flat.address6 {
+            if reserved6.contains(&address6.address) {
+                anyhow::bail!(
+                    "invalid IP6/macvlan.ip6 \"{address6}\": {} is an address of this host's {}; a container may not take the host's own address",
+                    address6.address,
+                    parent.name
+                );
+            }
+            if let Some(network) = networks.iter().find(|n| {
+                Some(address6.address) == n.gateway6 || n.exclude6.contains(&address6.address)
+            }) {
+                anyhow::bail!(
+                    "invalid IP6/macvlan.ip6 \"{address6}\": {} is the gateway or an excluded address of network {}, which no container may take",
+                    address6.address,
+                    network.name
+                );
+            }
+        }
         if reserved.contains(&address) {
             anyhow::bail!(
                 "invalid IP/macvlan.ip \"{}\": {address} is an address of this host's {}; a container may not take the host's own address",
@@ -185,6 +217,7 @@ impl Driver for FlatDriver<'_> {
             parent,
             network: None,
             reserved,
+            reserved6,
             networks,
         })
     }
@@ -202,11 +235,29 @@ impl Driver for FlatDriver<'_> {
         let parent = &facts.parent;
         let now = now();
         let mut record =
-            super::macvlan::new_record(ctx, target, request, &flat.parent, flat.address, now);
+            super::macvlan::new_record(ctx, target, request, &flat.parent, Some(flat.address), now);
         record.gateway = flat.gateway.map(|g| g.to_string());
-        let guards = network_guard(ctx, &facts.networks, flat.address.address);
-        let claim = claim_address(ctx, &target.container_id, flat.address, &record, &guards)
+        record.ip6 = flat.address6.map(|a| a.to_string());
+        let mut wanted = vec![ipam::Wanted::new(
+            flat.address.address,
+            network_guard(ctx, &facts.networks, flat.address.address),
+        )];
+        if let Some(address6) = flat.address6 {
+            wanted.push(ipam::Wanted::new(
+                address6.address,
+                network_guard6(ctx, &facts.networks, address6.address),
+            ));
+        }
+        let shown = Attached::describe(Some(flat.address), flat.address6);
+        let claim = claim_address(ctx, &target.container_id, &shown, &record, &wanted)
             .context("claim address")?;
+        let ipv6 = match flat.address6 {
+            Some(address) => super::ipv6::Plan::Static {
+                address,
+                gateway: flat.gateway6,
+            },
+            None => super::ipv6::Plan::Off,
+        };
         super::macvlan::attach_claimed(
             ctx,
             target,
@@ -216,8 +267,9 @@ impl Driver for FlatDriver<'_> {
             claim,
             super::macvlan::Placement {
                 parent,
-                address: flat.address,
+                address: Some(flat.address),
                 gateway: flat.gateway,
+                ipv6: &ipv6,
                 host_device: None,
                 now,
             },

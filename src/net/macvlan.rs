@@ -2,12 +2,14 @@
 //! interface inside the container, its address, route and limits, and the
 //! record marked running.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result};
 
+use super::ipv6::Plan;
+
 use super::{free_interface_name, stable_mac, Attached, Context, Rollback, Sockets, Target, Undo};
-use crate::cidr::Ipv4Cidr;
+use crate::cidr::{Ipv4Cidr, Ipv6Cidr};
 use crate::ipam::{self, Claim};
 use crate::netlink::{format_mac, IpvlanSpec, Link, MacvlanMode, MacvlanSpec};
 use crate::record::{FlatRecord, LimitRecord, State};
@@ -18,8 +20,11 @@ pub struct Placement<'a> {
     /// The device the macvlan sits on: the LAN interface, or a VLAN's
     /// 802.1Q sub-interface.
     pub parent: &'a Link,
-    pub address: Ipv4Cidr,
+    /// `None` on an IPv6-only network.
+    pub address: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 side (a static address is claimed with the IPv4 one).
+    pub ipv6: &'a Plan,
     /// Host access: the host-side device to route the address through,
     /// and the host's address to reach it from (its own on the parent in
     /// the network's subnet, if it has one).
@@ -34,12 +39,14 @@ pub fn new_record(
     target: &Target,
     request: &NetworkRequest,
     parent_name: &str,
-    address: Ipv4Cidr,
+    address: Option<Ipv4Cidr>,
     now: u64,
 ) -> FlatRecord {
     FlatRecord {
-        ip: address.to_string(),
+        ip: address.map(|a| a.to_string()).unwrap_or_default(),
         gateway: None,
+        ip6: None,
+        gateway6: None,
         host_interface: parent_name.to_string(),
         mac: format_mac(&stable_mac(&target.container_id)),
         mtu: request.mtu,
@@ -79,9 +86,11 @@ pub struct NewInterface {
 /// Creates the container's macvlan on `parent`, registers its undo, and
 /// finds it in the container's namespace.
 pub fn create_interface(
+    ctx: &Context,
     target: &Target,
     request: &NetworkRequest,
     parent: &Link,
+    ipv6: &Plan,
     sockets: &mut Sockets,
     undo: &mut Rollback,
 ) -> Result<NewInterface> {
@@ -157,6 +166,23 @@ pub fn create_interface(
         .link_by_name(&ifname)
         .context("find the new interface")?
         .with_context(|| format!("{ifname} vanished from the container's namespace"))?;
+    // Before the link is up: no router advertisement may be taken first.
+    let prepared = super::ipv6::prepare(&sockets.netns, &ifname, ipv6)?;
+    if prepared.reenabled {
+        ctx.logger.log(
+            crate::log::Level::Info,
+            "ipv6-enabled",
+            &[
+                ("container", target.container_id.as_str()),
+                ("interface", ifname.as_str()),
+                (
+                    "note",
+                    "the namespace had IPv6 disabled (disable_ipv6=1, by the engine?); enabled on this interface only, as its network asks for IPv6",
+                ),
+            ],
+        );
+    }
+    sockets.timings.step("sysctl_ms");
     Ok(NewInterface {
         mac: link.mac.unwrap_or(mac),
         ifname,
@@ -181,6 +207,55 @@ pub fn set_up(sockets: &mut Sockets, link: &Link, ifname: &str) -> Result<()> {
             )
         }),
         other => other.with_context(|| format!("set {ifname} up")),
+    }
+}
+
+/// The interface's IPv6 address and default route once it is up: a static
+/// address without DAD's wait and its route, or SLAAC's address and route
+/// once a router advertisement gave them (bounded). Returns what it has.
+pub fn configure_ipv6(
+    ctx: &Context,
+    sockets: &mut Sockets,
+    link: &Link,
+    ifname: &str,
+    plan: &Plan,
+    default_route: bool,
+) -> Result<Option<(Ipv6Cidr, Option<Ipv6Addr>)>> {
+    match plan {
+        Plan::Off | Plan::Dhcpv6 => Ok(None),
+        Plan::Static { address, gateway } => {
+            sockets
+                .container
+                .add_ipv6_address(link.index, address.address, address.prefix, true)
+                .with_context(|| format!("add address {address} to {ifname}"))?;
+            if let Some(mac) = link.mac {
+                super::ipv6::announce(&sockets.netns, link.index, mac, vec![address.address])?;
+            }
+            let gateway = gateway.filter(|_| default_route);
+            if let Some(gateway) = gateway {
+                sockets
+                    .container
+                    .replace_default_route6(link.index, gateway)
+                    .with_context(|| {
+                        format!("set IPv6 default route via {gateway} dev {ifname}")
+                    })?;
+            }
+            Ok(Some((*address, gateway)))
+        }
+        Plan::Slaac { wait } => {
+            // Best effort: the kernel solicits too, a second later.
+            if let Err(e) = super::ipv6::solicit_router(&sockets.netns, link.index) {
+                ctx.logger.log(
+                    crate::log::Level::Debug,
+                    "ipv6-solicit",
+                    &[("interface", ifname), ("error", &format!("{e:#}"))],
+                );
+            }
+            let (address, gateway) =
+                super::ipv6::wait_for_slaac(&mut sockets.container, link.index, ifname, *wait)?;
+            sockets.timings.step("slaac_ms");
+            Ok(Some((address, Some(gateway))))
+        }
     }
 }
 
@@ -219,6 +294,7 @@ pub fn attach_claimed(
         parent,
         address,
         gateway,
+        ipv6,
         host_device,
         now,
     } = placement;
@@ -240,17 +316,21 @@ pub fn attach_claimed(
         link,
         existing,
         mac,
-    } = create_interface(target, request, parent, sockets, undo)?;
+    } = create_interface(ctx, target, request, parent, ipv6, sockets, undo)?;
 
-    sockets
-        .container
-        .add_ipv4_address(link.index, address.address, address.prefix)
-        .with_context(|| format!("add address {address} to {ifname}"))?;
+    // Before the link is up, so that arp_notify announces it.
+    if let Some(address) = address {
+        sockets
+            .container
+            .add_ipv4_address(link.index, address.address, address.prefix)
+            .with_context(|| format!("add address {address} to {ifname}"))?;
+    }
     set_up(sockets, &link, &ifname)?;
+    let v6 = configure_ipv6(ctx, sockets, &link, &ifname, ipv6, request.slot == 0)?;
     let routed = request
         .ipvlan
         .is_some_and(|i| i.mode != crate::netlink::IpvlanMode::L2);
-    match gateway {
+    match gateway.filter(|_| address.is_some()) {
         // ipvlan L3/L3S: no ARP on the link; the parent's host routes.
         Some(_) if routed => sockets
             .container
@@ -263,7 +343,7 @@ pub fn attach_claimed(
         None => {}
     }
     let (egress, ingress) = apply_limits(request, parent, &link, &existing, sockets, undo)?;
-    if let Some((device, source)) = host_device {
+    if let (Some((device, source)), Some(address)) = (host_device, address) {
         sockets
             .host
             .replace_host_route(address.address, device.index, source)
@@ -292,7 +372,11 @@ pub fn attach_claimed(
         r.stopped_at = None;
         r.egress = egress.clone();
         r.ingress = ingress.clone();
-        r.host_route = host_device.map(|(d, _)| d.name.clone());
+        r.host_route = host_device
+            .filter(|_| address.is_some())
+            .map(|(d, _)| d.name.clone());
+        r.ip6 = v6.map(|(a, _)| a.to_string());
+        r.gateway6 = v6.and_then(|(_, g)| g).map(|g| g.to_string());
         true
     })
     .context("record the attachment")?;
@@ -300,10 +384,11 @@ pub fn attach_claimed(
 
     Ok(Attached {
         ifname,
-        address: address.to_string(),
-        ip: address.address,
+        address: Attached::describe(address, v6.map(|(a, _)| a)),
+        ip: address.map(|a| a.address),
+        ip6: v6.map(|(a, _)| a.address),
         mac: actual_mac,
         parent: parent.name.clone(),
-        host_reachable: host_device.is_some(),
+        host_reachable: host_device.is_some() && address.is_some(),
     })
 }

@@ -5,6 +5,7 @@
 mod dhcp;
 mod flat;
 pub mod host_access;
+pub mod ipv6;
 mod macvlan;
 mod named;
 pub mod qos;
@@ -107,14 +108,30 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Attached {
     pub ifname: String,
-    /// CIDR form.
+    /// CIDR form, both families joined by a comma.
     pub address: String,
-    pub ip: std::net::Ipv4Addr,
+    /// `None` on an IPv6-only network.
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: String,
     pub parent: String,
     /// The host routes to the address (host access): the registrar can
     /// check the service from the host's own namespace.
     pub host_reachable: bool,
+}
+
+impl Attached {
+    /// The addresses for the log: `192.0.2.10/24,2001:db8::a/64`.
+    pub fn describe(
+        v4: Option<crate::cidr::Ipv4Cidr>,
+        v6: Option<crate::cidr::Ipv6Cidr>,
+    ) -> String {
+        v4.map(|a| a.to_string())
+            .into_iter()
+            .chain(v6.map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// One setup step's undo, run in reverse order when a later step fails.
@@ -292,6 +309,7 @@ pub struct HostFacts {
     pub network: Option<crate::network::Network>,
     /// This host's own addresses on the parent: never a container's.
     pub reserved: Vec<std::net::Ipv4Addr>,
+    pub reserved6: Vec<std::net::Ipv6Addr>,
     /// Every network, for ad-hoc requests: their addresses must not
     /// collide with what a network hands out.
     pub networks: Vec<crate::network::Network>,
@@ -317,7 +335,11 @@ pub trait Driver {
 fn driver_for(request: &NetworkRequest) -> Box<dyn Driver + '_> {
     match &request.network {
         Network::Flat(flat) => Box::new(FlatDriver { request, flat }),
-        Network::Dhcp(dhcp) => Box::new(dhcp::DhcpDriver { request, dhcp }),
+        Network::Dhcp(dhcp) => Box::new(dhcp::DhcpDriver {
+            request,
+            dhcp,
+            ipv6: &ipv6::Plan::Off,
+        }),
         Network::Named(named) => Box::new(NamedDriver { request, named }),
     }
 }
@@ -507,7 +529,7 @@ fn register_service(
     let service = discovery.service_name(None)?;
     let mut registration = crate::discovery::Registration::new(
         &service,
-        attached.ip,
+        (attached.ip, attached.ip6),
         discovery.port,
         &target.container_id,
         (&ctx.host, &ctx.host_id),

@@ -6,10 +6,11 @@
 
 use anyhow::{bail, Context as _, Result};
 
-use super::flat::{find_parent, host_addresses};
+use super::flat::{find_parent, host_addresses, host_addresses6};
+use super::ipv6::Plan;
 use super::{Attached, Context, Driver, HostFacts, Rollback, Sockets, Target};
 use crate::netlink::Netlink;
-use crate::network::{self, Ipam};
+use crate::network::{self, Ipam, Ipv6Mode};
 use crate::record::{now, VlanRef};
 use crate::request::{DhcpRequest, NamedRequest, NetworkRequest};
 
@@ -52,9 +53,39 @@ impl Driver for NamedDriver<'_> {
         let parent = find_parent(host, &network.parent)
             .with_context(|| format!("network {name}'s parent"))?;
         let reserved = host_addresses(host, &parent)?;
+        let reserved6 = host_addresses6(host, &parent)?;
+        if let Some((address, prefix)) = self.named.address6 {
+            let shown = match prefix {
+                Some(p) => format!("{address}/{p}"),
+                None => address.to_string(),
+            };
+            match (network.ipv6, network.subnet6()) {
+                (Ipv6Mode::Static, Some(subnet)) => {
+                    if prefix.is_some_and(|p| p != subnet.prefix) {
+                        bail!(
+                            "invalid IP6/macvlan.ip6 \"{shown}\": network {name} is {subnet}; give the address alone or with /{}",
+                            subnet.prefix
+                        );
+                    }
+                }
+                (Ipv6Mode::Off, _) => bail!(
+                    "invalid IP6/macvlan.ip6 \"{shown}\": network {name} has no IPv6 (created without --ipv6/--subnet6); remove IP6"
+                ),
+                (mode, _) => bail!(
+                    "invalid IP6/macvlan.ip6 \"{shown}\": network {name} takes its IPv6 addresses from {} (--ipv6 {}); remove IP6",
+                    if mode == Ipv6Mode::Slaac { "router advertisements" } else { "DHCPv6" },
+                    mode.as_str()
+                ),
+            }
+            network::check_address6(&network, address, &reserved6)
+                .map_err(|e| anyhow::anyhow!("invalid IP6/macvlan.ip6 \"{shown}\": {e}"))?;
+        }
         if let Some((address, prefix)) = self.named.address {
             let subnet = network.subnet();
             match (network.ipam, subnet) {
+                (_, None) if !network.has_ipv4() => bail!(
+                    "invalid IP/macvlan.ip \"{address}\": network {name} is IPv6-only; give IP6 instead"
+                ),
                 (Ipam::Dhcp, _) | (_, None) => bail!(
                     "invalid IP/macvlan.ip \"{address}\": network {name} takes its addresses from DHCP; remove IP"
                 ),
@@ -75,6 +106,7 @@ impl Driver for NamedDriver<'_> {
             parent,
             network: Some(network),
             reserved,
+            reserved6,
             networks: Vec::new(),
         })
     }
@@ -99,6 +131,13 @@ impl Driver for NamedDriver<'_> {
             }
             None => facts.parent.clone(),
         };
+        let dynamic6 = match network.ipv6 {
+            Ipv6Mode::Slaac => Plan::Slaac {
+                wait: ctx.config.ipv6.slaac_wait,
+            },
+            Ipv6Mode::Dhcpv6 => Plan::Dhcpv6,
+            Ipv6Mode::Off | Ipv6Mode::Static => Plan::Off,
+        };
         if network.ipam == Ipam::Dhcp {
             let dhcp = DhcpRequest {
                 parent: device.name.clone(),
@@ -110,6 +149,7 @@ impl Driver for NamedDriver<'_> {
             return super::dhcp::DhcpDriver {
                 request: &request,
                 dhcp: &dhcp,
+                ipv6: &dynamic6,
             }
             .setup(ctx, target, &facts, sockets, undo);
         }
@@ -127,40 +167,56 @@ impl Driver for NamedDriver<'_> {
             None
         };
         let now = now();
-        let subnet = network.subnet().expect("static networks have a subnet");
-        let mut record =
-            super::macvlan::new_record(ctx, target, &request, &device.name, subnet, now);
+        let mut record = super::macvlan::new_record(ctx, target, &request, &device.name, None, now);
         record.gateway = network.gateway.map(|g| g.to_string());
         record.vlan = network.vlan.map(|id| VlanRef {
             name: network.name.clone(),
             id,
         });
-        let (claim, address) = network::claim(
+        let claimed = network::claim(
             ctx.store()?,
             &ctx.keys,
             &target.container_id,
             network,
-            self.named.address.map(|(a, _)| a),
-            &facts.reserved,
+            network::Requested {
+                v4: self.named.address.map(|(a, _)| a),
+                v6: self.named.address6.map(|(a, _)| a),
+            },
+            network::Reserved {
+                v4: &facts.reserved,
+                v6: &facts.reserved6,
+            },
             &record,
         )
         .with_context(|| format!("claim an address on network {}", network.name))?;
+        let ipv6 = match claimed.v6 {
+            Some(address) => Plan::Static {
+                address,
+                gateway: network.gateway6,
+            },
+            None => dynamic6,
+        };
         super::macvlan::attach_claimed(
             ctx,
             target,
             &request,
             sockets,
             undo,
-            claim,
+            claimed.claim,
             super::macvlan::Placement {
                 parent: &device,
-                address,
+                address: claimed.v4,
                 // One default route: the first network's.
                 gateway: network.gateway.filter(|_| request.slot == 0),
+                ipv6: &ipv6,
                 host_device: host_device.as_ref().map(|device| {
-                    let source = network
-                        .host_address
-                        .or_else(|| facts.reserved.iter().copied().find(|a| subnet.contains(*a)));
+                    let source = network.host_address.or_else(|| {
+                        facts
+                            .reserved
+                            .iter()
+                            .copied()
+                            .find(|a| network.subnet().is_some_and(|s| s.contains(*a)))
+                    });
                     (device, source)
                 }),
                 now,

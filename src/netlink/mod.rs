@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -17,7 +17,9 @@ use netlink_packet_core::{
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_core::{Nla, NlasIterator};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
+};
 use netlink_packet_route::link::{
     InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, InfoVrf, IpVlanFlags,
     IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
@@ -201,6 +203,17 @@ pub struct MacvlanSpec<'a> {
 }
 
 /// A NETLINK_ROUTE socket bound to the network namespace it was opened in.
+/// One IPv6 address of a link, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Address {
+    pub address: Ipv6Addr,
+    pub prefix: u8,
+    /// Not tentative (Duplicate Address Detection done) and not failed.
+    pub usable: bool,
+    /// Made by the kernel (SLAAC, with lifetimes), not added permanently.
+    pub dynamic: bool,
+}
+
 pub struct Netlink {
     socket: Socket,
     sequence: u32,
@@ -583,6 +596,112 @@ impl Netlink {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Adds an IPv6 address to link `index`. `nodad`: usable at once,
+    /// without Duplicate Address Detection's tentative second (the store
+    /// guarantees the address is unique; IFA_F_NODAD, rtnetlink(7)).
+    pub fn add_ipv6_address(
+        &mut self,
+        index: u32,
+        address: Ipv6Addr,
+        prefix: u8,
+        nodad: bool,
+    ) -> Result<()> {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet6;
+        message.header.prefix_len = prefix;
+        message.header.scope = AddressScope::Universe;
+        message.header.index = index;
+        message.attributes = vec![AddressAttribute::Local(address.into())];
+        if nodad {
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.request(
+            RouteNetlinkMessage::NewAddress(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// The IPv6 addresses of link `index` with their prefix length and
+    /// whether they are usable yet (not tentative, DAD not failed).
+    pub fn ipv6_addresses(&mut self, index: u32) -> Result<Vec<Ipv6Address>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet6;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(query), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let flags = a
+                        .attributes
+                        .iter()
+                        .find_map(|attribute| match attribute {
+                            AddressAttribute::Flags(f) => Some(*f),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| {
+                            AddressFlags::from_bits_retain(a.header.flags.bits().into())
+                        });
+                    a.attributes.iter().find_map(|attribute| match attribute {
+                        AddressAttribute::Address(std::net::IpAddr::V6(ip)) => Some(Ipv6Address {
+                            address: *ip,
+                            prefix: a.header.prefix_len,
+                            usable: !flags
+                                .intersects(AddressFlags::Tentative | AddressFlags::Dadfailed),
+                            dynamic: !flags.contains(AddressFlags::Permanent),
+                        }),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Installs the IPv6 default route via `gateway` (link-local or global)
+    /// on link `index`, replacing one that is there.
+    pub fn replace_default_route6(&mut self, index: u32, gateway: Ipv6Addr) -> Result<()> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet6;
+        message.header.table = RouteHeader::RT_TABLE_MAIN;
+        message.header.protocol = RouteProtocol::Boot;
+        message.header.scope = RouteScope::Universe;
+        message.header.kind = RouteType::Unicast;
+        message.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet6(gateway)),
+            RouteAttribute::Oif(index),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// The next hop of the IPv6 default route through link `index`, if any
+    /// (learnt from a router advertisement, or set by us).
+    pub fn default_gateway6(&mut self, index: u32) -> Result<Option<Ipv6Addr>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet6;
+        let replies = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
+        Ok(replies.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r)
+                if r.header.destination_prefix_length == 0
+                    && r.header.table == RouteHeader::RT_TABLE_MAIN
+                    && r.attributes.contains(&RouteAttribute::Oif(index)) =>
+            {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(*ip),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }))
     }
 
     /// Removes an IPv4 address (and with it the routes through it).

@@ -203,8 +203,10 @@ impl Keys {
         format!("{}/registration/", self.prefix)
     }
 
-    /// `/macvlan/ipam/<pool>/<ip>`: the pool is a network's name or `_adhoc`.
-    pub fn address(&self, pool: &str, ip: std::net::Ipv4Addr) -> String {
+    /// `/macvlan/ipam/<pool>/<ip>`: the pool is a network's name or `_adhoc`;
+    /// IPv6 addresses in their canonical text (RFC 5952), so each has one key.
+    pub fn address(&self, pool: &str, ip: impl Into<std::net::IpAddr>) -> String {
+        let ip: std::net::IpAddr = ip.into();
         format!("{}/ipam/{pool}/{ip}", self.prefix)
     }
 }

@@ -346,12 +346,12 @@ pub fn allocate_concurrently(
                             &keys,
                             &id,
                             &vlan,
-                            None,
-                            &[],
+                            Default::default(),
+                            Default::default(),
                             &record,
                         ) {
-                            Ok((_, cidr)) => {
-                                address = Some(cidr.address);
+                            Ok(claimed) => {
+                                address = claimed.v4.map(|cidr| cidr.address);
                                 break;
                             }
                             Err(e) => {
@@ -389,6 +389,8 @@ fn record_for(
     macvlan_runc::record::FlatRecord {
         ip: network.subnet.clone().unwrap_or_default(),
         gateway: network.gateway.map(|g| g.to_string()),
+        ip6: None,
+        gateway6: None,
         host_interface: network.link_parent(),
         mac: "02:00:00:00:00:01".into(),
         mtu: None,
