@@ -96,8 +96,9 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
         if !ctx.owns(&record) {
             continue;
         }
-        leases_held |= (record.lease.is_some() || record.client_pid.is_some())
-            && record.state == State::Running;
+        leases_held |=
+            (record.lease.is_some() || record.lease6.is_some() || record.client_pid.is_some())
+                && record.state == State::Running;
         let container = crate::request::container_of(&id);
         let Some(reason) = judge(&ctx.config.gc, container, &record, now()) else {
             continue;

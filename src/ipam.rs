@@ -293,9 +293,18 @@ fn lease_address(record: &FlatRecord) -> Option<Ipv4Addr> {
     Some(cidr.address)
 }
 
-/// The address key a DHCP record's lease holds, if it holds a lease.
-pub fn lease_key(keys: &Keys, record: &FlatRecord) -> Option<String> {
-    lease_address(record).map(|address| keys.address(&record.pool, address))
+/// The address keys a record's DHCP and DHCPv6 leases hold.
+pub fn lease_keys(keys: &Keys, record: &FlatRecord) -> Vec<String> {
+    let v6 = record
+        .lease6
+        .as_ref()
+        .and_then(|l| l.address.parse::<Ipv6Cidr>().ok())
+        .map(|c| keys.address(&record.pool, c.address));
+    lease_address(record)
+        .map(|address| keys.address(&record.pool, address))
+        .into_iter()
+        .chain(v6)
+        .collect()
 }
 
 /// The compares and ops that move a DHCP record's address key from the
@@ -311,24 +320,36 @@ pub fn lease_key_change(
     guards: &[String],
 ) -> Result<(Vec<Compare>, Vec<Op>), IpamError> {
     let (mut compares, mut ops) = (Vec::new(), Vec::new());
-    let before = old.and_then(|r| lease_key(keys, r));
-    let after = new.and_then(|r| lease_key(keys, r));
+    let before = old.map(|r| lease_keys(keys, r)).unwrap_or_default();
+    let after = new.map(|r| lease_keys(keys, r)).unwrap_or_default();
     if before == after {
         return Ok((compares, ops));
     }
     let mine = holder_value(container_id);
-    if let Some(key) = &after {
-        let ip = IpAddr::V4(new.and_then(lease_address).unwrap_or(Ipv4Addr::UNSPECIFIED));
+    let v4_key = new.and_then(|r| lease_address(r).map(|a| keys.address(&r.pool, a)));
+    for key in after.iter().filter(|k| !before.contains(k)) {
+        // The IPv4 lease's address is also checked in the other pool.
+        let (ip, checked): (IpAddr, &[String]) = if Some(key) == v4_key.as_ref() {
+            let ip = new.and_then(lease_address).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            (IpAddr::V4(ip), guards)
+        } else {
+            let ip = key
+                .rsplit('/')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            (ip, &[])
+        };
         require_free(
             store,
-            std::iter::once(key).chain(guards),
+            std::iter::once(key).chain(checked),
             &mine,
             ip,
             &mut compares,
         )?;
         ops.push(Op::Put(key.clone(), mine.clone()));
     }
-    if let Some(key) = before {
+    for key in before.into_iter().filter(|k| !after.contains(k)) {
         if store.get(&key)?.as_deref() == Some(mine.as_str()) {
             compares.push(Compare::Equals(key.clone(), mine.clone()));
             ops.push(Op::Delete(key));
@@ -450,7 +471,7 @@ pub fn release_flat_if(
     let mut ops = vec![Op::Delete(key)];
     let address_keys = record_address_keys(keys, &record)
         .into_iter()
-        .chain(lease_key(keys, &record));
+        .chain(lease_keys(keys, &record));
     for address_key in address_keys {
         if ops.contains(&Op::Delete(address_key.clone())) {
             continue;

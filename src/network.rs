@@ -21,9 +21,6 @@ pub const IDS: std::ops::RangeInclusive<u16> = 1..=4094;
 
 const ATTEMPTS: usize = 64;
 
-/// Whether `--ipv6 dhcpv6` networks can be created (the client is built).
-const DHCPV6: bool = false;
-
 /// After a lost race, the next address is picked among this many free ones.
 const CONTENDED_SPREAD: usize = 32;
 
@@ -605,11 +602,6 @@ fn validate6(request: &CreateRequest) -> Result<Option<Ipv6Cidr>> {
             }
             return Ok(None);
         }
-        Ipv6Mode::Dhcpv6 if !DHCPV6 => {
-            return invalid(
-                "--ipv6 dhcpv6: the DHCPv6 client is not built yet; use static or slaac".into(),
-            );
-        }
         Ipv6Mode::Slaac | Ipv6Mode::Dhcpv6 => {
             if let Some((flag, _)) = given[1..].iter().find(|(_, g)| *g) {
                 return invalid(format!(
@@ -992,12 +984,6 @@ pub fn claim(
     let subnet6 = network
         .subnet6()
         .filter(|_| network.ipv6 == Ipv6Mode::Static);
-    if subnet.is_none() && subnet6.is_none() {
-        return Err(NetworkError::Invalid(format!(
-            "network {:?} has no subnet to take addresses from",
-            network.name
-        )));
-    }
     let mut fixed4 = requested.v4;
     let mut fixed6 = requested.v6;
     if let Some(address) = fixed4 {

@@ -89,6 +89,9 @@ pub struct FlatRecord {
     /// DHCP networks: the lease held (none once released).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<DhcpLease>,
+    /// DHCPv6 networks (`--ipv6 dhcpv6`): the IPv6 lease held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease6: Option<Dhcp6Lease>,
     /// The inode of the container's network namespace while it runs, so a
     /// daemon never mistakes a recycled pid for the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +123,25 @@ pub struct DhcpLease {
     /// Lease time in seconds (option 51).
     pub lease_time: u32,
     /// Renewal (T1) and rebinding (T2) times, and the end of the lease.
+    pub renew_at: u64,
+    pub rebind_at: u64,
+    pub expires_at: u64,
+}
+
+/// A DHCPv6 lease (one IA_NA address). Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dhcp6Lease {
+    /// CIDR: the address with the network's IPv6 prefix length, or /128.
+    pub address: String,
+    /// The server's DUID, hex: renewals and the release name it.
+    pub server_id: String,
+    pub iaid: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::Ipv6Addr>,
+    pub obtained_at: u64,
+    /// Preferred and valid lifetimes in seconds.
+    pub preferred: u32,
+    pub valid: u32,
     pub renew_at: u64,
     pub rebind_at: u64,
     pub expires_at: u64,
@@ -212,6 +234,7 @@ impl FlatRecord {
             vlan: None,
             client_id: None,
             lease: None,
+            lease6: None,
             netns_inode: None,
             client_pid: None,
             host_route: None,

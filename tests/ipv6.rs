@@ -634,7 +634,11 @@ fn slaac_address_from_the_router_stable_across_restart_and_static_networks_take_
     let addresses = eth0_addresses(&lab, "hA", &auto);
     let mac = one_mac(&lab, "hA", &auto);
     let expected = eui64("2001:db8:1::", &mac);
-    assert_eq!(globals6(&addresses), std::slice::from_ref(&expected), "{addresses:?}");
+    assert_eq!(
+        globals6(&addresses),
+        std::slice::from_ref(&expected),
+        "{addresses:?}"
+    );
     let own = addresses.iter().find(|(_, l, _)| *l == expected).unwrap();
     assert!(!own.2.contains(&"tentative".to_string()), "{own:?}");
     let route6 = in_container(&lab, "hA", &auto, &["ip", "-6", "route", "show", "default"]);
@@ -701,4 +705,164 @@ fn slaac_without_a_router_fails_within_the_wait_and_leaves_nothing() {
         "{:?}",
         lab.store_keys("hA")
     );
+}
+
+/// dnsmasq on the gateway serving DHCPv6 from 2001:db8:1::100–::1ff (and
+/// sending router advertisements with the M flag, for the default route).
+fn dhcpv6_server(lab: &Lab) -> common::dhcp_server::Dnsmasq {
+    common::dhcp_server::Dnsmasq::start(
+        lab,
+        "v6",
+        &[
+            "--dhcp-range=2001:db8:1::100,2001:db8:1::1ff,64,2m",
+            "--enable-ra",
+        ],
+    )
+}
+
+/// Moves attachment `id`'s DHCPv6 renewal time to now, as if T1 had come:
+/// the daemon renews within its next round.
+fn renew_now(lab: &Lab, id: &str) {
+    let path = lab.dir.path().join("state-hA.db");
+    let store = macvlan_runc::store::SqliteStore::open(&path).unwrap();
+    let keys = macvlan_runc::store::Keys::new("/macvlan");
+    macvlan_runc::ipam::update_flat(&store, &keys, id, |r| {
+        if let Some(lease) = r.lease6.as_mut() {
+            lease.renew_at = macvlan_runc::record::now();
+        }
+        true
+    })
+    .unwrap()
+    .expect("the record");
+}
+
+#[test]
+fn dhcpv6_lease_renewed_by_the_daemon_released_at_stop_and_kept_across_restarts() {
+    let lab = Lab::new(&["hA"]);
+    ipv6_gateway(&lab);
+    let server = dhcpv6_server(&lab);
+    lab.create_lan("hA", &["--ipv6", "dhcpv6", "--subnet6", "2001:db8:1::/64"]);
+    let id = lab.id("v6");
+    let bundle = lab.bundle("hA", &id, &["NETWORK=lan"], &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    let addresses = eth0_addresses(&lab, "hA", &id);
+    let globals = globals6(&addresses);
+    assert_eq!(
+        globals.len(),
+        1,
+        "one address, from DHCPv6 only: {addresses:?}"
+    );
+    let leased = globals[0].clone();
+    let bare = leased.trim_end_matches("/64").to_string();
+    let number = u128::from(bare.parse::<std::net::Ipv6Addr>().unwrap());
+    assert!(
+        (0x2001_0db8_0001_0000_0000_0000_0000_0100..=0x2001_0db8_0001_0000_0000_0000_0000_01ff)
+            .contains(&number),
+        "{leased}"
+    );
+    assert!(addresses
+        .iter()
+        .any(|(f, l, _)| f == "inet" && l == "192.0.2.64/24"));
+    assert_eq!(sysctl(&lab, "hA", &id, "autoconf"), "0");
+    // The default route comes from the router's advertisement.
+    common::wait_for(
+        std::time::Duration::from_secs(10),
+        "an IPv6 default route from the RA",
+        || {
+            in_container(&lab, "hA", &id, &["ip", "-6", "route", "show", "default"])
+                .contains("proto ra")
+        },
+    );
+    assert!(ping6(&lab, "hA", &id, "2001:db8:1::1"));
+    let record = lab.records("hA").remove(0);
+    assert_eq!(record["lease6"]["address"], leased.as_str(), "{record}");
+    assert_eq!(record["ip6"], leased.as_str());
+    assert!(
+        lab.store_keys("hA")
+            .iter()
+            .any(|k| k.ends_with(&format!("/ipam/lan/{bare}"))),
+        "{:?}",
+        lab.store_keys("hA")
+    );
+    common::wait_for(
+        std::time::Duration::from_secs(3),
+        "dnsmasq records the lease",
+        || server.leases().iter().any(|l| l.ip == bare),
+    );
+
+    // The daemon renews at T1, and the server sees the renewal.
+    renew_now(&lab, &id);
+    common::wait_for(
+        std::time::Duration::from_secs(10),
+        "the daemon renews the DHCPv6 lease",
+        || lab.log("hA").contains("event=dhcp6-renew") && server.log_text().contains("DHCPRENEW"),
+    );
+    // A restarted daemon carries on from the store.
+    let pid = lab.daemon_pid("hA").expect("the daemon runs");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let out = lab.macvlan("hA", &["gc"]);
+    assert!(out.status.success(), "{}", text(&out));
+    common::wait_for(
+        std::time::Duration::from_secs(5),
+        "gc starts a daemon for the lease",
+        || lab.daemon_pid("hA").is_some_and(|p| p != pid),
+    );
+    let renewals = lab.log("hA").matches("event=dhcp6-renew").count();
+    renew_now(&lab, &id);
+    common::wait_for(
+        std::time::Duration::from_secs(10),
+        "the new daemon renews",
+        || lab.log("hA").matches("event=dhcp6-renew").count() > renewals,
+    );
+
+    // Stop: the lease goes back to the server; start: the same address.
+    lab.stop("hA", &id);
+    common::wait_for(
+        std::time::Duration::from_secs(5),
+        "dnsmasq frees the released lease",
+        || {
+            server.log_text().contains("DHCPRELEASE")
+                && !server.leases().iter().any(|l| l.ip == bare)
+        },
+    );
+    assert!(lab.records("hA")[0].get("lease6").is_none());
+    let bundle = lab.bundle("hA", &id, &["NETWORK=lan"], &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    assert_eq!(globals6(&eth0_addresses(&lab, "hA", &id)), [leased]);
+    lab.stop("hA", &id);
+    let out = lab.macvlan("hA", &["detach", "--id", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !lab.store_keys("hA").iter().any(|k| k.contains("/ipam/")),
+        "{:?}",
+        lab.store_keys("hA")
+    );
+}
+
+#[test]
+fn dhcpv6_without_a_server_fails_within_the_timeout_and_leaves_nothing() {
+    let lab = Lab::new(&["hA"]);
+    let config = lab.config_path("hA");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[dhcp]\ntimeout = \"2s\"\n");
+    std::fs::write(&config, text).unwrap();
+    lab.create_lan("hA", &["--ipv6", "dhcpv6"]);
+    let id = lab.id("ns");
+    let bundle = lab.bundle("hA", &id, &["NETWORK=lan"], &[]);
+    let started = std::time::Instant::now();
+    let error = lab.start("hA", &id, &bundle).unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        error.contains("get an IPv6 address by DHCPv6 on eth0: no DHCPv6 server answered within"),
+        "{error}"
+    );
+    assert!(lab.records("hA").is_empty());
+    assert!(
+        !lab.store_keys("hA").iter().any(|k| k.contains("/ipam/")),
+        "{:?}",
+        lab.store_keys("hA")
+    );
+    // Nothing left in the host's namespace either (the container's went
+    // with it).
+    assert_eq!(lab.links("hA").len(), 2, "{:?}", lab.links("hA"));
 }

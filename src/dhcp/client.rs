@@ -34,7 +34,7 @@ pub struct Story {
     pub naks: u32,
 }
 
-fn random_xid() -> u32 {
+pub fn random_xid() -> u32 {
     let mut bytes = [0u8; 4];
     // SAFETY: fills the buffer it is given.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };

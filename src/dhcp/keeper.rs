@@ -17,7 +17,7 @@ use crate::ipam;
 use crate::log::Level;
 use crate::net::Context;
 use crate::netlink::Netlink;
-use crate::record::{now, DhcpLease, FlatRecord, RecordKind, State};
+use crate::record::{now, Dhcp6Lease, DhcpLease, FlatRecord, RecordKind, State};
 
 /// How long one renewal waits for its answer.
 const RENEW_WAIT: Duration = Duration::from_secs(2);
@@ -105,6 +105,65 @@ impl Keeper {
                             ],
                         );
                         self.retry_at.insert(id.clone(), now + RETRY_AFTER);
+                    }
+                    continue;
+                }
+            };
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        // DHCPv6 leases, on records of every kind.
+        for (id, _, text) in ipam::list_records(store, &ctx.keys)? {
+            let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
+                continue;
+            };
+            let Some(lease) = record.lease6.clone() else {
+                continue;
+            };
+            if !ctx.owns(&record) || record.state != State::Running {
+                continue;
+            }
+            let retry_key = format!("{id}#6");
+            seen.push(retry_key.clone());
+            let Some(netns) = container_netns(&record) else {
+                let result = super::release_stopped(ctx, &id, &record);
+                let error = result.err().map(|e| format!("{e:#}"));
+                let mut fields = vec![
+                    ("container", id.as_str()),
+                    ("address", lease.address.as_str()),
+                    ("reason", "the container's namespace is gone"),
+                ];
+                if let Some(error) = &error {
+                    fields.push(("error", error));
+                }
+                ctx.logger.log(
+                    if error.is_some() {
+                        Level::Error
+                    } else {
+                        Level::Info
+                    },
+                    "dhcp6-release",
+                    &fields,
+                );
+                continue;
+            };
+            kept += 1;
+            let now = now();
+            let due = match self.retry_at.get(&retry_key) {
+                Some(retry) if *retry > now => *retry,
+                _ if lease.renew_at > now => lease.renew_at,
+                _ => {
+                    self.retry_at.remove(&retry_key);
+                    if let Err(e) = self.attend6(ctx, &id, &record, &lease, &netns) {
+                        ctx.logger.log(
+                            Level::Error,
+                            "dhcp6-keep",
+                            &[
+                                ("container", id.as_str()),
+                                ("address", lease.address.as_str()),
+                                ("error", &format!("{e:#}")),
+                            ],
+                        );
+                        self.retry_at.insert(retry_key, now + RETRY_AFTER);
                     }
                     continue;
                 }
@@ -262,6 +321,127 @@ impl Keeper {
         );
         store_lease(ctx, id, Some(lease))
     }
+}
+
+impl Keeper {
+    /// Renews (at T1, to its server), rebinds (at T2, to any) or, once it
+    /// ran out or the server no longer knows it, re-acquires a DHCPv6 lease.
+    fn attend6(
+        &mut self,
+        ctx: &Context,
+        id: &str,
+        record: &FlatRecord,
+        lease: &Dhcp6Lease,
+        netns: &File,
+    ) -> Result<()> {
+        let ifname = record
+            .ifname
+            .clone()
+            .context("the record names no interface")?;
+        let mut container = Netlink::open_in_netns_file(netns, "the container's namespace")?;
+        let link = container
+            .link_by_name(&ifname)?
+            .with_context(|| format!("{ifname} is gone from the container"))?;
+        let client = super::client6(id);
+        let socket = super::wire6::open_client(netns, &ifname)?;
+        let address = lease.cidr()?;
+        let now = now();
+        let renewed = if lease.expires_at > now {
+            let rebinding = now >= lease.rebind_at;
+            let server = (!rebinding).then(|| lease.server_duid());
+            let stage_end = if rebinding {
+                lease.expires_at
+            } else {
+                lease.rebind_at
+            };
+            match super::client6::renew(
+                &socket,
+                link.index,
+                &client,
+                server.as_deref(),
+                address.address,
+                Instant::now() + RENEW_WAIT,
+            )? {
+                Some(answer) if answer.address == Some(address.address) => {
+                    let renewed = super::lease6_from(&answer, address.prefix, client.iaid, now)?;
+                    ctx.logger.log(
+                        Level::Info,
+                        "dhcp6-renew",
+                        &[
+                            ("container", id),
+                            ("address", &renewed.address),
+                            ("state", if rebinding { "rebinding" } else { "renewing" }),
+                            ("valid_s", &renewed.valid.to_string()),
+                        ],
+                    );
+                    Some(renewed)
+                }
+                Some(other) => {
+                    ctx.logger.log(
+                        Level::Info,
+                        "dhcp6-lost",
+                        &[
+                            ("container", id),
+                            ("address", &lease.address),
+                            ("status", &format!("{:?}", other.status)),
+                        ],
+                    );
+                    None
+                }
+                None => {
+                    // No answer: ask again halfway to the next stage.
+                    let retry = now + ((stage_end.saturating_sub(now)) / 2).max(1);
+                    self.retry_at
+                        .insert(format!("{id}#6"), retry.min(stage_end));
+                    return Ok(());
+                }
+            }
+        } else {
+            ctx.logger.log(
+                Level::Info,
+                "dhcp6-expired",
+                &[("container", id), ("address", &lease.address)],
+            );
+            None
+        };
+        let lease = match renewed {
+            Some(lease) => lease,
+            None => {
+                container.delete_ipv6_address(link.index, address.address, address.prefix)?;
+                store_lease6(ctx, id, None)?;
+                let started = Instant::now();
+                let answer = super::client6::acquire(
+                    &socket,
+                    link.index,
+                    &client,
+                    started,
+                    started + ctx.config.dhcp.timeout,
+                )
+                .map_err(|e| anyhow!(e))?;
+                let lease = super::lease6_from(&answer, address.prefix, client.iaid, now)?;
+                ctx.logger.log(
+                    Level::Info,
+                    "dhcp6-lease",
+                    &[("container", id), ("address", &lease.address)],
+                );
+                lease
+            }
+        };
+        super::configure6(&mut container, link.index, &lease, now)?;
+        store_lease6(ctx, id, Some(lease))
+    }
+}
+
+/// Records the DHCPv6 lease now held (or none).
+fn store_lease6(ctx: &Context, id: &str, lease: Option<Dhcp6Lease>) -> Result<()> {
+    ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
+        if let Some(lease) = &lease {
+            r.ip6 = Some(lease.address.clone());
+        }
+        r.lease6 = lease.clone();
+        true
+    })?;
+    Ok(())
 }
 
 fn remove_address(netns: &File, ifname: &str, lease: &DhcpLease) -> Result<()> {

@@ -2,10 +2,13 @@
 //! it in the store under `/macvlan/dhcp/<id>`, and giving it back.
 
 pub mod client;
+pub mod client6;
 pub mod external;
 pub mod keeper;
 pub mod packet;
+pub mod v6;
 pub mod wire;
+pub mod wire6;
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -16,7 +19,7 @@ use crate::cidr::Ipv4Cidr;
 use crate::ipam;
 use crate::log::Level;
 use crate::net::Context;
-use crate::record::{now, DhcpLease, FlatRecord, RecordKind, State};
+use crate::record::{now, Dhcp6Lease, DhcpLease, FlatRecord, RecordKind, State};
 use crate::store::{Compare, Op};
 use packet::{ClientIdentity, Reply};
 
@@ -137,7 +140,7 @@ pub fn put_record(
 pub fn release_stopped(ctx: &Context, container_id: &str, record: &FlatRecord) -> Result<()> {
     give_back(ctx, container_id, record)?;
     ipam::update_flat(ctx.store()?, &ctx.keys, container_id, |r| {
-        if r.state == State::Stopped && r.lease.is_none() {
+        if r.state == State::Stopped && r.lease.is_none() && r.lease6.is_none() {
             return false;
         }
         r.state = State::Stopped;
@@ -145,6 +148,7 @@ pub fn release_stopped(ctx: &Context, container_id: &str, record: &FlatRecord) -
         r.pid = None;
         r.netns_inode = None;
         r.lease = None;
+        r.lease6 = None;
         r.client_pid = None;
         true
     })?;
@@ -160,6 +164,10 @@ pub fn give_back(ctx: &Context, container_id: &str, record: &FlatRecord) -> Resu
     if let Some(lease) = &record.lease {
         release_lease(ctx, record, lease)
             .with_context(|| format!("release the DHCP lease on {}", lease.address))?;
+    }
+    if let Some(lease) = &record.lease6 {
+        release_lease6(container_id, record, lease)
+            .with_context(|| format!("release the DHCPv6 lease on {}", lease.address))?;
     }
     Ok(())
 }
@@ -191,6 +199,96 @@ pub fn release_lease(ctx: &Context, record: &FlatRecord, lease: &DhcpLease) -> R
         );
     }
     Ok(())
+}
+
+/// The lease a DHCPv6 REPLY grants, dated `now`, with the address under
+/// `prefix` (the network's IPv6 prefix length, else 128).
+pub fn lease6_from(answer: &v6::Answer, prefix: u8, iaid: u32, now: u64) -> Result<Dhcp6Lease> {
+    let address = answer
+        .address
+        .context("the DHCPv6 REPLY holds no address")?;
+    let (t1, t2) = v6::times(answer);
+    Ok(Dhcp6Lease {
+        address: crate::cidr::Ipv6Cidr { address, prefix }.to_string(),
+        server_id: answer
+            .server_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        iaid,
+        dns: answer.dns.clone(),
+        obtained_at: now,
+        preferred: answer.preferred,
+        valid: answer.valid,
+        renew_at: now + u64::from(t1),
+        rebind_at: now + u64::from(t2),
+        expires_at: now + u64::from(answer.valid),
+    })
+}
+
+impl Dhcp6Lease {
+    pub fn cidr(&self) -> Result<crate::cidr::Ipv6Cidr> {
+        self.address
+            .parse()
+            .map_err(|_| anyhow::anyhow!("lease address {:?} is not CIDR", self.address))
+    }
+
+    /// The server's DUID as bytes.
+    pub fn server_duid(&self) -> Vec<u8> {
+        (0..self.server_id.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&self.server_id[2 * i..2 * i + 2], 16).ok())
+            .collect()
+    }
+}
+
+/// Puts a DHCPv6 lease's address on interface `index` with its remaining
+/// lifetimes (the kernel drops it at expiry if nobody renews it), without
+/// DAD (the server and the store's address key make it unique).
+pub fn configure6(
+    container: &mut crate::netlink::Netlink,
+    index: u32,
+    lease: &Dhcp6Lease,
+    now: u64,
+) -> Result<()> {
+    let address = lease.cidr()?;
+    let remaining =
+        |end: u64| u32::try_from(end.saturating_sub(now).max(1)).unwrap_or(u32::MAX - 1);
+    let infinite = lease.valid == u32::MAX;
+    let lifetimes = if infinite {
+        (u32::MAX, u32::MAX)
+    } else {
+        let valid = remaining(lease.expires_at);
+        let preferred = remaining(lease.obtained_at + u64::from(lease.preferred)).min(valid);
+        (preferred, valid)
+    };
+    container
+        .add_ipv6_address_until(index, address.address, address.prefix, lifetimes)
+        .with_context(|| format!("add address {address}"))
+}
+
+/// The DHCPv6 client identity of attachment `record_id`.
+pub fn client6(record_id: &str) -> v6::Client {
+    v6::Client {
+        duid: v6::duid(crate::request::container_of(record_id)),
+        iaid: v6::iaid(crate::request::slot_of(record_id)),
+    }
+}
+
+/// Sends a RELEASE for `lease` from a throwaway namespace on the record's
+/// parent interface.
+pub fn release_lease6(record_id: &str, record: &FlatRecord, lease: &Dhcp6Lease) -> Result<()> {
+    let address = lease.cidr()?;
+    let mut host = crate::netlink::Netlink::open().context("open netlink socket")?;
+    let parent = host
+        .link_by_name(&record.host_interface)?
+        .with_context(|| format!("parent interface {} not found", record.host_interface))?;
+    let payload = v6::release(
+        client::random_xid(),
+        &client6(record_id),
+        &lease.server_duid(),
+        address.address,
+    );
+    wire6::release_from_throwaway(parent.index, payload)
 }
 
 /// The previous address of a restarting container, to ask for again.

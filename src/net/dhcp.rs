@@ -131,20 +131,15 @@ impl DhcpDriver<'_> {
         crate::failpoint::check("after-lease")?;
         let (egress, ingress) =
             super::macvlan::apply_limits(self.request, parent, link, existing, sockets, undo)?;
-        let v6 = super::macvlan::configure_ipv6(
-            ctx,
-            sockets,
-            link,
-            ifname,
-            self.ipv6,
-            self.request.slot == 0,
-        )?;
+        let v6 =
+            super::macvlan::configure_ipv6(ctx, target, sockets, undo, (link, ifname), self.ipv6)?;
         ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
             r.state = State::Running;
             r.egress = egress.clone();
             r.ingress = ingress.clone();
-            r.ip6 = v6.map(|(a, _)| a.to_string());
-            r.gateway6 = v6.and_then(|(_, g)| g).map(|g| g.to_string());
+            r.ip6 = v6.as_ref().map(|o| o.address.to_string());
+            r.gateway6 = v6.as_ref().and_then(|o| o.gateway).map(|g| g.to_string());
+            r.lease6 = v6.as_ref().and_then(|o| o.lease.clone());
             true
         })?;
         crate::discovery::registrar::ensure_running(&ctx.config)
@@ -152,9 +147,9 @@ impl DhcpDriver<'_> {
         let address = lease.cidr()?;
         Ok(Attached {
             ifname: ifname.to_string(),
-            address: Attached::describe(Some(address), v6.map(|(a, _)| a)),
+            address: Attached::describe(Some(address), v6.as_ref().map(|o| o.address)),
             ip: Some(address.address),
-            ip6: v6.map(|(a, _)| a.address),
+            ip6: v6.as_ref().map(|o| o.address.address),
             mac: format_mac(&mac),
             parent: parent.name.clone(),
             host_reachable: false,
@@ -317,17 +312,18 @@ impl Driver for DhcpDriver<'_> {
 
         let v6 = super::macvlan::configure_ipv6(
             ctx,
+            target,
             sockets,
-            &link,
-            &ifname,
+            undo,
+            (&link, &ifname),
             self.ipv6,
-            request.slot == 0,
         )?;
         let mut record =
             super::macvlan::new_record(ctx, target, request, &parent.name, Some(address), now);
         record.gateway = reply.router.map(|r| r.to_string());
-        record.ip6 = v6.map(|(a, _)| a.to_string());
-        record.gateway6 = v6.and_then(|(_, g)| g).map(|g| g.to_string());
+        record.ip6 = v6.as_ref().map(|o| o.address.to_string());
+        record.gateway6 = v6.as_ref().and_then(|o| o.gateway).map(|g| g.to_string());
+        record.lease6 = v6.as_ref().and_then(|o| o.lease.clone());
         record.mac = format_mac(&mac);
         record.state = State::Running;
         record.ifname = Some(ifname.clone());
@@ -359,9 +355,9 @@ impl Driver for DhcpDriver<'_> {
 
         Ok(Attached {
             ifname,
-            address: Attached::describe(Some(address), v6.map(|(a, _)| a)),
+            address: Attached::describe(Some(address), v6.as_ref().map(|o| o.address)),
             ip: Some(address.address),
-            ip6: v6.map(|(a, _)| a.address),
+            ip6: v6.as_ref().map(|o| o.address.address),
             mac: format_mac(&mac),
             parent: parent.name.clone(),
             host_reachable: false,

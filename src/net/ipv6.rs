@@ -27,8 +27,9 @@ pub enum Plan {
     /// The router's prefix and the interface's EUI-64 identifier; the
     /// default route from the advertisement.
     Slaac { wait: Duration },
-    /// A DHCPv6 lease; advertisements accepted for routes only.
-    Dhcpv6,
+    /// A DHCPv6 lease, its address under `prefix` (the network's IPv6
+    /// prefix length, else 128); advertisements accepted for routes only.
+    Dhcpv6 { prefix: u8 },
 }
 
 impl Plan {
@@ -38,7 +39,7 @@ impl Plan {
         match self {
             Plan::Off | Plan::Static { .. } => (0, 0),
             Plan::Slaac { .. } => (2, 1),
-            Plan::Dhcpv6 => (2, 0),
+            Plan::Dhcpv6 { .. } => (2, 0),
         }
     }
 }
@@ -301,6 +302,6 @@ mod tests {
             .router_advertisements(),
             (2, 1)
         );
-        assert_eq!(Plan::Dhcpv6.router_advertisements(), (2, 0));
+        assert_eq!(Plan::Dhcpv6 { prefix: 128 }.router_advertisements(), (2, 0));
     }
 }

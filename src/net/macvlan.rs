@@ -66,6 +66,7 @@ pub fn new_record(
         vlan: None,
         client_id: None,
         lease: None,
+        lease6: None,
         netns_inode: None,
         client_pid: None,
         host_route: None,
@@ -210,19 +211,32 @@ pub fn set_up(sockets: &mut Sockets, link: &Link, ifname: &str) -> Result<()> {
     }
 }
 
+/// What the interface's IPv6 side ended up with.
+#[derive(Debug, Clone)]
+pub struct Ipv6Outcome {
+    pub address: Ipv6Cidr,
+    pub gateway: Option<Ipv6Addr>,
+    /// DHCPv6 networks: the lease.
+    pub lease: Option<crate::record::Dhcp6Lease>,
+}
+
 /// The interface's IPv6 address and default route once it is up: a static
-/// address without DAD's wait and its route, or SLAAC's address and route
-/// once a router advertisement gave them (bounded). Returns what it has.
+/// address without DAD's wait and its route; SLAAC's address and route
+/// once a router advertisement gave them (bounded); a DHCPv6 lease (its
+/// RELEASE registered as the undo), with the route if an advertisement
+/// has given it by then.
 pub fn configure_ipv6(
     ctx: &Context,
+    target: &Target,
     sockets: &mut Sockets,
-    link: &Link,
-    ifname: &str,
+    undo: &mut Rollback,
+    (link, ifname): (&Link, &str),
     plan: &Plan,
-    default_route: bool,
-) -> Result<Option<(Ipv6Cidr, Option<Ipv6Addr>)>> {
+) -> Result<Option<Ipv6Outcome>> {
+    // One default route per family: the first network's.
+    let default_route = crate::request::slot_of(&target.container_id) == 0;
     match plan {
-        Plan::Off | Plan::Dhcpv6 => Ok(None),
+        Plan::Off => Ok(None),
         Plan::Static { address, gateway } => {
             sockets
                 .container
@@ -240,22 +254,80 @@ pub fn configure_ipv6(
                         format!("set IPv6 default route via {gateway} dev {ifname}")
                     })?;
             }
-            Ok(Some((*address, gateway)))
+            Ok(Some(Ipv6Outcome {
+                address: *address,
+                gateway,
+                lease: None,
+            }))
         }
         Plan::Slaac { wait } => {
-            // Best effort: the kernel solicits too, a second later.
-            if let Err(e) = super::ipv6::solicit_router(&sockets.netns, link.index) {
-                ctx.logger.log(
-                    crate::log::Level::Debug,
-                    "ipv6-solicit",
-                    &[("interface", ifname), ("error", &format!("{e:#}"))],
-                );
-            }
+            solicit_router(ctx, sockets, link, ifname);
             let (address, gateway) =
                 super::ipv6::wait_for_slaac(&mut sockets.container, link.index, ifname, *wait)?;
             sockets.timings.step("slaac_ms");
-            Ok(Some((address, Some(gateway))))
+            Ok(Some(Ipv6Outcome {
+                address,
+                gateway: Some(gateway),
+                lease: None,
+            }))
         }
+        Plan::Dhcpv6 { prefix } => {
+            solicit_router(ctx, sockets, link, ifname);
+            let client = crate::dhcp::client6(&target.container_id);
+            let socket = crate::dhcp::wire6::open_client(&sockets.netns, ifname)?;
+            let started = std::time::Instant::now();
+            let answer = crate::dhcp::client6::acquire(
+                &socket,
+                link.index,
+                &client,
+                started,
+                started + ctx.config.dhcp.timeout,
+            )
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("get an IPv6 address by DHCPv6 on {ifname}"))?;
+            let now = crate::record::now();
+            let lease = crate::dhcp::lease6_from(&answer, *prefix, client.iaid, now)?;
+            let address = lease.cidr()?;
+            undo.push(super::Undo::Dhcp6Release {
+                payload: crate::dhcp::v6::release(
+                    crate::dhcp::client::random_xid(),
+                    &client,
+                    &answer.server_id,
+                    address.address,
+                ),
+                socket,
+                index: link.index,
+            });
+            sockets.timings.step("dhcp6_ms");
+            crate::dhcp::configure6(&mut sockets.container, link.index, &lease, now)
+                .with_context(|| format!("configure {ifname}"))?;
+            if let Some(mac) = link.mac {
+                super::ipv6::announce(&sockets.netns, link.index, mac, vec![address.address])?;
+            }
+            let gateway = sockets
+                .container
+                .default_gateway6(link.index)
+                .context("read the IPv6 default route")?;
+            crate::discovery::registrar::ensure_running(&ctx.config)
+                .context("start the lease keeper (macvlan daemon)")?;
+            Ok(Some(Ipv6Outcome {
+                address,
+                gateway,
+                lease: Some(lease),
+            }))
+        }
+    }
+}
+
+/// Asks routers to advertise now (best effort: the kernel solicits too, a
+/// second later).
+fn solicit_router(ctx: &Context, sockets: &Sockets, link: &Link, ifname: &str) {
+    if let Err(e) = super::ipv6::solicit_router(&sockets.netns, link.index) {
+        ctx.logger.log(
+            crate::log::Level::Debug,
+            "ipv6-solicit",
+            &[("interface", ifname), ("error", &format!("{e:#}"))],
+        );
     }
 }
 
@@ -326,7 +398,7 @@ pub fn attach_claimed(
             .with_context(|| format!("add address {address} to {ifname}"))?;
     }
     set_up(sockets, &link, &ifname)?;
-    let v6 = configure_ipv6(ctx, sockets, &link, &ifname, ipv6, request.slot == 0)?;
+    let v6 = configure_ipv6(ctx, target, sockets, undo, (&link, &ifname), ipv6)?;
     let routed = request
         .ipvlan
         .is_some_and(|i| i.mode != crate::netlink::IpvlanMode::L2);
@@ -362,6 +434,13 @@ pub fn attach_claimed(
     crate::failpoint::check("after-configure")?;
     let actual_mac = format_mac(&mac);
 
+    // The lease keeper knows the container by its namespace.
+    let netns_inode = match v6.as_ref().and_then(|o| o.lease.as_ref()) {
+        Some(_) => Some(std::os::unix::fs::MetadataExt::ino(
+            &sockets.netns.metadata()?,
+        )),
+        None => None,
+    };
     let ifname_for_record = ifname.clone();
     let mac_for_record = actual_mac.clone();
     ipam::update_flat(ctx.store()?, &ctx.keys, &target.container_id, |r| {
@@ -375,8 +454,12 @@ pub fn attach_claimed(
         r.host_route = host_device
             .filter(|_| address.is_some())
             .map(|(d, _)| d.name.clone());
-        r.ip6 = v6.map(|(a, _)| a.to_string());
-        r.gateway6 = v6.and_then(|(_, g)| g).map(|g| g.to_string());
+        r.ip6 = v6.as_ref().map(|o| o.address.to_string());
+        r.gateway6 = v6.as_ref().and_then(|o| o.gateway).map(|g| g.to_string());
+        r.lease6 = v6.as_ref().and_then(|o| o.lease.clone());
+        if netns_inode.is_some() {
+            r.netns_inode = netns_inode;
+        }
         true
     })
     .context("record the attachment")?;
@@ -384,9 +467,9 @@ pub fn attach_claimed(
 
     Ok(Attached {
         ifname,
-        address: Attached::describe(address, v6.map(|(a, _)| a)),
+        address: Attached::describe(address, v6.as_ref().map(|o| o.address)),
         ip: address.map(|a| a.address),
-        ip6: v6.map(|(a, _)| a.address),
+        ip6: v6.as_ref().map(|o| o.address.address),
         mac: actual_mac,
         parent: parent.name.clone(),
         host_reachable: host_device.is_some() && address.is_some(),

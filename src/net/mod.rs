@@ -152,6 +152,12 @@ pub enum Undo {
     },
     /// Stop attachment `holder`'s external DHCP client (which releases its lease).
     StopDhcpClient { pid: u32, holder: String },
+    /// Give a DHCPv6 lease back (RELEASE through the container's socket).
+    Dhcp6Release {
+        socket: std::net::UdpSocket,
+        index: u32,
+        payload: Vec<u8>,
+    },
     /// Remove the host's /32 route to `address` through `device` (host access).
     DeleteHostRoute {
         address: std::net::Ipv4Addr,
@@ -219,6 +225,14 @@ impl Rollback {
                     // servers beyond a relay.
                     crate::dhcp::wire::send(&socket, std::net::Ipv4Addr::BROADCAST, &payload)
                         .and_then(|()| crate::dhcp::wire::send(&socket, server, &payload)),
+                ),
+                Undo::Dhcp6Release {
+                    socket,
+                    index,
+                    payload,
+                } => (
+                    "release DHCPv6 lease",
+                    crate::dhcp::wire6::send(&socket, index, &payload),
                 ),
                 Undo::StopDhcpClient { pid, holder } => {
                     ("stop udhcpc", crate::dhcp::external::stop(pid, &holder))
@@ -557,7 +571,7 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
             ipam::mark_stopped(ctx.store()?, &ctx.keys, &id).context("mark record stopped")?;
         let Some(record) = record else { break };
         host_access::remove_route(ctx, &id, &record);
-        if record.lease.is_some() || record.client_pid.is_some() {
+        if record.lease.is_some() || record.lease6.is_some() || record.client_pid.is_some() {
             crate::dhcp::release_stopped(ctx, &id, &record)?;
         }
         log_detach(ctx, &id, &record, record.state.as_str(), started);

@@ -135,7 +135,9 @@ impl Driver for NamedDriver<'_> {
             Ipv6Mode::Slaac => Plan::Slaac {
                 wait: ctx.config.ipv6.slaac_wait,
             },
-            Ipv6Mode::Dhcpv6 => Plan::Dhcpv6,
+            Ipv6Mode::Dhcpv6 => Plan::Dhcpv6 {
+                prefix: network.subnet6().map_or(128, |s| s.prefix),
+            },
             Ipv6Mode::Off | Ipv6Mode::Static => Plan::Off,
         };
         if network.ipam == Ipam::Dhcp {

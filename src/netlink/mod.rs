@@ -608,6 +608,29 @@ impl Netlink {
         prefix: u8,
         nodad: bool,
     ) -> Result<()> {
+        self.put_ipv6_address(index, address, prefix, nodad, None)
+    }
+
+    /// Adds (or refreshes) an IPv6 address the kernel deprecates after
+    /// `preferred` and removes after `valid` seconds (a DHCPv6 lease).
+    pub fn add_ipv6_address_until(
+        &mut self,
+        index: u32,
+        address: Ipv6Addr,
+        prefix: u8,
+        (preferred, valid): (u32, u32),
+    ) -> Result<()> {
+        self.put_ipv6_address(index, address, prefix, true, Some((preferred, valid)))
+    }
+
+    fn put_ipv6_address(
+        &mut self,
+        index: u32,
+        address: Ipv6Addr,
+        prefix: u8,
+        nodad: bool,
+        lifetimes: Option<(u32, u32)>,
+    ) -> Result<()> {
         let mut message = AddressMessage::default();
         message.header.family = AddressFamily::Inet6;
         message.header.prefix_len = prefix;
@@ -619,6 +642,14 @@ impl Netlink {
             message
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        if let Some((preferred, valid)) = lifetimes {
+            let mut lifetime = CacheInfo::default();
+            lifetime.ifa_preferred = preferred;
+            lifetime.ifa_valid = valid;
+            message
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetime));
         }
         self.request(
             RouteNetlinkMessage::NewAddress(message),
@@ -702,6 +733,19 @@ impl Netlink {
             }
             _ => None,
         }))
+    }
+
+    /// Removes an IPv6 address; absent is fine.
+    pub fn delete_ipv6_address(&mut self, index: u32, address: Ipv6Addr, prefix: u8) -> Result<()> {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet6;
+        message.header.prefix_len = prefix;
+        message.header.index = index;
+        message.attributes = vec![AddressAttribute::Local(address.into())];
+        match self.request(RouteNetlinkMessage::DelAddress(message), NLM_F_ACK) {
+            Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Removes an IPv4 address (and with it the routes through it).

@@ -413,6 +413,7 @@ fn record_for(
         }),
         client_id: None,
         lease: None,
+        lease6: None,
         netns_inode: None,
         client_pid: None,
         host_route: None,
