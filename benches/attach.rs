@@ -7,6 +7,9 @@
 //! are timed: ad hoc with a static address (the thesis's), and naming a
 //! network with the address allocated from its range. `--baseline` times an
 //! older `macvlan` binary's ad-hoc attach in the same run, side by side.
+//! IPv6: a dual-stack network's attach beside the IPv4-only one, the CNI
+//! plugin with static IPv6 (host-local), and the time to an address by
+//! SLAAC and by DHCPv6 against dnsmasq on the lab gateway.
 
 mod support;
 
@@ -51,6 +54,16 @@ fn container() -> Child {
 
 struct Lab {
     name: String,
+}
+
+/// A server the benchmark started, killed on drop (also on a panic).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for Lab {
@@ -143,12 +156,91 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n",
+            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n\
+             [daemon]\nruntime_dir = \"{}\"\nidle_exit = \"2s\"\n",
             work.path().join("state.db").display(),
-            work.path().join("macvlan.log").display()
+            work.path().join("macvlan.log").display(),
+            work.path().join("daemon").display()
         ),
     )
     .unwrap();
+    let create = |name: &str, args: &[&str]| {
+        let status = Command::new(MACVLAN)
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "network",
+                "create",
+                name,
+            ])
+            .args(["--parent", "lan0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "network create {name}");
+    };
+    // Dual stack beside the IPv4-only `bench`; SLAAC and DHCPv6 served by
+    // dnsmasq on the gateway (router advertisements for both prefixes,
+    // autonomous for d::, managed for e::).
+    create(
+        "bench6",
+        &["--subnet", "198.19.0.0/16", "--subnet6", "2001:db8:b::/64"],
+    );
+    create(
+        "slaac6",
+        &["--ipv6", "slaac", "--subnet6", "2001:db8:d::/64"],
+    );
+    create(
+        "dhcp6",
+        &["--ipv6", "dhcpv6", "--subnet6", "2001:db8:e::/64"],
+    );
+    for address in ["2001:db8:d::1/64", "2001:db8:e::1/64"] {
+        sh(&[
+            "ip",
+            "-n",
+            &ns("gw"),
+            "addr",
+            "add",
+            address,
+            "dev",
+            "lan0",
+            "nodad",
+        ]);
+    }
+    let _dnsmasq = Server(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns("gw"),
+                "dnsmasq",
+                "--keep-in-foreground",
+            ])
+            .args([
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--group=root",
+            ])
+            .args(["--interface=lan0", "--bind-interfaces", "--enable-ra"])
+            .args([
+                "--dhcp-range=2001:db8:d::,ra-only,64",
+                "--dhcp-range=2001:db8:e::100,2001:db8:e::ffff,64,10m",
+            ])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                work.path().join("leases6").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                work.path().join("dnsmasq.pid").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (dnsmasq-base)"),
+    );
     // The network containers name: allocation from its range.
     let status = Command::new(MACVLAN)
         .args([
@@ -222,6 +314,15 @@ fn main() {
         timed(command, state)
     };
     let cni = |verb: &str, id: &str, pid: u32| support::cni(CNI_MACVLAN, verb, id, pid, &cni_conf);
+    // The CNI plugin with a static IPv6 address from host-local: it waits
+    // for DAD to settle before it returns.
+    let cni6_conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"bench6","type":"macvlan","master":"lan0","mode":"bridge",
+            "ipam":{{"type":"host-local","ranges":[[{{"subnet":"2001:db8:c::/64"}}]],"dataDir":"{}"}}}}"#,
+        work.path().join("cni-ipam6").display()
+    );
+    let cni6 =
+        |verb: &str, id: &str, pid: u32| support::cni(CNI_MACVLAN, verb, id, pid, &cni6_conf);
 
     let base_hook = |stage: &str, state: &str| {
         let mut command = Command::new(baseline.as_ref().expect("--baseline"));
@@ -239,6 +340,10 @@ fn main() {
     let mut floor = Series::default();
     let mut cni_add = Series::default();
     let mut cni_del = Series::default();
+    let mut dual_attach = Series::default();
+    let mut cni6_add = Series::default();
+    let mut slaac_attach = Series::default();
+    let mut dhcp6_attach = Series::default();
 
     for i in 0..containers {
         let mut ours = container();
@@ -352,6 +457,26 @@ fn main() {
             run_base(&mut base_attach);
             run_network(&mut network_attach, &mut network_poststop);
         }
+        // Dual stack and IPv4 only, side by side (who goes first alternates).
+        let mut dual = container();
+        let dual_state = |status: &str, pid: Option<u32>| {
+            serde_json::json!({
+                "ociVersion": "1.0.2", "id": format!("dual-{i}"), "status": status, "pid": pid,
+                "bundle": bundle, "annotations": {"macvlan.network": "bench6"}
+            })
+            .to_string()
+        };
+        dual_attach.push(hook(
+            "createRuntime",
+            &dual_state("creating", Some(dual.id())),
+        ));
+        hook("poststop", &dual_state("stopped", None));
+        let mut command = Command::new(MACVLAN);
+        command.args(["--config", config.to_str().unwrap(), "detach", "--id"]);
+        command.arg(format!("dual-{i}"));
+        timed(command, "");
+        let _ = dual.kill();
+        let _ = dual.wait();
         host_access_attach.push(hook(
             "createRuntime",
             &host_access_state("creating", Some(reachable.id())),
@@ -372,6 +497,41 @@ fn main() {
         ] {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    // Time to an address that a router or server gives: fewer samples,
+    // each waits on the network.
+    for i in 0..containers.min(20) {
+        for (network, series) in [("slaac6", &mut slaac_attach), ("dhcp6", &mut dhcp6_attach)] {
+            let mut child = container();
+            let id = format!("{network}-{i}");
+            let state = |status: &str, pid: Option<u32>| {
+                serde_json::json!({
+                    "ociVersion": "1.0.2", "id": id, "status": status, "pid": pid,
+                    "bundle": bundle, "annotations": {"macvlan.network": network}
+                })
+                .to_string()
+            };
+            series.push(hook("createRuntime", &state("creating", Some(child.id()))));
+            let _ = child.kill();
+            let _ = child.wait();
+            hook("poststop", &state("stopped", None));
+            let mut command = Command::new(MACVLAN);
+            command.args(["--config", config.to_str().unwrap(), "detach", "--id", &id]);
+            timed(command, "");
+        }
+        // The CNI plugin's static IPv6: seconds each (it waits for DAD).
+        let mut six = container();
+        cni6_add.push(cni6("ADD", &format!("six-{i}"), six.id()));
+        cni6("DEL", &format!("six-{i}"), six.id());
+        let _ = six.kill();
+        let _ = six.wait();
+    }
+    // The lease keeper the DHCPv6 attaches started: stopped by its pid.
+    if let Ok(pid) = std::fs::read_to_string(work.path().join("daemon/daemon.pid")) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 
@@ -429,6 +589,22 @@ fn main() {
         ("/bin/true (the cost of any process here)", &floor),
         ("CNI macvlan ADD", &cni_add),
         ("CNI macvlan DEL", &cni_del),
+        (
+            "macvlan hook createRuntime, dual-stack network (IPv4 + static IPv6)",
+            &dual_attach,
+        ),
+        (
+            "CNI macvlan ADD, static IPv6 (host-local; waits for DAD)",
+            &cni6_add,
+        ),
+        (
+            "macvlan hook createRuntime, SLAAC (until the address is usable)",
+            &slaac_attach,
+        ),
+        (
+            "macvlan hook createRuntime, DHCPv6 (until the lease is on the interface)",
+            &dhcp6_attach,
+        ),
     ]) {
         let _ = writeln!(
             report,
@@ -473,6 +649,17 @@ fn main() {
             network_attach.median().as_secs_f64() / base_attach.median().as_secs_f64()
         );
     }
+    let _ = writeln!(
+        report,
+        "\nDual stack vs IPv4 only, the same network request otherwise (medians; target ≤ 1.20): **{:.3}**. \
+         Time to an IPv6 address ({} samples each): SLAAC {} ms, DHCPv6 {} ms, against the CNI \
+         macvlan plugin's static IPv6 ADD {} ms.",
+        dual_attach.median().as_secs_f64() / network_attach.median().as_secs_f64(),
+        slaac_attach.walls.len(),
+        ms(slaac_attach.median()),
+        ms(dhcp6_attach.median()),
+        ms(cni6_add.median())
+    );
     std::fs::write(out_dir.join("attach.md"), &report).unwrap();
     print!("{report}");
     drop(lab);

@@ -264,3 +264,63 @@ fn docker_network_by_name_and_a_joining_container() {
     assert_eq!(lab.records("hA").len(), 1, "{:?}", lab.records("hA"));
     docker.must(&["rm", "-f", "web"]);
 }
+
+/// A dual-stack network through Docker: both families on eth0 (the IPv6
+/// address usable at once), both reach the gateway, and `docker restart`
+/// keeps both.
+#[test]
+fn docker_dual_stack_container_keeps_both_addresses() {
+    let lab = Lab::new(&["hA"]);
+    lab.add_gateway_ipv6();
+    let docker = Dockerd::start(&lab, "hA");
+    lab.create_lan(
+        "hA",
+        &[
+            "--subnet6",
+            "2001:db8:1::/64",
+            "--ip-range6",
+            "2001:db8:1::100/120",
+            "--gateway6",
+            "fe80::1",
+        ],
+    );
+    docker.must(&[
+        "run",
+        "-d",
+        "--name",
+        "dual",
+        "--runtime",
+        "macvlan-runc",
+        "--net",
+        "none",
+        "-e",
+        "NETWORK=lan",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let addresses = |docker: &Dockerd| {
+        docker.must(&["exec", "dual", "ip", "-o", "addr", "show", "dev", "eth0"])
+    };
+    let shown = addresses(&docker);
+    assert!(shown.contains("inet 192.0.2.64/24"), "{shown}");
+    assert!(shown.contains("inet6 2001:db8:1::100/64"), "{shown}");
+    let own = shown
+        .lines()
+        .find(|l| l.contains("2001:db8:1::100"))
+        .unwrap_or_default();
+    assert!(!own.contains("tentative"), "{shown}");
+    for (family, address) in [("-4", GATEWAY), ("-6", "2001:db8:1::1")] {
+        let ping = docker.docker(&[
+            "exec", "dual", "ping", family, "-c", "2", "-W", "3", address,
+        ]);
+        assert!(ping.status.success(), "{address}: {}", text(&ping));
+    }
+    docker.must(&["restart", "-t", "1", "dual"]);
+    let again = addresses(&docker);
+    assert!(
+        again.contains("inet 192.0.2.64/24") && again.contains("inet6 2001:db8:1::100/64"),
+        "{again}"
+    );
+    docker.must(&["rm", "-f", "dual"]);
+}

@@ -8,35 +8,8 @@ mod common;
 use common::{must, run, text, Lab, UPLINK};
 use serde_json::Value;
 
-/// The gateway's IPv6 side: a global address on the lab LAN and the
-/// link-local fe80::1 routers usually advertise from; and it learns
-/// neighbours from announcements alone (arp_accept, accept_untracked_na),
-/// so the tests can see them.
 fn ipv6_gateway(lab: &Lab) {
-    let gw = lab.ns("gw");
-    for cidr in ["2001:db8:1::1/64", "fe80::1/64"] {
-        must(
-            "ip",
-            &["-n", &gw, "addr", "add", cidr, "dev", UPLINK, "nodad"],
-        );
-    }
-    for (key, value) in [
-        (format!("net.ipv4.conf.{UPLINK}.arp_accept"), "1"),
-        (format!("net.ipv6.conf.{UPLINK}.accept_untracked_na"), "1"),
-    ] {
-        must(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &gw,
-                "sysctl",
-                "-q",
-                "-w",
-                &format!("{key}={value}"),
-            ],
-        );
-    }
+    lab.add_gateway_ipv6();
 }
 
 /// `macvlan network ARGS` on `host`; panics unless it succeeds.
@@ -62,7 +35,7 @@ fn eth0_addresses(lab: &Lab, host: &str, id: &str) -> Vec<(String, String, Vec<S
         .unwrap()
         .iter()
         .map(|a| {
-            let flags = ["tentative", "dadfailed", "nodad", "dynamic"]
+            let flags = ["tentative", "optimistic", "dadfailed", "nodad", "dynamic"]
                 .iter()
                 .filter(|f| a[**f].as_bool().unwrap_or(false))
                 .map(|f| f.to_string())
@@ -639,8 +612,12 @@ fn slaac_address_from_the_router_stable_across_restart_and_static_networks_take_
         std::slice::from_ref(&expected),
         "{addresses:?}"
     );
+    // Usable: DAD done, or optimistic while it runs (RFC 4429).
     let own = addresses.iter().find(|(_, l, _)| *l == expected).unwrap();
-    assert!(!own.2.contains(&"tentative".to_string()), "{own:?}");
+    assert!(
+        !own.2.contains(&"tentative".to_string()) || own.2.contains(&"optimistic".to_string()),
+        "{own:?}"
+    );
     let route6 = in_container(&lab, "hA", &auto, &["ip", "-6", "route", "show", "default"]);
     assert!(
         route6.contains("via fe80::") && route6.contains("dev eth0"),
@@ -865,4 +842,158 @@ fn dhcpv6_without_a_server_fails_within_the_timeout_and_leaves_nothing() {
     // Nothing left in the host's namespace either (the container's went
     // with it).
     assert_eq!(lab.links("hA").len(), 2, "{:?}", lab.links("hA"));
+}
+
+/// The DNS responder, killed on drop.
+struct Responder(std::process::Child);
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `dig +short ARGS` from the gateway's namespace against the responder.
+fn dig(lab: &Lab, args: &[&str]) -> String {
+    let netns = format!("--net=/run/netns/{}", lab.ns("gw"));
+    let mut all = vec![
+        netns.as_str(),
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=1",
+        "@192.0.2.1",
+    ];
+    all.extend_from_slice(args);
+    let out = run("nsenter", &all);
+    assert!(out.status.success(), "dig {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn dns_answers_aaaa_and_ptr_and_health_checks_use_the_endpoints_family() {
+    let lab = Lab::new(&["hA"]);
+    ipv6_gateway(&lab);
+    std::fs::write(lab.rootfs.join("www/index.html"), "six\n").unwrap();
+    lab.create_lan(
+        "hA",
+        &[
+            "--subnet6",
+            "2001:db8:1::/64",
+            "--ip-range6",
+            "2001:db8:1::100/120",
+        ],
+    );
+    network(
+        &lab,
+        "hA",
+        &[
+            "create",
+            "six",
+            "--parent",
+            UPLINK,
+            "--subnet6",
+            "2001:db8:2::/64",
+        ],
+    );
+    let web = |id: &str, env: &[&str]| {
+        let bundle = lab.bundle("hA", id, env, &[]);
+        let mut config = lab.read_config(&bundle);
+        config["process"]["args"] =
+            serde_json::json!(["sh", "-c", "httpd -p 8000 -h /www; exec sleep 100000"]);
+        lab.write_config(&bundle, &config);
+        lab.start("hA", id, &bundle).unwrap();
+    };
+    let dual = lab.id("dual");
+    let only6 = lab.id("only6");
+    web(
+        &dual,
+        &["NETWORK=lan", "DISCOVER=true", "PORT=8000", "SERVICE=web"],
+    );
+    web(
+        &only6,
+        &["NETWORK=six", "DISCOVER=true", "PORT=8000", "SERVICE=six"],
+    );
+    // The IPv6-only endpoint is published only if its check connects over IPv6.
+    common::wait_for(
+        std::time::Duration::from_secs(10),
+        "both services up",
+        || {
+            let six = lab.macvlan("hA", &["lookup", "six"]);
+            let web = lab.macvlan("hA", &["lookup", "web"]);
+            six.status.success() && web.status.success()
+        },
+    );
+    let six = text(&lab.macvlan("hA", &["lookup", "six"]));
+    assert!(six.contains("[2001:db8:2::2]:8000"), "{six}");
+
+    let responder = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.ns("gw")))
+        .arg(common::MACVLAN)
+        .arg("--config")
+        .arg(lab.config_path("hA"))
+        .args(["dns", "--listen", "192.0.2.1:53", "--domain", "lab"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _responder = Responder(responder);
+    common::wait_for(
+        std::time::Duration::from_secs(10),
+        "the responder answers",
+        || dig(&lab, &["A", "web.lab"]) == "192.0.2.64",
+    );
+    assert_eq!(dig(&lab, &["AAAA", "web.lab"]), "2001:db8:1::100");
+    assert_eq!(dig(&lab, &["AAAA", "six.lab"]), "2001:db8:2::2");
+    // An IPv6-only name has no A record: NODATA, not NXDOMAIN.
+    assert_eq!(dig(&lab, &["A", "six.lab"]), "");
+    let netns = format!("--net=/run/netns/{}", lab.ns("gw"));
+    let full = text(&run(
+        "nsenter",
+        &[
+            &netns,
+            "dig",
+            "+time=2",
+            "+tries=1",
+            "@192.0.2.1",
+            "A",
+            "six.lab",
+        ],
+    ));
+    assert!(
+        full.contains("status: NOERROR") && full.contains("SOA"),
+        "{full}"
+    );
+    let short = |id: &str| id.chars().take(12).collect::<String>().to_ascii_lowercase();
+    assert_eq!(
+        dig(&lab, &["-x", "2001:db8:1::100"]),
+        format!("{}.web.lab.", short(&dual))
+    );
+    assert_eq!(
+        dig(&lab, &["-x", "192.0.2.64"]),
+        format!("{}.web.lab.", short(&dual))
+    );
+    assert_eq!(
+        dig(&lab, &["-x", "2001:db8:2::2"]),
+        format!("{}.six.lab.", short(&only6))
+    );
+    // SRV's additional section carries both families of the target.
+    let srv = text(&run(
+        "nsenter",
+        &[
+            &netns,
+            "dig",
+            "+time=2",
+            "+tries=1",
+            "@192.0.2.1",
+            "SRV",
+            "web.lab",
+        ],
+    ));
+    assert!(
+        srv.contains("IN\tAAAA\t2001:db8:1::100") && srv.contains("IN\tA\t192.0.2.64"),
+        "{srv}"
+    );
 }

@@ -203,3 +203,61 @@ fn podman_network_by_annotation_and_a_pod_member() {
     let _ = podman.podman(&["pod", "rm", "--force", "--time", "0", "pod1"]);
     podman.must(&["rm", "--force", "--time", "0", "web"]);
 }
+
+/// A dual-stack network through podman's hooks.d: both families on eth0,
+/// both reach the gateway, and a stop + start keeps both.
+#[test]
+fn podman_dual_stack_container_keeps_both_addresses() {
+    let lab = Lab::new(&["hA"]);
+    lab.add_gateway_ipv6();
+    let podman = Podman::new(&lab, "hA");
+    lab.create_lan(
+        "hA",
+        &[
+            "--subnet6",
+            "2001:db8:1::/64",
+            "--ip-range6",
+            "2001:db8:1::100/120",
+        ],
+    );
+    podman.must(&[
+        "run",
+        "-d",
+        "--name",
+        "dual",
+        "--network",
+        "none",
+        "--cap-add",
+        "NET_RAW",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--annotation",
+        "macvlan.network=lan",
+        "--annotation",
+        "macvlan.ip6=2001:db8:1::1ab",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let addresses =
+        |podman: &Podman| podman.must(&["exec", "dual", "ip", "-o", "addr", "show", "dev", "eth0"]);
+    let shown = addresses(&podman);
+    assert!(shown.contains("inet 192.0.2.64/24"), "{shown}");
+    assert!(shown.contains("inet6 2001:db8:1::1ab/64"), "{shown}");
+    for (family, address) in [("-4", GATEWAY), ("-6", "2001:db8:1::1")] {
+        let ping = podman.podman(&[
+            "exec", "dual", "ping", family, "-c", "2", "-W", "3", address,
+        ]);
+        assert!(ping.status.success(), "{address}: {}", text(&ping));
+    }
+    podman.must(&["stop", "-t", "0", "dual"]);
+    podman.must(&["start", "dual"]);
+    let again = addresses(&podman);
+    assert!(
+        again.contains("inet 192.0.2.64/24") && again.contains("inet6 2001:db8:1::1ab/64"),
+        "{again}"
+    );
+    podman.must(&["rm", "--force", "--time", "0", "dual"]);
+}

@@ -226,3 +226,45 @@ fn bad_limits_are_refused_and_leave_nothing() {
         assert_eq!(lab.links("hA"), ["lo", common::UPLINK]);
     }
 }
+
+#[test]
+fn ipv6_traffic_is_shaped_both_ways() {
+    let lab = Lab::new(&["hA"]);
+    must(
+        "ip",
+        &[
+            "-n",
+            &lab.ns("gw"),
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            common::UPLINK,
+            "nodad",
+        ],
+    );
+    let id = lab.id("shape6");
+    let mut env = flat_env("192.0.2.40/24");
+    env.extend([
+        "IP6=2001:db8:1::40/64".to_string(),
+        "RATE=10000".to_string(),
+        "INGRESS_RATE=5000".to_string(),
+    ]);
+    let bundle = lab.bundle("hA", &id, &as_strs(&env), &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    let pid = lab.pid("hA", &id);
+    // The root tbf shapes every protocol; the ingress redirect matches
+    // ETH_P_ALL: IPv6 is held to the same limits as IPv4.
+    for (reverse, expected, port) in [(false, 10.0, 5401), (true, 5.0, 5402)] {
+        let measured = measure_to(&lab, pid, port, reverse, "2001:db8:1::1");
+        eprintln!(
+            "IPv6 {} limit {expected} Mbit/s: measured {measured:.2} Mbit/s",
+            if reverse { "ingress" } else { "egress" }
+        );
+        assert!(
+            (measured - expected).abs() <= expected * 0.10,
+            "limit {expected} Mbit/s, measured {measured:.2} Mbit/s"
+        );
+    }
+    lab.stop("hA", &id);
+}

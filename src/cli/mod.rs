@@ -380,7 +380,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("service {service}: no live endpoints");
             }
             for e in &endpoints {
-                println!("{}:{} {} {}", e.addresses(), e.port, e.container, e.host);
+                println!("{} {} {}", e.socket_addresses(), e.container, e.host);
             }
             Ok(())
         }

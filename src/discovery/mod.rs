@@ -200,12 +200,14 @@ pub fn endpoints(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<Endpo
 }
 
 impl Endpoint {
-    /// Its addresses for people: `192.0.2.10`, `2001:db8::a` or both with a comma.
-    pub fn addresses(&self) -> String {
+    /// Where it listens, for people: `192.0.2.10:8000`,
+    /// `[2001:db8::a]:8000`, or both joined by a comma.
+    pub fn socket_addresses(&self) -> String {
         self.ip
-            .map(|a| a.to_string())
+            .map(IpAddr::V4)
             .into_iter()
-            .chain(self.ip6.map(|a| a.to_string()))
+            .chain(self.ip6.map(IpAddr::V6))
+            .map(|ip| SocketAddr::new(ip, self.port).to_string())
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -121,10 +121,10 @@ pub fn wait_for_slaac(
             .context("list the interface's IPv6 addresses")?
             .into_iter()
             .find(|a| a.usable && !crate::cidr::is_ipv6_link_local(a.address));
-        // (an optimistic address counts as usable: RFC 4429)
         let gateway = container
             .default_gateway6(index)
             .context("read the IPv6 default route")?;
+
         if let (Some(address), Some(gateway)) = (address, gateway) {
             return Ok((
                 Ipv6Cidr {
@@ -145,7 +145,7 @@ pub fn wait_for_slaac(
                 }
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -682,8 +682,11 @@ impl Netlink {
                         AddressAttribute::Address(std::net::IpAddr::V6(ip)) => Some(Ipv6Address {
                             address: *ip,
                             prefix: a.header.prefix_len,
-                            usable: !flags
-                                .intersects(AddressFlags::Tentative | AddressFlags::Dadfailed),
+                            // Optimistic addresses (RFC 4429) are usable
+                            // while DAD runs; they are flagged tentative too.
+                            usable: !flags.contains(AddressFlags::Dadfailed)
+                                && (!flags.contains(AddressFlags::Tentative)
+                                    || flags.contains(AddressFlags::Optimistic)),
                             dynamic: !flags.contains(AddressFlags::Permanent),
                         }),
                         _ => None,

@@ -559,6 +559,37 @@ impl Lab {
         run("timeout", &all)
     }
 
+    /// The gateway's IPv6 side: 2001:db8:1::1/64 on the lab LAN and the
+    /// link-local fe80::1 routers usually advertise from (both without
+    /// DAD); it learns neighbours from announcements alone (arp_accept,
+    /// accept_untracked_na), so tests can see them.
+    pub fn add_gateway_ipv6(&self) {
+        let gw = self.ns("gw");
+        for cidr in ["2001:db8:1::1/64", "fe80::1/64"] {
+            must(
+                "ip",
+                &["-n", &gw, "addr", "add", cidr, "dev", UPLINK, "nodad"],
+            );
+        }
+        for (key, value) in [
+            (format!("net.ipv4.conf.{UPLINK}.arp_accept"), "1"),
+            (format!("net.ipv6.conf.{UPLINK}.accept_untracked_na"), "1"),
+        ] {
+            must(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &gw,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    &format!("{key}={value}"),
+                ],
+            );
+        }
+    }
+
     /// Gives lab host `host` its own address (CIDR) on its uplink, the
     /// parent of its containers.
     pub fn add_host_address(&self, host: &str, cidr: &str) {
