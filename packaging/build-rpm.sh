@@ -41,6 +41,7 @@ cp -a "$stage/." %{buildroot}/
 %files
 /usr/bin/macvlan
 /usr/bin/macvlan-runc
+/usr/lib/cni/macvlan-runc
 %dir /etc/macvlan-runc
 %config(noreplace) /etc/macvlan-runc/config.toml
 %config(noreplace) /etc/logrotate.d/macvlan-runc

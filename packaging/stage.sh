@@ -12,6 +12,9 @@ bin="target/static"
 [ -x "$bin/macvlan" ] && [ -x "$bin/macvlan-runc" ] || { echo "stage: run scripts/setup.sh first (no $bin/macvlan)" >&2; exit 1; }
 install -D -m 0755 "$bin/macvlan"                    "$stage/usr/bin/macvlan"
 install -D -m 0755 "$bin/macvlan-runc"               "$stage/usr/bin/macvlan-runc"
+# The CNI plugin is the same binary (it acts as one when CNI_COMMAND is set).
+install -d "$stage/usr/lib/cni"
+ln -sf ../../bin/macvlan "$stage/usr/lib/cni/macvlan-runc"
 install -D -m 0644 config/config.toml                "$stage/etc/macvlan-runc/config.toml"
 install -D -m 0644 hooks/macvlan.json                "$stage/usr/share/containers/oci/hooks.d/macvlan.json"
 install -D -m 0644 packaging/systemd/macvlan-gc.service "$stage$units/macvlan-gc.service"

@@ -61,6 +61,12 @@ pub fn container_exists(policy: &GcPolicy, id: &str, record: &FlatRecord) -> boo
     {
         return true;
     }
+    // A CNI attachment: exists while the runtime's namespace does (the
+    // same one: a path can be reused).
+    if let Some(cni) = &record.cni {
+        use std::os::unix::fs::MetadataExt;
+        return std::fs::metadata(&cni.netns).is_ok_and(|m| Some(m.ino()) == record.netns_inode);
+    }
     // `macvlan attach --pid` targets: exist while their process runs.
     record.state != State::Stopped && record.pid.is_some_and(process_alive)
 }

@@ -3,6 +3,7 @@
 
 pub mod cidr;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod dhcp;
 pub mod discovery;

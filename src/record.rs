@@ -99,6 +99,9 @@ pub struct FlatRecord {
     /// DHCP networks kept by an external client: its process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_pid: Option<u32>,
+    /// Attachments made through the CNI plugin: the runtime's names for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniRef>,
     /// Networks with host access: the host-side device through which this
     /// host routes to the container's address (a /32 route, removed at stop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +148,17 @@ pub struct Dhcp6Lease {
     pub renew_at: u64,
     pub rebind_at: u64,
     pub expires_at: u64,
+}
+
+/// A CNI attachment: `(network name, CNI_CONTAINERID, CNI_IFNAME)` is its
+/// key in the spec's terms; the namespace is the runtime's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniRef {
+    /// The CNI network configuration's `name`.
+    pub name: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
 }
 
 /// Which VLAN network a record belongs to.
@@ -238,6 +252,7 @@ impl FlatRecord {
             netns_inode: None,
             client_pid: None,
             host_route: None,
+            cni: None,
         }
     }
 }

@@ -280,6 +280,13 @@ pub struct NetworkRequest {
     pub ingress: Option<RateLimit>,
     /// A service to register (DISCOVER=true).
     pub discovery: Option<DiscoveryRequest>,
+    /// The interface's name (CNI_IFNAME); none: the first free `ethN`.
+    pub ifname: Option<String>,
+    /// The interface's MAC (CNI's `mac` capability); none: derived from
+    /// the attachment's id.
+    pub mac: Option<[u8; 6]>,
+    /// Made through the CNI plugin: the runtime's names for the attachment.
+    pub cni: Option<crate::record::CniRef>,
 }
 
 /// The store key segment of one attachment: the container's id for its
@@ -300,6 +307,16 @@ pub fn slot_of(record_id: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether an attachment carries the container's default routes: its
+/// first network's, or for a CNI attachment (`<container>:<ifname>`; OCI
+/// ids have no ':') the one on `eth0`.
+pub fn is_primary(record_id: &str) -> bool {
+    slot_of(record_id) == 0
+        && record_id
+            .rsplit_once(':')
+            .is_none_or(|(_, ifname)| ifname == "eth0")
+}
+
 /// The container an attachment's record id belongs to.
 pub fn container_of(record_id: &str) -> &str {
     record_id.split('/').next().unwrap_or(record_id)
@@ -312,7 +329,7 @@ pub struct RateLimit {
     pub burst: Option<u32>,
     pub latency_ms: u32,
     /// How the user spelled BURST, for error messages.
-    burst_setting: String,
+    pub burst_setting: String,
 }
 
 /// Default queueing latency when LATENCY is not given (ms).
@@ -652,6 +669,9 @@ pub fn parse(
         egress,
         ingress,
         discovery,
+        ifname: None,
+        mac: None,
+        cni: None,
     }))
 }
 

@@ -97,7 +97,7 @@ fn gateway_neighbour(lab: &Lab, address: &str) -> Option<String> {
 
 #[test]
 fn dual_stack_static_addresses_usable_at_once_announced_and_kept_across_restart() {
-    let lab = Lab::new(&["hA"]);
+    let lab = Lab::new(&["hA", "hB"]);
     ipv6_gateway(&lab);
     let created = network(
         &lab,
@@ -213,6 +213,41 @@ fn dual_stack_static_addresses_usable_at_once_announced_and_kept_across_restart(
     assert!(ping6(&lab, "hA", &first, "2001:db8:1::1"));
     assert!(ping6(&lab, "hA", &first, "2001:db8:1::1ab"));
     assert!(lab.ping("hA", &second, "192.0.2.64"));
+
+    // A dual-stack container on a second host (its own store: the network
+    // defined there with its own ranges) reaches both over both families.
+    network(
+        &lab,
+        "hB",
+        &[
+            "create",
+            "lan",
+            "--parent",
+            UPLINK,
+            "--subnet",
+            "192.0.2.0/24",
+            "--ip-range",
+            "192.0.2.96/28",
+            "--subnet6",
+            "2001:db8:1::/64",
+            "--ip-range6",
+            "2001:db8:1::200/120",
+            "--gateway6",
+            "fe80::1",
+        ],
+    );
+    let remote = lab.id("d4");
+    let bundle = lab.bundle("hB", &remote, &["NETWORK=lan"], &[]);
+    lab.start("hB", &remote, &bundle).unwrap();
+    assert_eq!(
+        globals6(&eth0_addresses(&lab, "hB", &remote)),
+        ["2001:db8:1::200/64"]
+    );
+    assert!(ping6(&lab, "hB", &remote, "2001:db8:1::100"));
+    assert!(ping6(&lab, "hB", &remote, "2001:db8:1::1"));
+    assert!(lab.ping("hB", &remote, "192.0.2.64"));
+    assert!(ping6(&lab, "hA", &first, "2001:db8:1::200"));
+    lab.stop("hB", &remote);
 
     // The records and keys: one key per address, canonical text.
     let records = lab.records("hA");

@@ -18,6 +18,9 @@ fn debian_package_has_binaries_config_hooks_units_and_docs() {
     for path in [
         "./usr/bin/macvlan",
         "./usr/bin/macvlan-runc",
+        "./usr/lib/cni/macvlan-runc",
+        "./usr/share/doc/macvlan-runc/examples/cni-lan.conflist",
+        "./usr/share/doc/macvlan-runc/examples/multus-network-attachment.yaml",
         "./etc/macvlan-runc/config.toml",
         "./usr/share/containers/oci/hooks.d/macvlan.json",
         "./lib/systemd/system/macvlan-gc.service",
@@ -35,8 +38,11 @@ fn debian_package_has_binaries_config_hooks_units_and_docs() {
         "./usr/share/zsh/vendor-completions/_macvlan",
         "./usr/share/fish/vendor_completions.d/macvlan.fish",
     ] {
+        // (a symlink's line goes on: `path -> target`)
         assert!(
-            contents.lines().any(|l| l.ends_with(path)),
+            contents
+                .lines()
+                .any(|l| l.ends_with(path) || l.contains(&format!("{path} -> "))),
             "{path} missing:\n{contents}"
         );
     }
@@ -63,6 +69,21 @@ fn debian_package_has_binaries_config_hooks_units_and_docs() {
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
     let version = must(at("/usr/bin/macvlan").to_str().unwrap(), &["--version"]);
     assert!(version.starts_with("macvlan "), "{version}");
+    // The CNI plugin answers VERSION as a runtime asks it.
+    let mut plugin = std::process::Command::new(at("/usr/lib/cni/macvlan-runc"))
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut plugin.stdin.take().unwrap(),
+        br#"{"cniVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let answer = plugin.wait_with_output().unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&answer.stdout).unwrap();
+    assert_eq!(answer["supportedVersions"][2], "1.1.0", "{answer}");
     let config = std::fs::read_to_string(at("/etc/macvlan-runc/config.toml")).unwrap();
     macvlan_runc::config::Config::parse(&config).expect("packaged config parses");
     let hook: serde_json::Value = serde_json::from_str(
@@ -110,6 +131,7 @@ fn rpm_package_has_the_same_files_config_noreplace_and_scripts() {
     for path in [
         "/usr/bin/macvlan",
         "/usr/bin/macvlan-runc",
+        "/usr/lib/cni/macvlan-runc",
         "/etc/macvlan-runc/config.toml",
         "/usr/share/containers/oci/hooks.d/macvlan.json",
         "/usr/lib/systemd/system/macvlan-gc.timer",

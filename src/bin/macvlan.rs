@@ -13,6 +13,11 @@ fn main() {
         }
         return;
     }
+    // Run by a container runtime as a CNI plugin (spec 1.1): the command
+    // is in the environment, the network configuration on stdin.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(macvlan_runc::cni::main());
+    }
     let cli = macvlan_runc::cli::Cli::parse();
     if let Err(error) = macvlan_runc::cli::run(cli) {
         // One line: the whole context chain, outermost first.

@@ -263,10 +263,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("container {id}"))?
                 .with_context(|| format!("container {id}: no network type given"))?;
             let ctx = net::Context::new(config, logger)?;
-            let target = Target {
-                container_id: id.clone(),
-                pid: args.pid,
-            };
+            let target = Target::process(&id, args.pid);
             let attached = net::attach(&ctx, &request, &target).map_err(|e| {
                 log_failure(&ctx.logger, "attach", &id, &e);
                 e.context(format!("container {id}"))

@@ -35,8 +35,13 @@ pub struct Keeper {
 /// The container's namespace, if the process the record names still has
 /// the namespace it was attached in.
 fn container_netns(record: &FlatRecord) -> Option<File> {
-    let pid = record.pid?;
-    let file = File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    let path = match (record.pid, &record.cni) {
+        (Some(pid), _) => format!("/proc/{pid}/ns/net"),
+        // A CNI attachment: the runtime's namespace path.
+        (None, Some(cni)) => cni.netns.clone(),
+        (None, None) => return None,
+    };
+    let file = File::open(path).ok()?;
     let inode = file.metadata().ok()?.ino();
     (Some(inode) == record.netns_inode).then_some(file)
 }

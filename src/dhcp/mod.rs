@@ -73,7 +73,7 @@ pub fn configure(
     }
     .with_context(|| format!("add address {address}"))?;
     // One default route per container: its first network's.
-    let first = crate::request::slot_of(record_id) == 0;
+    let first = crate::request::is_primary(record_id);
     if let Some(router) = lease.router.filter(|_| first) {
         container
             .replace_default_route(index, router)

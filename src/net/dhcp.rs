@@ -221,7 +221,7 @@ impl Driver for DhcpDriver<'_> {
             None => None,
         };
         if let Some(old) = &previous {
-            if old.state == State::Running && ctx.owns(old) && old.pid != Some(target.pid) {
+            if old.state == State::Running && ctx.owns(old) && old.pid != target.pid {
                 if let Some(pid) = old.pid {
                     if std::path::Path::new(&format!("/proc/{pid}")).exists() {
                         bail!("container {id} already has a DHCP address ({}) in process {pid}; detach it first", old.ip);

@@ -57,7 +57,7 @@ pub fn new_record(
         state: State::Attaching,
         pool: crate::ipam::ADHOC_POOL.to_string(),
         ifname: None,
-        pid: Some(target.pid),
+        pid: target.pid,
         created_at: now,
         updated_at: now,
         stopped_at: None,
@@ -70,6 +70,7 @@ pub fn new_record(
         netns_inode: None,
         client_pid: None,
         host_route: None,
+        cni: request.cni.clone(),
     }
 }
 
@@ -102,7 +103,13 @@ pub fn create_interface(
         .into_iter()
         .map(|l| l.name)
         .collect();
-    let ifname = free_interface_name(&existing);
+    let ifname = match &request.ifname {
+        Some(name) if existing.contains(name) => anyhow::bail!(
+            "interface {name} exists already in the container's namespace (CNI_IFNAME {name}: ADD twice without DEL?)"
+        ),
+        Some(name) => name.clone(),
+        None => free_interface_name(&existing),
+    };
     sockets.timings.step("list_links_ms");
 
     // Created directly inside the container's namespace under its final
@@ -110,7 +117,9 @@ pub fn create_interface(
     // and rename, and a crash can never leave a stray link on the host.
     // Passthru takes the parent's MAC: setting ours would change the
     // parent's address (macvlan's passthru semantics).
-    let mac = stable_mac(&target.container_id);
+    let mac = request
+        .mac
+        .unwrap_or_else(|| stable_mac(&target.container_id));
     let created = match request.ipvlan {
         None => sockets.host.create_macvlan(&MacvlanSpec {
             name: &ifname,
@@ -234,7 +243,7 @@ pub fn configure_ipv6(
     plan: &Plan,
 ) -> Result<Option<Ipv6Outcome>> {
     // One default route per family: the first network's.
-    let default_route = crate::request::slot_of(&target.container_id) == 0;
+    let default_route = crate::request::is_primary(&target.container_id);
     match plan {
         Plan::Off => Ok(None),
         Plan::Static { address, gateway } => {
@@ -434,12 +443,14 @@ pub fn attach_claimed(
     crate::failpoint::check("after-configure")?;
     let actual_mac = format_mac(&mac);
 
-    // The lease keeper knows the container by its namespace.
-    let netns_inode = match v6.as_ref().and_then(|o| o.lease.as_ref()) {
-        Some(_) => Some(std::os::unix::fs::MetadataExt::ino(
+    // The lease keeper (and gc, for a CNI attachment, which has no
+    // process) knows the container by its namespace.
+    let netns_inode = if v6.as_ref().is_some_and(|o| o.lease.is_some()) || target.pid.is_none() {
+        Some(std::os::unix::fs::MetadataExt::ino(
             &sockets.netns.metadata()?,
-        )),
-        None => None,
+        ))
+    } else {
+        None
     };
     let ifname_for_record = ifname.clone();
     let mac_for_record = actual_mac.clone();

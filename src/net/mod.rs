@@ -95,12 +95,33 @@ impl Context {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub container_id: String,
-    pub pid: u32,
+    /// The container's init process; none for a CNI attachment, which
+    /// names a namespace instead.
+    pub pid: Option<u32>,
+    /// The namespace: `/proc/<pid>/ns/net`, or the runtime's (CNI_NETNS).
+    pub netns: PathBuf,
 }
 
 impl Target {
+    /// The container whose init process is `pid`.
+    pub fn process(container_id: &str, pid: u32) -> Target {
+        Target {
+            container_id: container_id.to_string(),
+            pid: Some(pid),
+            netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
+        }
+    }
+
     pub fn netns_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.pid))
+        self.netns.clone()
+    }
+
+    /// The process or the namespace, for messages and logs.
+    pub fn describe(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("process {pid}"),
+            None => format!("namespace {}", self.netns.display()),
+        }
     }
 }
 
@@ -394,8 +415,8 @@ pub fn open_target_netns(target: &Target) -> Result<File> {
     let path = target.netns_path();
     let netns = File::open(&path).with_context(|| {
         format!(
-            "process {} not found (is the container running?)",
-            target.pid
+            "{} not found (is the container running?)",
+            target.describe()
         )
     })?;
     // Judged on the descriptor that will be used, not on the path: the pid
@@ -412,7 +433,10 @@ pub fn open_target_netns(target: &Target) -> Result<File> {
     // even when the hook itself runs elsewhere (inside a lab host, say).
     if let Ok(initial) = namespace_id(Path::new("/proc/1/ns/net")) {
         if theirs == initial {
-            bail!("process {} is in the machine's initial network namespace; refusing to configure it", target.pid);
+            bail!(
+                "{} is in the machine's initial network namespace; refusing to configure it",
+                target.describe()
+            );
         }
     }
     Ok(netns)
@@ -442,7 +466,7 @@ pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Resul
             if !network.is_empty() {
                 fields.push(("network", network));
             }
-            let pid = target.pid.to_string();
+            let pid = target.pid.map(|p| p.to_string()).unwrap_or_default();
             fields.extend([
                 ("address", attached.address.as_str()),
                 ("interface", attached.ifname.as_str()),
@@ -492,7 +516,7 @@ fn attach_inner(
             // `<id>` for the first, `<id>/<n>` for further ones.
             let each = Target {
                 container_id: attachment.record_id(),
-                pid: target.pid,
+                ..target.clone()
             };
             let attached = driver.setup(ctx, &each, facts, &mut sockets, &mut undo);
             let attached = match (&attachment.network, attachments.len()) {
@@ -547,7 +571,9 @@ fn register_service(
         discovery.port,
         &target.container_id,
         (&ctx.host, &ctx.host_id),
-        target.pid,
+        target
+            .pid
+            .context("service discovery needs the container's process (not a CNI attachment)")?,
     )?;
     registration.from_host = attached.host_reachable;
     crate::discovery::register(ctx.store()?, &ctx.keys, &registration)?;
@@ -590,7 +616,11 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Vec
         .context("withdraw the service registration")?;
     for slot in 0..=crate::request::MAX_NETWORKS {
         let id = crate::request::record_id(container_id, slot);
-        match detach_one(ctx, &id, pid)? {
+        match detach_one(
+            ctx,
+            &id,
+            pid.map(|p| PathBuf::from(format!("/proc/{p}/ns/net"))),
+        )? {
             Some(record) => released.push(record),
             None if slot == 0 => {
                 anyhow::bail!("no network record for container {container_id}")
@@ -601,13 +631,23 @@ pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Vec
     Ok(released)
 }
 
-fn detach_one(ctx: &Context, id: &str, pid: Option<u32>) -> Result<Option<FlatRecord>> {
+/// Removes one attachment: its interface from the namespace at `netns`
+/// (else the record's process's or CNI namespace, if it still exists),
+/// its host route, its leases, its record and addresses. `Ok(None)`: no
+/// such record.
+pub fn detach_one(ctx: &Context, id: &str, netns: Option<PathBuf>) -> Result<Option<FlatRecord>> {
     let started = Instant::now();
     let Some(record) = ipam::load_flat(ctx.store()?, &ctx.keys, id)? else {
         return Ok(None);
     };
-    if let (Some(pid), Some(ifname)) = (pid.or(record.pid), &record.ifname) {
-        let netns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let netns = netns
+        .or_else(|| {
+            record
+                .pid
+                .map(|p| PathBuf::from(format!("/proc/{p}/ns/net")))
+        })
+        .or_else(|| record.cni.as_ref().map(|c| PathBuf::from(&c.netns)));
+    if let (Some(netns_path), Some(ifname)) = (netns, &record.ifname) {
         if netns_path.exists() {
             check_privileges()?;
             let mut container = Netlink::open_in_netns(&netns_path)

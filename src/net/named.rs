@@ -78,7 +78,7 @@ impl Driver for NamedDriver<'_> {
                 ),
             }
             network::check_address6(&network, address, &reserved6)
-                .map_err(|e| anyhow::anyhow!("invalid IP6/macvlan.ip6 \"{shown}\": {e}"))?;
+                .with_context(|| format!("invalid IP6/macvlan.ip6 \"{shown}\""))?;
         }
         if let Some((address, prefix)) = self.named.address {
             let subnet = network.subnet();
@@ -99,7 +99,7 @@ impl Driver for NamedDriver<'_> {
                 }
             }
             network::check_address(&network, address, &reserved)
-                .map_err(|e| anyhow::anyhow!("invalid IP/macvlan.ip \"{address}\": {e}"))?;
+                .with_context(|| format!("invalid IP/macvlan.ip \"{address}\""))?;
         }
         effective.check_against_parent(&network.link_parent(), parent.mtu)?;
         Ok(HostFacts {
@@ -209,7 +209,9 @@ impl Driver for NamedDriver<'_> {
                 parent: &device,
                 address: claimed.v4,
                 // One default route: the first network's.
-                gateway: network.gateway.filter(|_| request.slot == 0),
+                gateway: network
+                    .gateway
+                    .filter(|_| crate::request::is_primary(&target.container_id)),
                 ipv6: &ipv6,
                 host_device: host_device.as_ref().map(|device| {
                     let source = network.host_address.or_else(|| {

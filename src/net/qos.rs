@@ -125,7 +125,10 @@ pub fn shape(ctx: &Context, request: &ShapingRequest, target: &Target) -> Result
             ("interface", "eth0"),
             ("egress_kbit", &rate(&egress)),
             ("ingress_kbit", &rate(&ingress)),
-            ("pid", &target.pid.to_string()),
+            (
+                "pid",
+                &target.pid.map(|p| p.to_string()).unwrap_or_default(),
+            ),
             (
                 "duration_ms",
                 &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),

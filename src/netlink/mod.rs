@@ -717,6 +717,26 @@ impl Netlink {
         Ok(())
     }
 
+    /// The next hop of the IPv4 default route through link `index`, if any.
+    pub fn default_gateway(&mut self, index: u32) -> Result<Option<Ipv4Addr>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
+        Ok(replies.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r)
+                if r.header.destination_prefix_length == 0
+                    && r.header.table == RouteHeader::RT_TABLE_MAIN
+                    && r.attributes.contains(&RouteAttribute::Oif(index)) =>
+            {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }))
+    }
+
     /// The next hop of the IPv6 default route through link `index`, if any
     /// (learnt from a router advertisement, or set by us).
     pub fn default_gateway6(&mut self, index: u32) -> Result<Option<Ipv6Addr>> {

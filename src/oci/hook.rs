@@ -105,10 +105,7 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
             "the OCI state has no pid; createRuntime needs the container's init process",
         )?;
         let ctx = net::Context::new(config, logger.clone())?;
-        let target = Target {
-            container_id: state.id.clone(),
-            pid,
-        };
+        let target = Target::process(&state.id, pid);
         return net::qos::shape(&ctx, &shaping, &target);
     };
     if let Some(discovery) = &mut request.discovery {
@@ -121,10 +118,7 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
         .pid
         .context("the OCI state has no pid; createRuntime needs the container's init process")?;
     let ctx = net::Context::new(config, logger.clone())?;
-    let target = Target {
-        container_id: state.id.clone(),
-        pid,
-    };
+    let target = Target::process(&state.id, pid);
     net::attach(&ctx, &request, &target)?;
     Ok(())
 }

@@ -417,5 +417,6 @@ fn record_for(
         netns_inode: None,
         client_pid: None,
         host_route: None,
+        cni: None,
     }
 }

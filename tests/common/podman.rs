@@ -65,6 +65,37 @@ impl Podman {
         podman
     }
 
+    /// podman with its CNI backend: our plugin (the binary under test, as
+    /// `macvlan-runc`) beside Debian's, and `conflists` (name, JSON) in a
+    /// network configuration directory of its own.
+    pub fn with_cni(lab: &Lab, host: &str, conflists: &[(&str, serde_json::Value)]) -> Podman {
+        let podman = Podman::new(lab, host);
+        let plugins = podman.dir.join("cni-bin");
+        let networks = podman.dir.join("cni-net");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::create_dir_all(&networks).unwrap();
+        std::os::unix::fs::symlink(MACVLAN, plugins.join("macvlan-runc")).unwrap();
+        for (name, conflist) in conflists {
+            std::fs::write(
+                networks.join(format!("{name}.conflist")),
+                conflist.to_string(),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            podman.dir.join("containers.conf"),
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\
+                 [network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\n\
+                 network_config_dir = \"{}\"\n",
+                plugins.display(),
+                networks.display()
+            ),
+        )
+        .unwrap();
+        podman
+    }
+
     /// containers/storage keeps one directory per container here.
     pub fn containers_dir(&self) -> PathBuf {
         self.dir.join("storage/vfs-containers")
