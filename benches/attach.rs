@@ -323,6 +323,14 @@ fn main() {
     );
     let cni6 =
         |verb: &str, id: &str, pid: u32| support::cni(CNI_MACVLAN, verb, id, pid, &cni6_conf);
+    // Our CNI face on the same network the hook's network requests use.
+    let our_cni_conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "bench", "type": "macvlan-runc",
+        "network": "bench", "config": config,
+    })
+    .to_string();
+    let our_cni =
+        |verb: &str, id: &str, pid: u32| support::cni(MACVLAN, verb, id, pid, &our_cni_conf);
 
     let base_hook = |stage: &str, state: &str| {
         let mut command = Command::new(baseline.as_ref().expect("--baseline"));
@@ -341,6 +349,8 @@ fn main() {
     let mut cni_add = Series::default();
     let mut cni_del = Series::default();
     let mut dual_attach = Series::default();
+    let mut our_cni_add = Series::default();
+    let mut our_cni_del = Series::default();
     let mut cni6_add = Series::default();
     let mut slaac_attach = Series::default();
     let mut dhcp6_attach = Series::default();
@@ -413,13 +423,22 @@ fn main() {
             add.push(cni("ADD", &id, theirs.id()));
             del.push(cni("DEL", &id, theirs.id()));
         };
+        let mut pod = container();
+        let run_our_cni = |add: &mut Series, del: &mut Series| {
+            add.push(our_cni("ADD", &format!("pod-{i}"), pod.id()));
+            del.push(our_cni("DEL", &format!("pod-{i}"), pod.id()));
+        };
         if i % 2 == 0 {
             run_ours(&mut ours_attach, &mut ours_poststop, &mut ours_detach);
             run_cni(&mut cni_add, &mut cni_del);
+            run_our_cni(&mut our_cni_add, &mut our_cni_del);
         } else {
+            run_our_cni(&mut our_cni_add, &mut our_cni_del);
             run_cni(&mut cni_add, &mut cni_del);
             run_ours(&mut ours_attach, &mut ours_poststop, &mut ours_detach);
         }
+        let _ = pod.kill();
+        let _ = pod.wait();
         // The network request and the baseline, rotating who goes first.
         let run_network = |attach: &mut Series, poststop: &mut Series| {
             attach.push(hook(
@@ -590,6 +609,11 @@ fn main() {
         ("CNI macvlan ADD", &cni_add),
         ("CNI macvlan DEL", &cni_del),
         (
+            "macvlan-runc as a CNI plugin: ADD (network, address allocated)",
+            &our_cni_add,
+        ),
+        ("macvlan-runc as a CNI plugin: DEL", &our_cni_del),
+        (
             "macvlan hook createRuntime, dual-stack network (IPv4 + static IPv6)",
             &dual_attach,
         ),
@@ -659,6 +683,13 @@ fn main() {
         ms(slaac_attach.median()),
         ms(dhcp6_attach.median()),
         ms(cni6_add.median())
+    );
+    let _ = writeln!(
+        report,
+        "\nmacvlan-runc's CNI ADD vs the CNI macvlan plugin's ADD with host-local, same run (medians; \
+         target ≤ 0.50): **{:.3}**; DEL vs DEL: **{:.3}**.",
+        our_cni_add.median().as_secs_f64() / cni_add.median().as_secs_f64(),
+        our_cni_del.median().as_secs_f64() / cni_del.median().as_secs_f64()
     );
     std::fs::write(out_dir.join("attach.md"), &report).unwrap();
     print!("{report}");

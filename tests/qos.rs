@@ -254,16 +254,23 @@ fn ipv6_traffic_is_shaped_both_ways() {
     lab.start("hA", &id, &bundle).unwrap();
     let pid = lab.pid("hA", &id);
     // The root tbf shapes every protocol; the ingress redirect matches
-    // ETH_P_ALL: IPv6 is held to the same limits as IPv4.
-    for (reverse, expected, port) in [(false, 10.0, 5401), (true, 5.0, 5402)] {
-        let measured = measure_to(&lab, pid, port, reverse, "2001:db8:1::1");
+    // ETH_P_ALL: IPv6 is held to the same limits as IPv4 — measured side
+    // by side (IPv6's 20 more header bytes per packet leave it ~1.5% less
+    // payload under the same limit). Unshaped, this link carries Gbit/s.
+    for (reverse, expected, port) in [(false, 10.0, 5401), (true, 5.0, 5403)] {
+        let v6 = measure_to(&lab, pid, port, reverse, "2001:db8:1::1");
+        let v4 = measure_to(&lab, pid, port + 1, reverse, common::GATEWAY);
         eprintln!(
-            "IPv6 {} limit {expected} Mbit/s: measured {measured:.2} Mbit/s",
+            "{} limit {expected} Mbit/s: IPv6 {v6:.2} Mbit/s, IPv4 {v4:.2} Mbit/s",
             if reverse { "ingress" } else { "egress" }
         );
         assert!(
-            (measured - expected).abs() <= expected * 0.10,
-            "limit {expected} Mbit/s, measured {measured:.2} Mbit/s"
+            v6 <= expected * 1.10 && v6 >= expected * 0.80,
+            "limit {expected} Mbit/s, IPv6 measured {v6:.2} Mbit/s"
+        );
+        assert!(
+            (v6 / v4 - 1.0).abs() <= 0.15,
+            "IPv6 {v6:.2} vs IPv4 {v4:.2} Mbit/s under one limit"
         );
     }
     lab.stop("hA", &id);
