@@ -464,3 +464,73 @@ fn podman_with_its_cni_backend_uses_the_store_network() {
     assert!(lab.records("hA").is_empty(), "{:?}", lab.records("hA"));
     assert!(!lab.store_keys("hA").iter().any(|k| k.contains("/ipam/")));
 }
+
+/// A DHCP network through podman's CNI backend: the lease comes from
+/// dnsmasq, `macvlan daemon` renews it (seen by the server), and `podman
+/// rm` releases it.
+#[test]
+fn a_dhcp_network_through_podmans_cni_backend_renews_and_releases() {
+    let lab = Lab::new(&["hA"]);
+    let server = common::dhcp_server::Dnsmasq::start(&lab, "cni", &[]);
+    let out = lab.macvlan(
+        "hA",
+        &[
+            "network", "create", "office", "--parent", UPLINK, "--ipam", "dhcp",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let conflist = json!({
+        "cniVersion": "1.0.0",
+        "name": "office",
+        "plugins": [{"type": "macvlan-runc", "network": "office", "config": lab.config_path("hA")}]
+    });
+    let podman = common::podman::Podman::with_cni(&lab, "hA", &[("office", conflist)]);
+    podman.must(&[
+        "run",
+        "-d",
+        "--name",
+        "desk",
+        "--network",
+        "office",
+        common::podman::IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let records = lab.records("hA");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let lease = records[0]["lease"]["address"].as_str().unwrap().to_string();
+    let mac = records[0]["mac"].as_str().unwrap().to_string();
+    let shown = podman.must(&["exec", "desk", "ip", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(shown.contains(&format!("inet {lease}")), "{shown}");
+    server.wait_lease(&mac);
+
+    // T1 now: the daemon renews through the CNI attachment's namespace.
+    let path = lab.dir.path().join("state-hA.db");
+    let store = macvlan_runc::store::SqliteStore::open(&path).unwrap();
+    let keys = macvlan_runc::store::Keys::new("/macvlan");
+    let id = records[0]["id"].as_str().unwrap().to_string();
+    macvlan_runc::ipam::update_flat(&store, &keys, &id, |r| {
+        if let Some(lease) = r.lease.as_mut() {
+            lease.renew_at = macvlan_runc::record::now();
+        }
+        true
+    })
+    .unwrap();
+    common::wait_for(
+        std::time::Duration::from_secs(10),
+        "the daemon renews the CNI attachment's lease",
+        || {
+            let log = lab.log("hA");
+            assert!(!log.contains("event=dhcp-release"), "{log}");
+            log.contains("event=dhcp-renew")
+        },
+    );
+
+    podman.must(&["rm", "--force", "--time", "0", "desk"]);
+    common::wait_for(
+        std::time::Duration::from_secs(5),
+        "dnsmasq frees the released lease",
+        || server.lease_for_mac(&mac).is_none(),
+    );
+    assert!(lab.records("hA").is_empty(), "{:?}", lab.records("hA"));
+}

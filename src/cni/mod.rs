@@ -26,6 +26,24 @@ use crate::request::{self, NamedRequest, Network, NetworkName, NetworkRequest, R
 
 pub use result::render;
 
+/// The runtime's variables for one invocation of a plugin.
+pub const ENVIRONMENT: [&str; 6] = [
+    "CNI_COMMAND",
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_ARGS",
+    "CNI_PATH",
+];
+
+/// Keeps a process this one starts (the daemon, udhcpc) from inheriting
+/// the invocation: with `CNI_COMMAND` set, this binary is a plugin.
+pub fn scrub(command: &mut std::process::Command) {
+    for name in ENVIRONMENT {
+        command.env_remove(name);
+    }
+}
+
 /// The spec versions whose configurations and results this plugin speaks.
 pub const SUPPORTED: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 

@@ -37,6 +37,7 @@ pub fn start(
 ) -> Result<u32> {
     let script = std::env::current_exe().context("find the macvlan binary")?;
     let mut command = Command::new(program);
+    crate::cni::scrub(&mut command);
     if program.file_name().is_some_and(|n| n == "busybox") {
         command.arg("udhcpc");
     }

@@ -86,6 +86,7 @@ pub fn ensure_running(config: &Config) -> Result<()> {
     if let Some(source) = &config.source {
         command.arg("--config").arg(source);
     }
+    crate::cni::scrub(&mut command);
     command
         .args(["daemon", "--exit-when-idle"])
         .stdin(Stdio::null())
