@@ -1252,7 +1252,8 @@ pub fn parse_port(text: &str) -> Option<u16> {
     text.trim().parse::<u16>().ok().filter(|p| *p > 0)
 }
 
-fn parse_discovery(settings: &Settings) -> Result<Option<DiscoveryRequest>, RequestError> {
+/// DISCOVER, PORT and SERVICE: a service to register, if asked for.
+pub fn parse_discovery(settings: &Settings) -> Result<Option<DiscoveryRequest>, RequestError> {
     let enabled = match settings.get(Field::Discover) {
         None => false,
         Some(setting) => match setting.value.trim().to_ascii_lowercase().as_str() {

@@ -20,6 +20,9 @@ impl Pod {
     fn new(lab: &Lab, tag: &str) -> Pod {
         let name = format!("{}-{tag}", lab.name);
         must("ip", &["netns", "add", &name]);
+        // As a runtime's loopback plugin would (a pod reaches its own
+        // addresses through lo).
+        must("ip", &["-n", &name, "link", "set", "lo", "up"]);
         Pod { name }
     }
 
@@ -533,4 +536,40 @@ fn a_dhcp_network_through_podmans_cni_backend_renews_and_releases() {
         || server.lease_for_mac(&mac).is_none(),
     );
     assert!(lab.records("hA").is_empty(), "{:?}", lab.records("hA"));
+}
+
+/// A CNI attachment asking for discovery (`args`): published while its
+/// port answers inside the pod's namespace, withdrawn by DEL.
+#[test]
+fn a_cni_attachment_registers_its_service() {
+    let lab = Lab::new(&["hA"]);
+    lab.create_lan("hA", &[]);
+    let pod = Pod::new(&lab, "web");
+    let www = lab.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello\n").unwrap();
+    let mut config = conf(&lab, "hA", "1.1.0");
+    config["args"] =
+        json!({"macvlan.discover": "true", "macvlan.port": "8000", "macvlan.service": "web"});
+    let add = plugin(&lab, "hA", "ADD", ("w1", &pod.path(), "eth0"), &config);
+    assert_eq!(add.code, 0, "{}", add.raw);
+    // The pod's server, in its namespace.
+    let mut server = Command::new("nsenter")
+        .arg(format!("--net={}", pod.path()))
+        .args(["busybox", "httpd", "-f", "-p", "8000", "-h"])
+        .arg(&www)
+        .spawn()
+        .unwrap();
+    let found = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = lab.macvlan("hA", &["lookup", "web"]);
+        out.status.success() && text(&out).contains("192.0.2.64:8000")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(found, "never published: {}", lab.log("hA"));
+    let del = plugin(&lab, "hA", "DEL", ("w1", &pod.path(), "eth0"), &config);
+    assert_eq!(del.code, 0, "{}", del.raw);
+    let out = lab.macvlan("hA", &["lookup", "web"]);
+    assert!(!out.status.success(), "{}", text(&out));
 }

@@ -496,8 +496,17 @@ fn publish(ctx: &net::Context, id: &str, port: &str, service: Option<&str>) -> R
         .as_deref()
         .and_then(|t| t.parse::<crate::cidr::Ipv6Cidr>().ok())
         .map(|c| c.address);
-    let registration =
-        discovery::Registration::new(&service, (v4, v6), port, id, (&ctx.host, &ctx.host_id), pid)?;
+    let registration = discovery::Registration::new(
+        &service,
+        (v4, v6),
+        port,
+        id,
+        (&ctx.host, &ctx.host_id),
+        (
+            Some(pid),
+            std::path::Path::new(&format!("/proc/{pid}/ns/net")),
+        ),
+    )?;
     discovery::register(ctx.store()?, &ctx.keys, &registration)?;
     discovery::registrar::ensure_running(&ctx.config)
         .context("start the registrar (macvlan daemon)")?;

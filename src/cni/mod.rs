@@ -411,6 +411,45 @@ fn limits(bandwidth: &Option<Bandwidth>) -> (Option<RateLimit>, Option<RateLimit
     )
 }
 
+/// A service to register, asked for in `args` (`"macvlan.discover":
+/// "true", "macvlan.port": "8000", "macvlan.service": "web"`) or in
+/// `CNI_ARGS` (`DISCOVER=true;PORT=8000;SERVICE=web`); the service name
+/// defaults to the pod's (`K8S_POD_NAME`).
+fn discovery(env: &Env, conf: &NetConf) -> Result<Option<request::DiscoveryRequest>, CniError> {
+    let bad = |e: request::RequestError| CniError::new(code::INVALID_CONFIG, format!("args: {e}"));
+    let annotations: std::collections::BTreeMap<String, String> = conf
+        .args
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("macvlan."))
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    let from_args: Vec<String> = env
+        .args
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "DISCOVER" | "PORT" | "SERVICE"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let settings = request::Settings::collect(&annotations, &from_args, true).map_err(bad)?;
+    let Some(mut asked) = request::parse_discovery(&settings).map_err(bad)? else {
+        return Ok(None);
+    };
+    let pod = env
+        .args
+        .iter()
+        .find(|(k, _)| k == "K8S_POD_NAME")
+        .map(|(_, v)| v.as_str());
+    asked.service = Some(asked.service_name(pod).map_err(bad)?);
+    Ok(Some(asked))
+}
+
 fn add(ctx: &Context, env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let container_id = env.required(&env.container_id, "CNI_CONTAINERID")?;
     let netns = env.required(&env.netns, "CNI_NETNS")?;
@@ -452,6 +491,7 @@ fn add(ctx: &Context, env: &Env, conf: &NetConf) -> Result<String, CniError> {
         })?),
     };
     let (egress, ingress) = limits(&conf.runtime_config.bandwidth);
+    let discovery = discovery(env, conf)?;
     let named = NamedRequest {
         name,
         address,
@@ -469,7 +509,7 @@ fn add(ctx: &Context, env: &Env, conf: &NetConf) -> Result<String, CniError> {
         ipvlan: None,
         egress,
         ingress,
-        discovery: None,
+        discovery,
         ifname: Some(ifname.clone()),
         mac,
         cni: Some(CniRef {
@@ -517,6 +557,11 @@ fn del(ctx: &Context, env: &Env, _conf: &NetConf) -> Result<(), CniError> {
     let ifname = env.required(&env.ifname, "CNI_IFNAME")?;
     let id = record_id(&container_id, &ifname);
     let netns = env.netns.as_ref().map(PathBuf::from).filter(|p| p.exists());
+    let store = ctx
+        .store()
+        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
+    crate::discovery::withdraw(store, &ctx.keys, &id)
+        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
     net::detach_one(ctx, &id, netns).map_err(|e| {
         CniError::new(
             code::TRY_AGAIN_LATER,
@@ -631,7 +676,10 @@ fn gc(ctx: &Context, conf: &NetConf) -> Result<(), CniError> {
         {
             continue;
         }
-        if let Err(e) = net::detach_one(ctx, &id, None) {
+        let released = crate::discovery::withdraw(store, &ctx.keys, &id)
+            .map(|_| ())
+            .and_then(|()| net::detach_one(ctx, &id, None).map(|_| ()));
+        if let Err(e) = released {
             failures.push(format!("{id}: {e:#}"));
         }
     }

@@ -65,26 +65,7 @@ impl Keeper {
             }
             seen.push(id.clone());
             let Some(netns) = container_netns(&record) else {
-                let address = record.ip.clone();
-                let result = super::release_stopped(ctx, &id, &record);
-                let mut fields = vec![
-                    ("container", id.as_str()),
-                    ("address", address.as_str()),
-                    ("reason", "the container's namespace is gone"),
-                ];
-                let error = result.err().map(|e| format!("{e:#}"));
-                if let Some(error) = &error {
-                    fields.push(("error", error));
-                }
-                ctx.logger.log(
-                    if error.is_some() {
-                        Level::Error
-                    } else {
-                        Level::Info
-                    },
-                    "dhcp-release",
-                    &fields,
-                );
+                release_gone(ctx, &id, &record, &record.ip, "dhcp-release");
                 continue;
             };
             kept += 1;
@@ -130,25 +111,7 @@ impl Keeper {
             let retry_key = format!("{id}#6");
             seen.push(retry_key.clone());
             let Some(netns) = container_netns(&record) else {
-                let result = super::release_stopped(ctx, &id, &record);
-                let error = result.err().map(|e| format!("{e:#}"));
-                let mut fields = vec![
-                    ("container", id.as_str()),
-                    ("address", lease.address.as_str()),
-                    ("reason", "the container's namespace is gone"),
-                ];
-                if let Some(error) = &error {
-                    fields.push(("error", error));
-                }
-                ctx.logger.log(
-                    if error.is_some() {
-                        Level::Error
-                    } else {
-                        Level::Info
-                    },
-                    "dhcp6-release",
-                    &fields,
-                );
+                release_gone(ctx, &id, &record, &lease.address, "dhcp6-release");
                 continue;
             };
             kept += 1;
@@ -435,6 +398,27 @@ impl Keeper {
         super::configure6(&mut container, link.index, &lease, now)?;
         store_lease6(ctx, id, Some(lease))
     }
+}
+
+/// Gives back the leases of a container whose namespace is gone, logging
+/// it (`event`) with the address and any error.
+fn release_gone(ctx: &Context, id: &str, record: &FlatRecord, address: &str, event: &str) {
+    let error = super::release_stopped(ctx, id, record)
+        .err()
+        .map(|e| format!("{e:#}"));
+    let mut fields = vec![
+        ("container", id),
+        ("address", address),
+        ("reason", "the container's namespace is gone"),
+    ];
+    let level = match &error {
+        Some(error) => {
+            fields.push(("error", error));
+            Level::Error
+        }
+        None => Level::Info,
+    };
+    ctx.logger.log(level, event, &fields);
 }
 
 /// Records the DHCPv6 lease now held (or none).

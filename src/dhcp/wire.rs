@@ -234,42 +234,10 @@ pub fn send_from_throwaway(
     std::thread::Builder::new()
         .name("dhcp-release".into())
         .spawn(move || -> Result<()> {
-            let mut host = Netlink::open().context("open netlink socket")?;
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("create a throwaway network namespace")?;
-            let own =
-                File::open("/proc/thread-self/ns/net").context("open the throwaway namespace")?;
             let name = "dhcprel0";
             // Any MAC will do: servers match the release by client id and
             // chaddr inside the message, not by the frame's source.
-            let mut mac = crate::net::stable_mac(&format!("release-{}", std::process::id()));
-            mac[5] ^= 0x5a;
-            match host.create_macvlan(&MacvlanSpec {
-                name,
-                parent_index,
-                mode: MacvlanMode::Bridge,
-                mac: Some(mac),
-                mtu: None,
-                netns: Some(&own),
-            }) {
-                // The parent carries ipvlans (which exclude macvlans): an
-                // ipvlan of its own then.
-                Err(e) if e.errno() == Some(libc::EBUSY) => host
-                    .create_ipvlan(&crate::netlink::IpvlanSpec {
-                        name,
-                        parent_index,
-                        mode: crate::netlink::IpvlanMode::L2,
-                        flag: crate::netlink::IpvlanFlag::Bridge,
-                        mtu: None,
-                        netns: Some(&own),
-                    })
-                    .context("create an ipvlan in the throwaway namespace")?,
-                other => other.context("create a macvlan in the throwaway namespace")?,
-            }
-            let mut inner = Netlink::open().context("open netlink socket")?;
-            let link = inner
-                .link_by_name(name)?
-                .context("the throwaway macvlan vanished")?;
+            let (mut inner, link) = enter_throwaway(parent_index, name, 0x5a, None)?;
             // On an ipvlan parent an address belongs to one device: the
             // stopped container's may still hold it.
             crate::netlink::retry_while_in_use(crate::netlink::TEARDOWN_WAIT, || {
@@ -298,6 +266,55 @@ pub fn send_from_throwaway(
         .context("start the release thread")?
         .join()
         .map_err(|_| anyhow::anyhow!("release thread panicked"))?
+}
+
+/// Moves the calling thread (a short-lived one) into a new network
+/// namespace holding `name`, a macvlan of the parent — or an ipvlan, where
+/// the parent carries ipvlans, which exclude macvlans — with a MAC of its
+/// own (`salt` tells the callers' apart), after writing `sysctl` (a
+/// per-interface IPv6 knob and its value) for it before it is up.
+/// Returns a netlink socket there and the link, still down.
+pub(super) fn enter_throwaway(
+    parent_index: u32,
+    name: &str,
+    salt: u8,
+    sysctl: Option<(&str, &str)>,
+) -> Result<(Netlink, crate::netlink::Link)> {
+    let mut host = Netlink::open().context("open netlink socket")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("create a throwaway network namespace")?;
+    let own = File::open("/proc/thread-self/ns/net").context("open the throwaway namespace")?;
+    let mut mac = crate::net::stable_mac(&format!("release-{}", std::process::id()));
+    mac[5] ^= salt;
+    match host.create_macvlan(&MacvlanSpec {
+        name,
+        parent_index,
+        mode: MacvlanMode::Bridge,
+        mac: Some(mac),
+        mtu: None,
+        netns: Some(&own),
+    }) {
+        Err(e) if e.errno() == Some(libc::EBUSY) => host
+            .create_ipvlan(&crate::netlink::IpvlanSpec {
+                name,
+                parent_index,
+                mode: crate::netlink::IpvlanMode::L2,
+                flag: crate::netlink::IpvlanFlag::Bridge,
+                mtu: None,
+                netns: Some(&own),
+            })
+            .context("create an ipvlan in the throwaway namespace")?,
+        other => other.context("create a macvlan in the throwaway namespace")?,
+    }
+    if let Some((knob, value)) = sysctl {
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/{knob}"), value)
+            .with_context(|| format!("set {knob} on the throwaway interface"))?;
+    }
+    let mut inner = Netlink::open().context("open netlink socket")?;
+    let link = inner
+        .link_by_name(name)?
+        .context("the throwaway interface vanished")?;
+    Ok((inner, link))
 }
 
 /// Whether the calling thread's namespace has resolved `address`.

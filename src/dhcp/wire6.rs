@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::netlink::{MacvlanMode, MacvlanSpec, Netlink};
-
 pub const CLIENT_PORT: u16 = 546;
 pub const SERVER_PORT: u16 = 547;
 /// All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
@@ -73,31 +71,11 @@ pub fn release_from_throwaway(parent_index: u32, payload: Vec<u8>) -> Result<()>
     std::thread::Builder::new()
         .name("dhcp6-release".into())
         .spawn(move || -> Result<()> {
-            let mut host = Netlink::open().context("open netlink socket")?;
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("create a throwaway network namespace")?;
-            let own =
-                File::open("/proc/thread-self/ns/net").context("open the throwaway namespace")?;
             let name = "dhcp6rel0";
             // Any MAC will do: the server knows the client by its DUID.
-            let mut mac = crate::net::stable_mac(&format!("release6-{}", std::process::id()));
-            mac[5] ^= 0xa5;
-            host.create_macvlan(&MacvlanSpec {
-                name,
-                parent_index,
-                mode: MacvlanMode::Bridge,
-                mac: Some(mac),
-                mtu: None,
-                netns: Some(&own),
-            })
-            .context("create a macvlan in the throwaway namespace")?;
             // Its link-local address is a source at once, without DAD.
-            std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/accept_dad"), "0")
-                .context("turn DAD off on the throwaway interface")?;
-            let mut inner = Netlink::open().context("open netlink socket")?;
-            let link = inner
-                .link_by_name(name)?
-                .context("the throwaway macvlan vanished")?;
+            let (mut inner, link) =
+                super::wire::enter_throwaway(parent_index, name, 0xa5, Some(("accept_dad", "0")))?;
             inner.set_up(link.index)?;
             let socket = client_socket(name)?;
             send(&socket, link.index, &payload)?;

@@ -32,8 +32,12 @@ pub struct Registration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
     /// The container's init process: the health check connects from
-    /// inside its network namespace.
+    /// inside its network namespace (0 for a CNI attachment, which names
+    /// its namespace in `netns`).
     pub pid: u32,
+    /// A CNI attachment's namespace path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
     /// The inode of that namespace, so a reused pid is not mistaken for
     /// the container.
     pub netns_inode: u64,
@@ -66,11 +70,10 @@ impl Registration {
         port: u16,
         container: &str,
         (host, host_id): (&str, &str),
-        pid: u32,
+        (pid, netns): (Option<u32>, &std::path::Path),
     ) -> Result<Registration> {
-        let netns = format!("/proc/{pid}/ns/net");
-        let netns_inode = std::fs::metadata(&netns)
-            .with_context(|| format!("stat {netns}"))?
+        let netns_inode = std::fs::metadata(netns)
+            .with_context(|| format!("stat {}", netns.display()))?
             .ino();
         if ip.is_none() && ip6.is_none() {
             anyhow::bail!("the container has no address to register");
@@ -83,7 +86,8 @@ impl Registration {
             container: container.to_string(),
             host: host.to_string(),
             host_id: Some(host_id.to_string()),
-            pid,
+            pid: pid.unwrap_or(0),
+            netns: pid.is_none().then(|| netns.display().to_string()),
             netns_inode,
             from_host: false,
             created_at: crate::record::now(),
@@ -118,9 +122,16 @@ impl Registration {
         }
     }
 
-    /// Whether the container's namespace still exists (same pid, same netns).
+    /// The container's namespace: its process's, or a CNI attachment's.
+    pub fn netns_path(&self) -> String {
+        self.netns
+            .clone()
+            .unwrap_or_else(|| format!("/proc/{}/ns/net", self.pid))
+    }
+
+    /// Whether the container's namespace still exists (the same one).
     pub fn container_alive(&self) -> bool {
-        std::fs::metadata(format!("/proc/{}/ns/net", self.pid))
+        std::fs::metadata(self.netns_path())
             .map(|m| m.ino() == self.netns_inode)
             .unwrap_or(false)
     }

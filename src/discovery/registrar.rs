@@ -135,12 +135,11 @@ fn check(registration: &Registration) -> Health {
             return Health::Up { from_host: true };
         }
     }
-    let pid = registration.pid;
+    let path = registration.netns_path();
     let inode = registration.netns_inode;
     let address = registration.check_address();
     // setns moves only the calling thread; this one ends with the check.
     let result = std::thread::spawn(move || -> Result<()> {
-        let path = format!("/proc/{pid}/ns/net");
         let netns = File::open(&path).with_context(|| format!("open {path}"))?;
         if netns.metadata()?.ino() != inode {
             bail!("namespace changed");

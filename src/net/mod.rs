@@ -571,9 +571,7 @@ fn register_service(
         discovery.port,
         &target.container_id,
         (&ctx.host, &ctx.host_id),
-        target
-            .pid
-            .context("service discovery needs the container's process (not a CNI attachment)")?,
+        (target.pid, &target.netns),
     )?;
     registration.from_host = attached.host_reachable;
     crate::discovery::register(ctx.store()?, &ctx.keys, &registration)?;

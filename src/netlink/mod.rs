@@ -564,12 +564,7 @@ impl Netlink {
             AddressAttribute::Broadcast(broadcast),
         ];
         if let Some(valid) = valid_for {
-            let mut lifetime = CacheInfo::default();
-            lifetime.ifa_preferred = valid;
-            lifetime.ifa_valid = valid;
-            message
-                .attributes
-                .push(AddressAttribute::CacheInfo(lifetime));
+            message.attributes.push(lifetimes(valid, valid));
         }
         self.request(
             RouteNetlinkMessage::NewAddress(message),
@@ -629,7 +624,7 @@ impl Netlink {
         address: Ipv6Addr,
         prefix: u8,
         nodad: bool,
-        lifetimes: Option<(u32, u32)>,
+        lifetime: Option<(u32, u32)>,
     ) -> Result<()> {
         let mut message = AddressMessage::default();
         message.header.family = AddressFamily::Inet6;
@@ -643,13 +638,8 @@ impl Netlink {
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        if let Some((preferred, valid)) = lifetimes {
-            let mut lifetime = CacheInfo::default();
-            lifetime.ifa_preferred = preferred;
-            lifetime.ifa_valid = valid;
-            message
-                .attributes
-                .push(AddressAttribute::CacheInfo(lifetime));
+        if let Some((preferred, valid)) = lifetime {
+            message.attributes.push(lifetimes(preferred, valid));
         }
         self.request(
             RouteNetlinkMessage::NewAddress(message),
@@ -719,29 +709,28 @@ impl Netlink {
 
     /// The next hop of the IPv4 default route through link `index`, if any.
     pub fn default_gateway(&mut self, index: u32) -> Result<Option<Ipv4Addr>> {
-        let mut query = RouteMessage::default();
-        query.header.address_family = AddressFamily::Inet;
-        let replies = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
-        Ok(replies.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r)
-                if r.header.destination_prefix_length == 0
-                    && r.header.table == RouteHeader::RT_TABLE_MAIN
-                    && r.attributes.contains(&RouteAttribute::Oif(index)) =>
-            {
-                r.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-                    _ => None,
-                })
-            }
+        Ok(match self.default_next_hop(AddressFamily::Inet, index)? {
+            Some(RouteAddress::Inet(ip)) => Some(ip),
             _ => None,
-        }))
+        })
     }
 
     /// The next hop of the IPv6 default route through link `index`, if any
     /// (learnt from a router advertisement, or set by us).
     pub fn default_gateway6(&mut self, index: u32) -> Result<Option<Ipv6Addr>> {
+        Ok(match self.default_next_hop(AddressFamily::Inet6, index)? {
+            Some(RouteAddress::Inet6(ip)) => Some(ip),
+            _ => None,
+        })
+    }
+
+    fn default_next_hop(
+        &mut self,
+        family: AddressFamily,
+        index: u32,
+    ) -> Result<Option<RouteAddress>> {
         let mut query = RouteMessage::default();
-        query.header.address_family = AddressFamily::Inet6;
+        query.header.address_family = family;
         let replies = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
         Ok(replies.into_iter().find_map(|m| match m {
             RouteNetlinkMessage::NewRoute(r)
@@ -750,7 +739,7 @@ impl Netlink {
                     && r.attributes.contains(&RouteAttribute::Oif(index)) =>
             {
                 r.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(*ip),
+                    RouteAttribute::Gateway(gateway) => Some(gateway.clone()),
                     _ => None,
                 })
             }
@@ -1086,6 +1075,14 @@ fn parse_link(message: &LinkMessage) -> Link {
 
 /// `02:ab:…` form of a MAC address.
 /// Reads `aa:bb:cc:dd:ee:ff`.
+/// An address's preferred and valid lifetimes, in seconds.
+fn lifetimes(preferred: u32, valid: u32) -> AddressAttribute {
+    let mut lifetime = CacheInfo::default();
+    lifetime.ifa_preferred = preferred;
+    lifetime.ifa_valid = valid;
+    AddressAttribute::CacheInfo(lifetime)
+}
+
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
