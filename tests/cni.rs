@@ -318,7 +318,7 @@ fn del_after_the_namespace_is_gone_and_gc_keeps_only_valid_attachments() {
     let lab = Lab::new(&["hA"]);
     lab.create_lan("hA", &[]);
     let base = conf(&lab, "hA", "1.1.0");
-    let pods: Vec<Pod> = (0..3).map(|i| Pod::new(&lab, &format!("g{i}"))).collect();
+    let mut pods: Vec<Pod> = (0..4).map(|i| Pod::new(&lab, &format!("g{i}"))).collect();
     for (i, pod) in pods.iter().enumerate() {
         let add = plugin(
             &lab,
@@ -334,11 +334,24 @@ fn del_after_the_namespace_is_gone_and_gc_keeps_only_valid_attachments() {
     assert_eq!(net1.code, 0, "{}", net1.raw);
     assert!(net1.output.get("routes").is_none(), "{}", net1.output);
     assert!(!pods[0].ip(&["route", "show", "default"]).contains("net1"));
-    assert_eq!(lab.records("hA").len(), 4);
+    assert_eq!(lab.records("hA").len(), 5);
+
+    // `macvlan gc` and CNI agree: g3's namespace gone without any DEL, gc
+    // collects it (and nothing whose namespace lives); a DEL after that
+    // still succeeds.
+    let g3 = pods.remove(3);
+    let g3_path = g3.path();
+    drop(g3);
+    let out = lab.macvlan("hA", &["gc"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lab.records("hA").len(), 4, "{:?}", lab.records("hA"));
+    let del = plugin(&lab, "hA", "DEL", ("g3", &g3_path, "eth0"), &base);
+    assert_eq!(del.code, 0, "{}", del.raw);
 
     // The pod's namespace is gone before DEL: DEL still succeeds and frees.
-    let path = pods[2].path();
-    drop(pods.into_iter().nth(2));
+    let g2 = pods.remove(2);
+    let path = g2.path();
+    drop(g2);
     let del = plugin(&lab, "hA", "DEL", ("g2", &path, "eth0"), &base);
     assert_eq!(del.code, 0, "{}", del.raw);
     assert_eq!(lab.records("hA").len(), 3);
@@ -572,4 +585,35 @@ fn a_cni_attachment_registers_its_service() {
     assert_eq!(del.code, 0, "{}", del.raw);
     let out = lab.macvlan("hA", &["lookup", "web"]);
     assert!(!out.status.success(), "{}", text(&out));
+}
+
+/// The `bandwidth` capability: tbf on the pod's interface and an ifb for
+/// ingress, at the rates asked for (bit/s in, kbit/s recorded).
+#[test]
+fn the_bandwidth_capability_limits_the_attachment() {
+    let lab = Lab::new(&["hA"]);
+    lab.create_lan("hA", &[]);
+    let pod = Pod::new(&lab, "bw");
+    let mut config = conf(&lab, "hA", "1.0.0");
+    config["runtimeConfig"] = json!({"bandwidth": {
+        "egressRate": 10_000_000, "egressBurst": 100_000,
+        "ingressRate": 5_000_000, "ingressBurst": 100_000
+    }});
+    let add = plugin(&lab, "hA", "ADD", ("bw", &pod.path(), "eth0"), &config);
+    assert_eq!(add.code, 0, "{}", add.raw);
+    let netns = format!("--net={}", pod.path());
+    let qdisc = must("nsenter", &[&netns, "tc", "qdisc", "show", "dev", "eth0"]);
+    assert!(
+        qdisc.contains("qdisc tbf") && qdisc.contains("rate 10Mbit"),
+        "{qdisc}"
+    );
+    assert!(
+        pod.ip(&["-o", "link"]).contains("ifb"),
+        "an ifb for ingress"
+    );
+    let record = lab.records("hA").remove(0);
+    assert_eq!(record["egress"]["rate_kbit"], 10_000, "{record}");
+    assert_eq!(record["ingress"]["rate_kbit"], 5_000, "{record}");
+    let del = plugin(&lab, "hA", "DEL", ("bw", &pod.path(), "eth0"), &config);
+    assert_eq!(del.code, 0, "{}", del.raw);
 }
