@@ -220,8 +220,11 @@ fn concurrent_allocations_stay_unique_when_the_leader_dies() {
     assert!(out.status.success(), "{}", text(&out));
     let leader = cluster.leader();
     let mut killed_at = 0;
+    // Each allocation is retried (200 ms apart) for up to 5 s, as a
+    // runtime would: an election plus the clients' failover away from the
+    // dead member took longer than 2 s in two runs of this session.
     let allocations =
-        common::etcd::allocate_concurrently(&lab, &["hA", "hB"], "pool", 16, 240, 10, |done| {
+        common::etcd::allocate_concurrently(&lab, &["hA", "hB"], "pool", 16, 240, 25, |done| {
             while done.load(std::sync::atomic::Ordering::SeqCst) < 80 {
                 std::thread::sleep(Duration::from_millis(20));
             }
