@@ -982,6 +982,24 @@ fn dns_answers_aaaa_and_ptr_and_health_checks_use_the_endpoints_family() {
     );
     assert_eq!(dig(&lab, &["AAAA", "web.lab"]), "2001:db8:1::100");
     assert_eq!(dig(&lab, &["AAAA", "six.lab"]), "2001:db8:2::2");
+    // Over TCP too (RFC 7766), several queries on one connection.
+    assert_eq!(dig(&lab, &["+tcp", "AAAA", "web.lab"]), "2001:db8:1::100");
+    assert_eq!(
+        dig(
+            &lab,
+            &[
+                "+tcp",
+                "+keepopen",
+                "web.lab",
+                "A",
+                "six.lab",
+                "AAAA",
+                "web.lab",
+                "AAAA"
+            ]
+        ),
+        "192.0.2.64\n2001:db8:2::2\n2001:db8:1::100"
+    );
     // An IPv6-only name has no A record: NODATA, not NXDOMAIN.
     assert_eq!(dig(&lab, &["A", "six.lab"]), "");
     let netns = format!("--net=/run/netns/{}", lab.ns("gw"));

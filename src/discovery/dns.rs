@@ -1,8 +1,9 @@
 //! `macvlan dns`: answers A, AAAA and SRV queries for `<service>.<domain>`
-//! and PTR queries for endpoint addresses from the store's live endpoints;
-//! other names are forwarded or refused.
+//! and PTR queries for endpoint addresses from the store's live endpoints,
+//! over UDP and TCP (RFC 7766); other names are forwarded or refused.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -324,11 +325,33 @@ pub fn answer(
     Reply::Answer(response)
 }
 
-/// Serves UDP queries until the process is killed.
+/// TCP (RFC 7766): this many connections are served at once, each by a
+/// thread of its own with its own store connection; more wait in the
+/// listen queue. A connection carries any number of queries and ends when
+/// idle this long.
+const TCP_WORKERS: usize = 8;
+const TCP_IDLE: Duration = Duration::from_secs(5);
+
+/// Serves UDP and TCP queries until the process is killed.
 pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
     let socket = UdpSocket::bind(options.listen)
         .with_context(|| format!("listen on {} (udp)", options.listen))?;
+    let listener = TcpListener::bind(options.listen)
+        .with_context(|| format!("listen on {} (tcp)", options.listen))?;
     ctx.store()?;
+    for i in 0..TCP_WORKERS {
+        let listener = listener.try_clone().context("clone the TCP listener")?;
+        let worker = Context::new(ctx.config.clone(), ctx.logger.clone())?;
+        let options = options.clone();
+        std::thread::Builder::new()
+            .name(format!("dns-tcp-{i}"))
+            .spawn(move || loop {
+                if let Ok((stream, _)) = listener.accept() {
+                    serve_connection(&worker, &options, stream);
+                }
+            })
+            .context("start the DNS TCP threads")?;
+    }
     ctx.logger.log(
         Level::Info,
         "dns-start",
@@ -370,6 +393,55 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
             (Reply::Forward, None) | (Reply::Ignore, _) => {}
         }
     }
+}
+
+/// One TCP connection: length-prefixed queries answered in turn until the
+/// client closes it, sends garbage, or stays idle for `TCP_IDLE`.
+fn serve_connection(ctx: &Context, options: &DnsOptions, mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(TCP_IDLE));
+    let _ = stream.set_write_timeout(Some(TCP_IDLE));
+    let forwarding = matches!(options.others, Others::Forward(_));
+    loop {
+        let mut length = [0u8; 2];
+        if stream.read_exact(&mut length).is_err() {
+            return;
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        if stream.read_exact(&mut query).is_err() {
+            return;
+        }
+        let Ok(request) = Message::from_vec(&query) else {
+            return;
+        };
+        let response = match answer(&request, &options.domain, forwarding, &Stored(ctx)) {
+            Reply::Answer(message) => encode_within(message, usize::from(u16::MAX)),
+            Reply::Forward => match options.others {
+                Others::Forward(upstream) => forward_tcp(upstream, &query).ok(),
+                Others::Refuse => None,
+            },
+            Reply::Ignore => continue,
+        };
+        let Some(bytes) = response else { return };
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        if stream.write_all(&framed).is_err() {
+            return;
+        }
+    }
+}
+
+/// Relays one query to the upstream server over TCP.
+fn forward_tcp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = TcpStream::connect_timeout(&upstream, Duration::from_secs(3))?;
+    out.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    out.write_all(&framed)?;
+    let mut length = [0u8; 2];
+    out.read_exact(&mut length)?;
+    let mut response = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    out.read_exact(&mut response)?;
+    Ok(response)
 }
 
 /// Forwarding threads and the queue that feeds them.
