@@ -960,21 +960,21 @@ fn parse_network_address6(
     if let Some(problem) = ipv6_refusal(address) {
         return Err(invalid(setting, problem));
     }
-    let prefix = match prefix {
-        None => None,
-        Some(p) => Some(
-            p.parse::<u8>()
-                .ok()
-                .filter(|p| (1..=128).contains(p))
-                .ok_or_else(|| {
-                    invalid(
-                        setting,
-                        "expected a prefix length from 1 to 128 after the '/'",
-                    )
-                })?,
-        ),
-    };
+    let prefix = prefix.map(|p| parse_prefix(setting, p, 128)).transpose()?;
     Ok((address, prefix))
+}
+
+/// The prefix length after an address's '/': 1 to `max`.
+fn parse_prefix(setting: &Setting, text: &str, max: u8) -> Result<u8, RequestError> {
+    text.parse::<u8>()
+        .ok()
+        .filter(|p| (1..=max).contains(p))
+        .ok_or_else(|| {
+            invalid(
+                setting,
+                format!("expected a prefix length from 1 to {max} after the '/'"),
+            )
+        })
 }
 
 /// An address given for a network: alone, or in CIDR form (whose prefix
@@ -994,20 +994,7 @@ fn parse_network_address(
             "expected an IPv4 address like 192.0.2.10 (or in CIDR form with the network's prefix)",
         )
     })?;
-    let prefix = match prefix {
-        None => None,
-        Some(p) => Some(
-            p.parse::<u8>()
-                .ok()
-                .filter(|p| (1..=30).contains(p))
-                .ok_or_else(|| {
-                    invalid(
-                        setting,
-                        "expected a prefix length from 1 to 30 after the '/'",
-                    )
-                })?,
-        ),
-    };
+    let prefix = prefix.map(|p| parse_prefix(setting, p, 30)).transpose()?;
     Ok((address, prefix))
 }
 

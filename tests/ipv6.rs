@@ -694,28 +694,38 @@ fn slaac_address_from_the_router_stable_across_restart_and_static_networks_take_
     );
 }
 
-#[test]
-fn slaac_without_a_router_fails_within_the_wait_and_leaves_nothing() {
+/// A network whose IPv6 address never comes: the hook fails within the
+/// configured wait, naming the cause, and leaves no record and no key.
+fn fails_in_bounded_time_leaving_nothing(setting: &str, mode: &str, expected: &str) {
     let lab = Lab::new(&["hA"]);
     let config = lab.config_path("hA");
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[ipv6]\nslaac_wait = \"2s\"\n");
+    text.push_str(setting);
     std::fs::write(&config, text).unwrap();
-    lab.create_lan("hA", &["--ipv6", "slaac"]);
+    lab.create_lan("hA", &["--ipv6", mode]);
     let id = lab.id("nr");
     let bundle = lab.bundle("hA", &id, &["NETWORK=lan"], &[]);
     let started = std::time::Instant::now();
     let error = lab.start("hA", &id, &bundle).unwrap_err();
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    assert!(
-        error.contains("no IPv6 address from a router advertisement on eth0 within 2s"),
-        "{error}"
-    );
+    assert!(error.contains(expected), "{error}");
     assert!(lab.records("hA").is_empty());
+    // Nothing left in the host's namespace either (the container's went
+    // with it).
+    assert_eq!(lab.links("hA").len(), 2, "{:?}", lab.links("hA"));
     assert!(
         !lab.store_keys("hA").iter().any(|k| k.contains("/ipam/")),
         "{:?}",
         lab.store_keys("hA")
+    );
+}
+
+#[test]
+fn slaac_without_a_router_fails_within_the_wait_and_leaves_nothing() {
+    fails_in_bounded_time_leaving_nothing(
+        "[ipv6]\nslaac_wait = \"2s\"\n",
+        "slaac",
+        "no IPv6 address from a router advertisement on eth0 within 2s",
     );
 }
 
@@ -730,22 +740,6 @@ fn dhcpv6_server(lab: &Lab) -> common::dhcp_server::Dnsmasq {
             "--enable-ra",
         ],
     )
-}
-
-/// Moves attachment `id`'s DHCPv6 renewal time to now, as if T1 had come:
-/// the daemon renews within its next round.
-fn renew_now(lab: &Lab, id: &str) {
-    let path = lab.dir.path().join("state-hA.db");
-    let store = macvlan_runc::store::SqliteStore::open(&path).unwrap();
-    let keys = macvlan_runc::store::Keys::new("/macvlan");
-    macvlan_runc::ipam::update_flat(&store, &keys, id, |r| {
-        if let Some(lease) = r.lease6.as_mut() {
-            lease.renew_at = macvlan_runc::record::now();
-        }
-        true
-    })
-    .unwrap()
-    .expect("the record");
 }
 
 #[test]
@@ -803,7 +797,7 @@ fn dhcpv6_lease_renewed_by_the_daemon_released_at_stop_and_kept_across_restarts(
     );
 
     // The daemon renews at T1, and the server sees the renewal.
-    renew_now(&lab, &id);
+    lab.renew_now("hA", &id);
     common::wait_for(
         std::time::Duration::from_secs(10),
         "the daemon renews the DHCPv6 lease",
@@ -820,7 +814,7 @@ fn dhcpv6_lease_renewed_by_the_daemon_released_at_stop_and_kept_across_restarts(
         || lab.daemon_pid("hA").is_some_and(|p| p != pid),
     );
     let renewals = lab.log("hA").matches("event=dhcp6-renew").count();
-    renew_now(&lab, &id);
+    lab.renew_now("hA", &id);
     common::wait_for(
         std::time::Duration::from_secs(10),
         "the new daemon renews",
@@ -853,30 +847,11 @@ fn dhcpv6_lease_renewed_by_the_daemon_released_at_stop_and_kept_across_restarts(
 
 #[test]
 fn dhcpv6_without_a_server_fails_within_the_timeout_and_leaves_nothing() {
-    let lab = Lab::new(&["hA"]);
-    let config = lab.config_path("hA");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[dhcp]\ntimeout = \"2s\"\n");
-    std::fs::write(&config, text).unwrap();
-    lab.create_lan("hA", &["--ipv6", "dhcpv6"]);
-    let id = lab.id("ns");
-    let bundle = lab.bundle("hA", &id, &["NETWORK=lan"], &[]);
-    let started = std::time::Instant::now();
-    let error = lab.start("hA", &id, &bundle).unwrap_err();
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    assert!(
-        error.contains("get an IPv6 address by DHCPv6 on eth0: no DHCPv6 server answered within"),
-        "{error}"
+    fails_in_bounded_time_leaving_nothing(
+        "[dhcp]\ntimeout = \"2s\"\n",
+        "dhcpv6",
+        "get an IPv6 address by DHCPv6 on eth0: no DHCPv6 server answered within",
     );
-    assert!(lab.records("hA").is_empty());
-    assert!(
-        !lab.store_keys("hA").iter().any(|k| k.contains("/ipam/")),
-        "{:?}",
-        lab.store_keys("hA")
-    );
-    // Nothing left in the host's namespace either (the container's went
-    // with it).
-    assert_eq!(lab.links("hA").len(), 2, "{:?}", lab.links("hA"));
 }
 
 /// The DNS responder, killed on drop.

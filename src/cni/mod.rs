@@ -50,7 +50,6 @@ pub const SUPPORTED: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 /// The spec's well-known error codes, and ours (100 and up).
 pub mod code {
     pub const INCOMPATIBLE_VERSION: u32 = 1;
-    pub const UNSUPPORTED_FIELD: u32 = 2;
     pub const UNKNOWN_CONTAINER: u32 = 3;
     pub const INVALID_ENVIRONMENT: u32 = 4;
     pub const IO_FAILURE: u32 = 5;
@@ -141,6 +140,12 @@ pub struct ValidAttachment {
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
+}
+
+/// A store that did not answer (or kept changing): the runtime may try
+/// again later.
+fn busy(e: impl std::fmt::Display) -> CniError {
+    CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}"))
 }
 
 /// The runtime's environment for one invocation.
@@ -462,12 +467,8 @@ fn add(ctx: &Context, env: &Env, conf: &NetConf) -> Result<String, CniError> {
     }
     let name = network_name(conf)?;
     let id = record_id(&container_id, &ifname);
-    let store = ctx
-        .store()
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
-    if let Some(existing) = ipam::load_flat(store, &ctx.keys, &id)
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?
-    {
+    let store = ctx.store().map_err(busy)?;
+    if let Some(existing) = ipam::load_flat(store, &ctx.keys, &id).map_err(busy)? {
         if existing.cni.as_ref().is_some_and(|c| c.netns == netns)
             && crate::gc::container_exists(&ctx.config.gc, &id, &existing)
         {
@@ -537,7 +538,7 @@ fn add(ctx: &Context, env: &Env, conf: &NetConf) -> Result<String, CniError> {
         .next()
         .ok_or_else(|| CniError::new(code::SETUP_FAILED, "the attach returned no interface"))?;
     let record = ipam::load_flat(store, &ctx.keys, &id)
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?
+        .map_err(busy)?
         .ok_or_else(|| CniError::new(code::SETUP_FAILED, format!("the record of {id} vanished")))?;
     Ok(render(
         &conf.cni_version,
@@ -557,11 +558,8 @@ fn del(ctx: &Context, env: &Env, _conf: &NetConf) -> Result<(), CniError> {
     let ifname = env.required(&env.ifname, "CNI_IFNAME")?;
     let id = record_id(&container_id, &ifname);
     let netns = env.netns.as_ref().map(PathBuf::from).filter(|p| p.exists());
-    let store = ctx
-        .store()
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
-    crate::discovery::withdraw(store, &ctx.keys, &id)
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
+    let store = ctx.store().map_err(busy)?;
+    crate::discovery::withdraw(store, &ctx.keys, &id).map_err(busy)?;
     net::detach_one(ctx, &id, netns).map_err(|e| {
         CniError::new(
             code::TRY_AGAIN_LATER,
@@ -578,11 +576,9 @@ fn check(ctx: &Context, env: &Env, conf: &NetConf) -> Result<(), CniError> {
     let netns = env.required(&env.netns, "CNI_NETNS")?;
     let ifname = env.required(&env.ifname, "CNI_IFNAME")?;
     let id = record_id(&container_id, &ifname);
-    let store = ctx
-        .store()
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
+    let store = ctx.store().map_err(busy)?;
     let record = ipam::load_flat(store, &ctx.keys, &id)
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?
+        .map_err(busy)?
         .ok_or_else(|| {
             CniError::new(
                 code::UNKNOWN_CONTAINER,
@@ -659,11 +655,8 @@ fn gc(ctx: &Context, conf: &NetConf) -> Result<(), CniError> {
         .flatten()
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
-    let store = ctx
-        .store()
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
-    let records = ipam::list_records(store, &ctx.keys)
-        .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("{e:#}")))?;
+    let store = ctx.store().map_err(busy)?;
+    let records = ipam::list_records(store, &ctx.keys).map_err(busy)?;
     let mut failures = Vec::new();
     for (id, _, text) in records {
         let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {

@@ -177,7 +177,11 @@ impl Driver for FlatDriver<'_> {
         let networks = check_adhoc_parent(ctx, host, &parent)?;
         let address = self.flat.address.address;
         let reserved = host_addresses(host, &parent)?;
-        let reserved6 = host_addresses6(host, &parent)?;
+        // One more netlink dump, only where an IPv6 address is asked for.
+        let reserved6 = match self.flat.address6 {
+            Some(_) => host_addresses6(host, &parent)?,
+            None => Vec::new(),
+        };
         if let Some(address6) = self.flat.address6 {
             if reserved6.contains(&address6.address) {
                 anyhow::bail!(

@@ -53,7 +53,11 @@ impl Driver for NamedDriver<'_> {
         let parent = find_parent(host, &network.parent)
             .with_context(|| format!("network {name}'s parent"))?;
         let reserved = host_addresses(host, &parent)?;
-        let reserved6 = host_addresses6(host, &parent)?;
+        // One more netlink dump, only where the store hands out IPv6 addresses.
+        let reserved6 = match network.ipv6 {
+            Ipv6Mode::Static => host_addresses6(host, &parent)?,
+            _ => Vec::new(),
+        };
         if let Some((address, prefix)) = self.named.address6 {
             let shown = match prefix {
                 Some(p) => format!("{address}/{p}"),

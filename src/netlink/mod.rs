@@ -210,8 +210,6 @@ pub struct Ipv6Address {
     pub prefix: u8,
     /// Not tentative (Duplicate Address Detection done) and not failed.
     pub usable: bool,
-    /// Made by the kernel (SLAAC, with lifetimes), not added permanently.
-    pub dynamic: bool,
 }
 
 pub struct Netlink {
@@ -677,7 +675,6 @@ impl Netlink {
                             usable: !flags.contains(AddressFlags::Dadfailed)
                                 && (!flags.contains(AddressFlags::Tentative)
                                     || flags.contains(AddressFlags::Optimistic)),
-                            dynamic: !flags.contains(AddressFlags::Permanent),
                         }),
                         _ => None,
                     })

@@ -590,6 +590,26 @@ impl Lab {
         }
     }
 
+    /// Moves attachment `id`'s lease renewals (DHCPv4 and DHCPv6) on
+    /// `host` to now, as if T1 had come: its daemon renews within a round.
+    pub fn renew_now(&self, host: &str, id: &str) {
+        let path = self.dir.path().join(format!("state-{host}.db"));
+        let store = macvlan_runc::store::SqliteStore::open(&path).unwrap();
+        let keys = macvlan_runc::store::Keys::new("/macvlan");
+        let now = macvlan_runc::record::now();
+        macvlan_runc::ipam::update_flat(&store, &keys, id, |r| {
+            if let Some(lease) = r.lease.as_mut() {
+                lease.renew_at = now;
+            }
+            if let Some(lease) = r.lease6.as_mut() {
+                lease.renew_at = now;
+            }
+            true
+        })
+        .unwrap()
+        .expect("the record");
+    }
+
     /// Gives lab host `host` its own address (CIDR) on its uplink, the
     /// parent of its containers.
     pub fn add_host_address(&self, host: &str, cidr: &str) {
