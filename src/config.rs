@@ -221,6 +221,11 @@ pub struct DhcpConfig {
     pub probe_wait: std::time::Duration,
     /// Which client gets and keeps the lease.
     pub client: DhcpClient,
+    /// Leases shorter than this are refused (a server on the LAN is not
+    /// trusted to keep a container renewing every second).
+    pub min_lease: std::time::Duration,
+    /// The subnet-mask prefix lengths a lease may have.
+    pub prefix_lengths: std::ops::RangeInclusive<u8>,
 }
 
 /// The DHCP client of DHCP networks.
@@ -239,6 +244,8 @@ impl Default for DhcpConfig {
             timeout: std::time::Duration::from_secs(10),
             probe_wait: std::time::Duration::from_millis(200),
             client: DhcpClient::Builtin,
+            min_lease: std::time::Duration::from_secs(60),
+            prefix_lengths: 8..=30,
         }
     }
 }
@@ -335,6 +342,8 @@ struct RawDhcp {
     probe_wait: Option<String>,
     client: Option<String>,
     udhcpc: Option<String>,
+    min_lease: Option<String>,
+    prefix_lengths: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -620,6 +629,22 @@ impl Config {
             if let Some(wait) = dhcp.probe_wait {
                 config.dhcp.probe_wait = parse_duration("dhcp.probe_wait", &wait, "200ms")?;
             }
+            if let Some(min) = dhcp.min_lease {
+                let min = parse_duration("dhcp.min_lease", &min, "60s")?;
+                if min < std::time::Duration::from_secs(1) || min.as_secs() > u64::from(u32::MAX) {
+                    return Err(format!(
+                        "dhcp.min_lease {:?}: expected from 1s to 136y",
+                        humantime::format_duration(min).to_string()
+                    ));
+                }
+                config.dhcp.min_lease = min;
+            }
+            if let Some(lengths) = dhcp.prefix_lengths {
+                config.dhcp.prefix_lengths = crate::dhcp::rules::parse_prefixes(&lengths)
+                    .ok_or_else(|| {
+                        format!("dhcp.prefix_lengths {lengths:?}: expected LOW-HIGH with 1 <= LOW <= HIGH <= 32, like \"8-30\"")
+                    })?;
+            }
             let udhcpc = dhcp.udhcpc.unwrap_or_else(|| "/bin/busybox".into());
             if !udhcpc.starts_with('/') {
                 return Err(format!("dhcp.udhcpc {udhcpc:?}: expected an absolute path"));
@@ -747,5 +772,12 @@ mod tests {
         assert!(Config::parse("store = \"etcd://a:1,b:x\"").is_err());
         assert!(Config::parse("[etcd]\ncert = \"/c\"").is_err());
         assert!(Config::parse("[etcd]\npassword = \"p\"").is_err());
+        assert!(Config::parse("[dhcp]\nmin_lease = \"0s\"").is_err());
+        let error = Config::parse("[dhcp]\nprefix_lengths = \"30-8\"").unwrap_err();
+        assert!(error.contains("dhcp.prefix_lengths \"30-8\""), "{error}");
+        let config =
+            Config::parse("[dhcp]\nmin_lease = \"2m\"\nprefix_lengths = \"16-24\"").unwrap();
+        assert_eq!(config.dhcp.min_lease, std::time::Duration::from_secs(120));
+        assert_eq!(config.dhcp.prefix_lengths, 16..=24);
     }
 }

@@ -149,6 +149,11 @@ pub enum Command {
         /// Forward other names to this server (default: refuse them).
         #[arg(long)]
         forward: Option<std::net::SocketAddr>,
+        /// Forward only for clients in this prefix (repeatable, IPv4 or
+        /// IPv6); others get REFUSED for names outside the zone. Default:
+        /// the subnets of the networks in the store, and loopback.
+        #[arg(long = "forward-clients", value_name = "PREFIX")]
+        forward_clients: Vec<String>,
     },
 }
 
@@ -410,8 +415,19 @@ pub fn run(cli: Cli) -> Result<()> {
             listen,
             domain,
             forward,
+            forward_clients,
         } => {
             let ctx = net::Context::new(config, logger)?;
+            let forward_clients = if forward_clients.is_empty() {
+                discovery::dns::ForwardClients::Served
+            } else {
+                discovery::dns::ForwardClients::Listed(
+                    forward_clients
+                        .iter()
+                        .map(|p| discovery::dns::Prefix::parse(p))
+                        .collect::<Result<_>>()?,
+                )
+            };
             let options = discovery::dns::DnsOptions {
                 listen,
                 domain: discovery::dns::DnsOptions::parse_domain(&domain)?,
@@ -419,6 +435,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Some(upstream) => discovery::dns::Others::Forward(upstream),
                     None => discovery::dns::Others::Refuse,
                 },
+                forward_clients,
             };
             discovery::dns::serve(&ctx, &options)
         }

@@ -524,6 +524,11 @@ fn add(ctx: &Context, env: &Env, conf: &NetConf) -> Result<String, CniError> {
         container_id: id.clone(),
         pid: None,
         netns: PathBuf::from(&netns),
+        hostname: env
+            .args
+            .iter()
+            .find(|(k, _)| k == "K8S_POD_NAME")
+            .map(|(_, v)| v.clone()),
     };
     let attached = net::attach(ctx, &request, &target).map_err(|e| {
         ctx.logger.log(

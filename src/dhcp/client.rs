@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::packet::{self, ClientIdentity, Reply, ReplyKind};
+use super::rules::{self, LeaseRules, Refusal};
 use super::wire;
 
 /// The first retransmission comes after this long, doubling after that
@@ -22,6 +23,8 @@ pub enum ClientError {
     NoAck { address: Ipv4Addr, within: String },
     #[error("every address offered was in use on the wire and declined: {0}")]
     AllDeclined(String),
+    #[error("no acceptable DHCP offer within {within}; refused {refused}")]
+    Refused { within: String, refused: String },
     #[error(transparent)]
     Io(#[from] anyhow::Error),
 }
@@ -32,6 +35,15 @@ pub struct Story {
     pub discovers: u32,
     pub declined: Vec<Ipv4Addr>,
     pub naks: u32,
+    /// Replies that failed the lease rules (each once).
+    pub refused: Vec<Refusal>,
+}
+
+/// Keeps `refusal` unless an equal one is kept already (servers retransmit).
+fn note(refused: &mut Vec<Refusal>, refusal: Refusal) {
+    if !refused.contains(&refusal) {
+        refused.push(refusal);
+    }
 }
 
 pub fn random_xid() -> u32 {
@@ -64,7 +76,7 @@ impl Exchange<'_> {
         to: Ipv4Addr,
         payload: &[u8],
         deadline: Instant,
-        accept: impl Fn(&Reply) -> bool,
+        mut accept: impl FnMut(&Reply) -> bool,
     ) -> Result<Option<Reply>> {
         let mut pause = FIRST_RETRANSMIT;
         let mut buffer = vec![0u8; 1500];
@@ -92,10 +104,13 @@ fn describe(duration: Duration) -> String {
 /// Gets a lease from the INIT state: DISCOVER (asking for `previous`),
 /// REQUEST the offer, and before taking the acknowledged address ask the
 /// wire whether anyone has it (`in_use`); an address in use is declined
-/// and the exchange starts again. Gives up at `deadline`.
+/// and the exchange starts again. Offers and acknowledgements that fail
+/// `rules` are ignored (and kept in the story). Gives up at `deadline`.
+#[allow(clippy::too_many_arguments)]
 pub fn acquire(
     socket: &UdpSocket,
     identity: &ClientIdentity,
+    rules: &LeaseRules,
     previous: Option<Ipv4Addr>,
     started: Instant,
     deadline: Instant,
@@ -113,13 +128,29 @@ pub fn acquire(
             identity,
             sent: 0,
         };
+        let refused = &mut story.refused;
         let offer = discovering.transact(xid, Ipv4Addr::BROADCAST, &discover, deadline, |r| {
-            r.kind == ReplyKind::Offer && !declined.contains(&r.address)
+            if r.kind != ReplyKind::Offer || declined.contains(&r.address) {
+                return false;
+            }
+            match rules.check(r) {
+                Ok(()) => true,
+                Err(refusal) => {
+                    note(refused, refusal);
+                    false
+                }
+            }
         })?;
         story.discovers += discovering.sent;
         let Some(offer) = offer else {
             if !story.declined.is_empty() {
                 return Err(ClientError::AllDeclined(join(&story.declined)));
+            }
+            if !story.refused.is_empty() {
+                return Err(ClientError::Refused {
+                    within,
+                    refused: join_refused(&story.refused),
+                });
             }
             return Err(ClientError::NoOffer {
                 within,
@@ -132,10 +163,31 @@ pub fn acquire(
             identity,
             sent: 0,
         };
+        // Only the chosen server may acknowledge or refuse the request.
+        let refused = &mut story.refused;
         let answer = requesting.transact(xid, Ipv4Addr::BROADCAST, &request, deadline, |r| {
-            r.kind == ReplyKind::Nak || (r.kind == ReplyKind::Ack && r.address == offer.address)
+            if r.server != offer.server {
+                return false;
+            }
+            match r.kind {
+                ReplyKind::Nak => true,
+                ReplyKind::Ack if r.address == offer.address => match rules.check(r) {
+                    Ok(()) => true,
+                    Err(refusal) => {
+                        note(refused, refusal);
+                        false
+                    }
+                },
+                _ => false,
+            }
         })?;
-        let Some(ack) = answer else {
+        let Some(mut ack) = answer else {
+            if !story.refused.is_empty() {
+                return Err(ClientError::Refused {
+                    within,
+                    refused: join_refused(&story.refused),
+                });
+            }
             return Err(ClientError::NoAck {
                 address: offer.address,
                 within,
@@ -151,8 +203,17 @@ pub fn acquire(
             story.declined.push(ack.address);
             continue;
         }
+        rules::order_timers(&mut ack);
         return Ok((ack, story));
     }
+}
+
+fn join_refused(refused: &[Refusal]) -> String {
+    refused
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn join(addresses: &[Ipv4Addr]) -> String {
@@ -164,24 +225,47 @@ fn join(addresses: &[Ipv4Addr]) -> String {
 }
 
 /// Asks to extend the lease on `address`: to its server (RENEWING, after
-/// T1) or to everyone (REBINDING, after T2). `None`: no answer by `until`.
+/// T1) or to everyone (REBINDING, after T2). While renewing only the
+/// leasing server (`from`) is heard; an ACK must be for `address` and pass
+/// `rules` (refusals go to `refused`). `None`: no acceptable answer by `until`.
+#[allow(clippy::too_many_arguments)]
 pub fn renew(
     socket: &UdpSocket,
     identity: &ClientIdentity,
+    rules: &LeaseRules,
     address: Ipv4Addr,
     to: Ipv4Addr,
+    from: Option<Ipv4Addr>,
     until: Instant,
+    refused: &mut Vec<Refusal>,
 ) -> Result<Option<Reply>> {
     let xid = random_xid();
     let request = packet::request_renewal(xid, identity, address);
-    Exchange {
+    let reply = Exchange {
         socket,
         identity,
         sent: 0,
     }
     .transact(xid, to, &request, until, |r| {
-        r.kind == ReplyKind::Nak || r.kind == ReplyKind::Ack
-    })
+        if from.is_some_and(|server| r.server != server) {
+            return false;
+        }
+        match r.kind {
+            ReplyKind::Nak => true,
+            ReplyKind::Ack if r.address == address => match rules.check(r) {
+                Ok(()) => true,
+                Err(refusal) => {
+                    note(refused, refusal);
+                    false
+                }
+            },
+            _ => false,
+        }
+    })?;
+    Ok(reply.map(|mut reply| {
+        rules::order_timers(&mut reply);
+        reply
+    }))
 }
 
 /// Gives `address` back to `server`, from inside the container's

@@ -144,9 +144,8 @@ fn lease_from_environment(now: u64) -> Result<DhcpLease> {
             .map(|m| u32::from(m).leading_ones() as u8)
             .unwrap_or(24),
     };
-    let lease_time: u32 = variable("lease")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(3600);
+    // No lease time: 0, which the lease rules refuse.
+    let lease_time: u32 = variable("lease").and_then(|l| l.parse().ok()).unwrap_or(0);
     let addresses = |name: &str| -> Vec<std::net::Ipv4Addr> {
         variable(name)
             .unwrap_or_default()
@@ -171,6 +170,34 @@ fn lease_from_environment(now: u64) -> Result<DhcpLease> {
     })
 }
 
+/// Holds udhcpc's lease to the same rules as the built-in client's (this
+/// runs in the container's namespace: the host's addresses are not in view).
+fn check_rules(ctx: &Context, record: &crate::record::FlatRecord, lease: &DhcpLease) -> Result<()> {
+    let cidr = lease.cidr()?;
+    let network = match &record.network {
+        Some(name) => Some(crate::network::load(ctx.store()?, &ctx.keys, name)?),
+        None => None,
+    };
+    let rules = super::rules::LeaseRules::new(&ctx.config, network.as_ref(), &[]);
+    let reply = super::packet::Reply {
+        kind: super::packet::ReplyKind::Ack,
+        address: cidr.address,
+        server: lease.server,
+        prefix: cidr.prefix,
+        mask: variable("subnet").and_then(|s| s.parse().ok()),
+        router: lease.router,
+        dns: Vec::new(),
+        domain: None,
+        lease_time: lease.lease_time,
+        renewal: 0,
+        rebinding: 0,
+        message: None,
+    };
+    rules
+        .check(&reply)
+        .map_err(|refusal| anyhow::anyhow!("refused the lease {refusal}"))
+}
+
 fn apply(ctx: &Context, container_id: &str, event: &str) -> Result<()> {
     let ifname = variable("interface").context("udhcpc gave no interface")?;
     let mut netlink = Netlink::open().context("open netlink socket")?;
@@ -184,6 +211,7 @@ fn apply(ctx: &Context, container_id: &str, event: &str) -> Result<()> {
         "bound" | "renew" => {
             let now = now();
             let lease = lease_from_environment(now)?;
+            check_rules(ctx, &record, &lease)?;
             if let Some(old) = record.lease.as_ref().filter(|l| l.address != lease.address) {
                 let old = old.cidr()?;
                 let _ = netlink.delete_ipv4_address(link.index, old.address, old.prefix);

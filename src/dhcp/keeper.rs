@@ -12,6 +12,7 @@ use anyhow::{anyhow, Context as _, Result};
 
 use super::client;
 use super::packet::ReplyKind;
+use super::rules::{LeaseRules, Refusal};
 use super::wire;
 use crate::ipam;
 use crate::log::Level;
@@ -44,6 +45,41 @@ fn container_netns(record: &FlatRecord) -> Option<File> {
     let file = File::open(path).ok()?;
     let inode = file.metadata().ok()?.ino();
     (Some(inode) == record.netns_inode).then_some(file)
+}
+
+/// The lease rules of a record's attachment: its network's subnet (or the
+/// ad-hoc policy) and this host's addresses on its parent.
+fn rules_for(ctx: &Context, record: &FlatRecord) -> LeaseRules {
+    let network = record
+        .network
+        .as_deref()
+        .and_then(|name| crate::network::load(ctx.store().ok()?, &ctx.keys, name).ok());
+    let reserved = Netlink::open()
+        .and_then(|mut host| {
+            let Some(parent) = host.link_by_name(&record.host_interface)? else {
+                return Ok(Vec::new());
+            };
+            host.ipv4_addresses(parent.index)
+        })
+        .unwrap_or_default();
+    LeaseRules::new(&ctx.config, network.as_ref(), &reserved)
+}
+
+/// Logs each reply the rules refused (one line each).
+pub(crate) fn log_refused(ctx: &Context, id: &str, refused: &[Refusal]) {
+    for refusal in refused {
+        ctx.logger.log(
+            Level::Info,
+            "dhcp-refused",
+            &[
+                ("container", id),
+                ("address", &refusal.address.to_string()),
+                ("server", &refusal.server.to_string()),
+                ("field", refusal.field),
+                ("reason", &refusal.reason),
+            ],
+        );
+    }
 }
 
 impl Keeper {
@@ -175,12 +211,36 @@ impl Keeper {
             }
         };
         let address = lease.cidr()?.address;
-        let (state, to, stage_end) = if now >= lease.rebind_at {
-            ("rebinding", std::net::Ipv4Addr::BROADCAST, lease.expires_at)
+        // RENEWING hears only the leasing server; REBINDING any (RFC 2131
+        // §4.4.5), its ACK still held to the rules.
+        let (state, to, from, stage_end) = if now >= lease.rebind_at {
+            (
+                "rebinding",
+                std::net::Ipv4Addr::BROADCAST,
+                None,
+                lease.expires_at,
+            )
         } else {
-            ("renewing", lease.server, lease.rebind_at)
+            (
+                "renewing",
+                lease.server,
+                Some(lease.server),
+                lease.rebind_at,
+            )
         };
-        let reply = client::renew(&socket, &identity, address, to, Instant::now() + RENEW_WAIT)?;
+        let rules = rules_for(ctx, record);
+        let mut refused = Vec::new();
+        let reply = client::renew(
+            &socket,
+            &identity,
+            &rules,
+            address,
+            to,
+            from,
+            Instant::now() + RENEW_WAIT,
+            &mut refused,
+        )?;
+        log_refused(ctx, id, &refused);
         match reply {
             Some(ack) if ack.kind == ReplyKind::Ack && ack.address == address => {
                 let renewed = super::lease_from(&ack, now);
@@ -261,9 +321,11 @@ impl Keeper {
         let started = Instant::now();
         let wait = ctx.config.dhcp.probe_wait;
         let mac = identity.mac;
-        let (reply, _) = client::acquire(
+        let rules = rules_for(ctx, record);
+        let (reply, story) = client::acquire(
             socket,
             identity,
+            &rules,
             super::previous_address(record),
             started,
             started + ctx.config.dhcp.timeout,
@@ -275,6 +337,7 @@ impl Keeper {
             },
         )
         .map_err(|e| anyhow!(e))?;
+        log_refused(ctx, id, &story.refused);
         let now = now();
         let lease = super::lease_from(&reply, now);
         super::configure(&mut container, link.index, &lease, now, id)?;

@@ -6,6 +6,7 @@ pub mod client6;
 pub mod external;
 pub mod keeper;
 pub mod packet;
+pub mod rules;
 pub mod v6;
 pub mod wire;
 pub mod wire6;
@@ -315,6 +316,7 @@ mod tests {
             address: Ipv4Addr::new(198, 18, 0, 50),
             server: Ipv4Addr::new(198, 18, 0, 1),
             prefix: 24,
+            mask: None,
             router: None,
             dns: vec![],
             domain: None,

@@ -187,9 +187,12 @@ pub struct Reply {
     pub address: Ipv4Addr,
     pub server: Ipv4Addr,
     pub prefix: u8,
+    /// Option 1 as sent (`None`: absent, and `prefix` is the classful one).
+    pub mask: Option<Ipv4Addr>,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub domain: Option<String>,
+    /// Option 51; 0 when the server sent none (refused by `rules`).
     pub lease_time: u32,
     pub renewal: u32,
     pub rebinding: u32,
@@ -225,9 +228,13 @@ pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
         Some(DhcpOption::ServerIdentifier(server)) => *server,
         _ => message.siaddr(),
     };
-    let prefix = match options.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(mask)) => u32::from(*mask).leading_ones() as u8,
-        _ => default_prefix(message.yiaddr()),
+    let mask = match options.get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(mask)) => Some(*mask),
+        _ => None,
+    };
+    let prefix = match mask {
+        Some(mask) => u32::from(mask).leading_ones() as u8,
+        None => default_prefix(message.yiaddr()),
     };
     let router = match options.get(OptionCode::Router) {
         Some(DhcpOption::Router(routers)) => routers.first().copied(),
@@ -263,6 +270,7 @@ pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
         address: message.yiaddr(),
         server,
         prefix,
+        mask,
         router,
         dns,
         domain,

@@ -3,7 +3,7 @@
 //! over UDP and TCP (RFC 7766); other names are forwarded or refused.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +33,103 @@ pub struct DnsOptions {
     /// The zone it answers for, e.g. `lab.` (stored lower case, fully qualified).
     pub domain: Name,
     pub others: Others,
+    /// Who may have other names forwarded (an open resolver on a LAN
+    /// address would serve anyone's queries, and amplify floods).
+    pub forward_clients: ForwardClients,
+}
+
+/// The clients whose queries for other names are forwarded; everyone else
+/// gets REFUSED for them (names in the zone are answered for all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardClients {
+    /// The subnets of the networks in the store (read again every
+    /// `CLIENTS_REFRESH`), and loopback.
+    Served,
+    /// These prefixes (`--forward-clients`), and loopback.
+    Listed(Vec<Prefix>),
+}
+
+/// An IPv4 or IPv6 prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    V4(crate::cidr::Ipv4Cidr),
+    V6(crate::cidr::Ipv6Cidr),
+}
+
+impl Prefix {
+    pub fn parse(text: &str) -> Result<Prefix> {
+        if let Ok(v4) = text.parse() {
+            return Ok(Prefix::V4(v4));
+        }
+        text.parse::<crate::cidr::Ipv6Cidr>()
+            .ok()
+            .map(Prefix::V6)
+            .with_context(|| {
+                format!("--forward-clients {text:?}: expected a prefix like 192.0.2.0/24 or 2001:db8::/64")
+            })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (Prefix::V4(p), IpAddr::V4(ip)) => p.contains(ip),
+            (Prefix::V6(p), IpAddr::V6(ip)) => p.contains(ip),
+            _ => false,
+        }
+    }
+}
+
+/// How often the served networks' subnets are read again.
+const CLIENTS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The forwarding allow-list as one thread sees it.
+struct Clients {
+    rule: ForwardClients,
+    prefixes: Vec<Prefix>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Clients {
+    fn new(rule: &ForwardClients) -> Clients {
+        Clients {
+            rule: rule.clone(),
+            prefixes: match rule {
+                ForwardClients::Listed(list) => list.clone(),
+                ForwardClients::Served => Vec::new(),
+            },
+            read_at: None,
+        }
+    }
+
+    /// Whether `peer` may have names outside the zone forwarded.
+    fn may_forward(&mut self, ctx: &Context, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        if peer.is_loopback() {
+            return true;
+        }
+        if self.rule == ForwardClients::Served
+            && self
+                .read_at
+                .is_none_or(|at| at.elapsed() >= CLIENTS_REFRESH)
+        {
+            // A store that cannot be read keeps the last list.
+            if let Ok(networks) = ctx
+                .store()
+                .and_then(|store| Ok(crate::network::list(store, &ctx.keys)?))
+            {
+                self.prefixes = networks
+                    .iter()
+                    .flat_map(|n| {
+                        n.subnet()
+                            .map(Prefix::V4)
+                            .into_iter()
+                            .chain(n.subnet6().map(Prefix::V6))
+                    })
+                    .collect();
+            }
+            self.read_at = Some(std::time::Instant::now());
+        }
+        self.prefixes.iter().any(|p| p.contains(peer))
+    }
 }
 
 impl DnsOptions {
@@ -346,8 +443,8 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
         std::thread::Builder::new()
             .name(format!("dns-tcp-{i}"))
             .spawn(move || loop {
-                if let Ok((stream, _)) = listener.accept() {
-                    serve_connection(&worker, &options, stream);
+                if let Ok((stream, peer)) = listener.accept() {
+                    serve_connection(&worker, &options, stream, peer.ip());
                 }
             })
             .context("start the DNS TCP threads")?;
@@ -360,7 +457,7 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
             ("domain", &options.domain.to_ascii()),
         ],
     );
-    let forwarding = matches!(options.others, Others::Forward(_));
+    let mut clients = Clients::new(&options.forward_clients);
     let forwarders = match options.others {
         Others::Refuse => None,
         Others::Forward(upstream) => Some(forwarding_pool(&socket, upstream)?),
@@ -376,6 +473,7 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
         let Ok(request) = Message::from_vec(packet) else {
             continue;
         };
+        let forwarding = forwarders.is_some() && clients.may_forward(ctx, peer.ip());
         let reply = answer(&request, &options.domain, forwarding, &Stored(ctx));
         match (reply, &forwarders) {
             (Reply::Answer(message), _) => {
@@ -397,10 +495,11 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
 
 /// One TCP connection: length-prefixed queries answered in turn until the
 /// client closes it, sends garbage, or stays idle for `TCP_IDLE`.
-fn serve_connection(ctx: &Context, options: &DnsOptions, mut stream: TcpStream) {
+fn serve_connection(ctx: &Context, options: &DnsOptions, mut stream: TcpStream, peer: IpAddr) {
     let _ = stream.set_read_timeout(Some(TCP_IDLE));
     let _ = stream.set_write_timeout(Some(TCP_IDLE));
-    let forwarding = matches!(options.others, Others::Forward(_));
+    let forwarding = matches!(options.others, Others::Forward(_))
+        && Clients::new(&options.forward_clients).may_forward(ctx, peer);
     loop {
         let mut length = [0u8; 2];
         if stream.read_exact(&mut length).is_err() {

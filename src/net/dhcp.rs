@@ -189,10 +189,11 @@ impl Driver for DhcpDriver<'_> {
         self.request
             .check_against_parent(&self.dhcp.parent, parent.mtu)?;
         let networks = super::flat::check_adhoc_parent(ctx, host, &parent)?;
+        let reserved = super::flat::host_addresses(host, &parent)?;
         Ok(HostFacts {
             parent,
             network: None,
-            reserved: Vec::new(),
+            reserved,
             reserved6: Vec::new(),
             networks,
         })
@@ -256,15 +257,19 @@ impl Driver for DhcpDriver<'_> {
         }
 
         let socket = wire::open_client(&sockets.netns, &ifname)?;
+        let hostname = target.hostname.clone();
         let identity = match request.ipvlan {
-            Some(_) => packet::ClientIdentity::shared_mac(mac, id, None),
-            None => packet::ClientIdentity::new(mac, None),
+            Some(_) => packet::ClientIdentity::shared_mac(mac, id, hostname),
+            None => packet::ClientIdentity::new(mac, hostname),
         };
         let config = &ctx.config.dhcp;
         let netns = &sockets.netns;
+        let rules =
+            dhcp::rules::LeaseRules::new(&ctx.config, facts.network.as_ref(), &facts.reserved);
         let (reply, story) = client::acquire(
             &socket,
             &identity,
+            &rules,
             previous.as_ref().and_then(dhcp::previous_address),
             started,
             started + config.timeout,
@@ -299,6 +304,7 @@ impl Driver for DhcpDriver<'_> {
                 ],
             );
         }
+        dhcp::keeper::log_refused(ctx, id, &story.refused);
         crate::failpoint::check("after-lease")?;
 
         let now = now();

@@ -100,6 +100,8 @@ pub struct Target {
     pub pid: Option<u32>,
     /// The namespace: `/proc/<pid>/ns/net`, or the runtime's (CNI_NETNS).
     pub netns: PathBuf,
+    /// The container's hostname (sent to DHCP servers as option 12).
+    pub hostname: Option<String>,
 }
 
 impl Target {
@@ -109,6 +111,7 @@ impl Target {
             container_id: container_id.to_string(),
             pid: Some(pid),
             netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
+            hostname: None,
         }
     }
 

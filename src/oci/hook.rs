@@ -118,7 +118,10 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
         .pid
         .context("the OCI state has no pid; createRuntime needs the container's init process")?;
     let ctx = net::Context::new(config, logger.clone())?;
-    let target = Target::process(&state.id, pid);
+    let target = Target {
+        hostname: bundle.hostname.clone(),
+        ..Target::process(&state.id, pid)
+    };
     net::attach(&ctx, &request, &target)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod etcd;
 pub mod guest;
 pub mod podman;
+pub mod rogue_dhcp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,428 @@
+//! Hostile input and faults, tried for real (issue 16): offers from a
+//! scripted DHCP server with every bad field.
+
+mod common;
+
+use std::time::Duration;
+
+use common::rogue_dhcp::{Offer, RogueDhcp};
+use common::{Lab, UPLINK};
+
+/// Appends `[dhcp]` settings to the lab host's config and sets policy lines.
+fn configure(lab: &Lab, host: &str, policy: &str, dhcp: &str) {
+    let path = lab.config_path(host);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        "allow_adhoc = true\n",
+        &format!("allow_adhoc = true\n{policy}"),
+    );
+    std::fs::write(&path, format!("{text}[dhcp]\n{dhcp}")).unwrap();
+}
+
+fn dhcp_bundle(lab: &Lab, id: &str, hostname: &str) -> std::path::PathBuf {
+    let bundle = lab.bundle("hA", id, &["TYPE=dhcp", "HOSTIF=lan0"], &[]);
+    let mut config = lab.read_config(&bundle);
+    config["hostname"] = serde_json::json!(hostname);
+    lab.write_config(&bundle, &config);
+    bundle
+}
+
+#[test]
+fn hostile_dhcp_offers_are_refused_by_field_and_leave_nothing() {
+    let lab = Lab::new(&["hA"]);
+    configure(
+        &lab,
+        "hA",
+        "allowed_subnets = [\"192.0.2.0/24\"]\n",
+        "timeout = \"2s\"\nprobe_wait = \"0s\"\nmin_lease = \"5s\"\n",
+    );
+    lab.add_host_address("hA", "192.0.2.250/24");
+    let server = RogueDhcp::start(&lab, Offer::sound("192.0.2.77"));
+    let mask = |m: &str| Some(m.parse().unwrap());
+    let cases: Vec<(&str, Offer, &str)> = vec![
+        (
+            "zero",
+            Offer {
+                router: None,
+                ..Offer::sound("0.0.0.0")
+            },
+            "yiaddr (the leased address): the unspecified address",
+        ),
+        (
+            "bcast",
+            Offer {
+                router: None,
+                ..Offer::sound("255.255.255.255")
+            },
+            "the limited broadcast address",
+        ),
+        (
+            "loop",
+            Offer {
+                router: None,
+                ..Offer::sound("127.0.0.5")
+            },
+            "a loopback address",
+        ),
+        (
+            "mcast",
+            Offer {
+                router: None,
+                ..Offer::sound("224.0.0.5")
+            },
+            "a multicast address",
+        ),
+        (
+            "net",
+            Offer::sound("192.0.2.0"),
+            "the network address of 192.0.2.0/24",
+        ),
+        (
+            "sbcast",
+            Offer::sound("192.0.2.255"),
+            "the broadcast address of 192.0.2.0/24",
+        ),
+        (
+            "router",
+            Offer::sound("192.0.2.1"),
+            "the router's own address",
+        ),
+        (
+            "own",
+            Offer::sound("192.0.2.250"),
+            "an address of this host on the parent interface",
+        ),
+        (
+            "holes",
+            Offer {
+                mask: mask("255.0.255.0"),
+                ..Offer::sound("192.0.2.78")
+            },
+            "option 1 (subnet mask): 255.0.255.0 is not contiguous",
+        ),
+        (
+            "p31",
+            Offer {
+                mask: mask("255.255.255.254"),
+                ..Offer::sound("192.0.2.78")
+            },
+            "option 1 (subnet mask): /31 is outside the accepted prefix lengths /8–/30",
+        ),
+        (
+            "p4",
+            Offer {
+                mask: mask("240.0.0.0"),
+                router: None,
+                ..Offer::sound("192.0.2.78")
+            },
+            "/4 is outside the accepted prefix lengths",
+        ),
+        (
+            "far",
+            Offer {
+                router: Some("198.51.100.1".parse().unwrap()),
+                ..Offer::sound("192.0.2.78")
+            },
+            "option 3 (router): 198.51.100.1 is not a host of the leased subnet 192.0.2.0/24",
+        ),
+        (
+            "nolease",
+            Offer {
+                lease_time: None,
+                ..Offer::sound("192.0.2.78")
+            },
+            "option 51 (lease time): missing or zero",
+        ),
+        (
+            "short",
+            Offer {
+                lease_time: Some(2),
+                ..Offer::sound("192.0.2.78")
+            },
+            "option 51 (lease time): 2 s is shorter than the minimum 5 s",
+        ),
+        (
+            "other",
+            Offer {
+                router: Some("198.51.100.1".parse().unwrap()),
+                ..Offer::sound("198.51.100.7")
+            },
+            "outside the allowed subnets 192.0.2.0/24",
+        ),
+    ];
+    for (tag, offer, expected) in cases {
+        server.set(offer);
+        let id = lab.id(tag);
+        let bundle = dhcp_bundle(&lab, &id, "rogue-test");
+        let error = lab.start("hA", &id, &bundle).unwrap_err();
+        assert!(
+            error.contains(&format!("container {id}"))
+                && error.contains("no acceptable DHCP offer within 2s")
+                && error.contains(expected),
+            "{tag}: {error}"
+        );
+        assert_eq!(lab.links("hA"), ["lo", UPLINK], "{tag}");
+        assert!(
+            lab.store_keys("hA").is_empty(),
+            "{tag}: {:?}",
+            lab.store_keys("hA")
+        );
+    }
+    // Each failed start is one log line carrying the refusal.
+    assert!(
+        lab.log("hA")
+            .lines()
+            .any(|l| l.contains("level=error event=hook")
+                && l.contains("option 51 (lease time): missing or zero")),
+        "{}",
+        lab.log("hA")
+    );
+
+    // A sound offer is taken, and the container's hostname went with it.
+    server.set(Offer {
+        lease_time: Some(30),
+        ..Offer::sound("192.0.2.77")
+    });
+    let id = lab.id("good");
+    let bundle = dhcp_bundle(&lab, &id, "rogue-test");
+    lab.start("hA", &id, &bundle).unwrap();
+    let interfaces = lab.container_interfaces("hA", &id);
+    assert_eq!(interfaces[0].2, ["192.0.2.77/24"], "{interfaces:?}");
+    assert!(
+        server.hostnames().iter().any(|h| h == "rogue-test"),
+        "{:?}",
+        server.hostnames()
+    );
+
+    // Renewals (T1 = 15 s) are heard only from the server that leased: ACKs
+    // naming another server identifier are ignored while RENEWING; after T2
+    // (26 s) REBINDING accepts any server's ACK that passes the rules
+    // (RFC 2131 §4.4.5), and the address never went away.
+    server.set(Offer {
+        server: "192.0.2.9".parse().unwrap(),
+        lease_time: Some(30),
+        ..Offer::sound("192.0.2.77")
+    });
+    let started = std::time::Instant::now();
+    while !lab
+        .log("hA")
+        .lines()
+        .any(|l| l.contains("dhcp-renew") && l.contains("state=rebinding"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no renewal in REBINDING: {}",
+            lab.log("hA")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = lab.log("hA");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("dhcp-renew") && l.contains("state=renewing")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("dhcp-renew")
+            && l.contains("state=rebinding")
+            && l.contains("server=192.0.2.9")),
+        "{log}"
+    );
+    let interfaces = lab.container_interfaces("hA", &id);
+    assert_eq!(interfaces[0].2, ["192.0.2.77/24"], "{interfaces:?}");
+    lab.stop("hA", &id);
+}
+
+/// A process in a lab namespace, killed on drop (stopped by its pid).
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_in(lab: &Lab, node: &str, program: &str, args: &[&str]) -> Spawned {
+    Spawned(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.ns(node)))
+            .arg(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+/// `dig` from the gateway's namespace with source address `from`; the
+/// whole output.
+fn dig_from(lab: &Lab, from: &str, args: &[&str]) -> String {
+    let netns = format!("--net=/run/netns/{}", lab.ns("gw"));
+    let mut all = vec![
+        netns.as_str(),
+        "dig",
+        "+time=2",
+        "+tries=1",
+        "-b",
+        from,
+        "@192.0.2.1",
+    ];
+    all.extend_from_slice(args);
+    common::text(&common::run("nsenter", &all))
+}
+
+/// A query for `name` (type A) as bytes, with id `id`.
+fn query_bytes(name: &str, id: u16) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::str::FromStr;
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
+    message.to_vec().unwrap()
+}
+
+#[test]
+fn dns_forwards_only_for_served_clients_and_outlives_a_query_flood() {
+    let lab = Lab::new(&["hA"]);
+    lab.create_lan("hA", &[]);
+    common::must(
+        "ip",
+        &[
+            "-n",
+            &lab.ns("gw"),
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            UPLINK,
+        ],
+    );
+    // The upstream: dnsmasq on port 5353 of the gateway, one name of its own.
+    let dir = lab.dir.path().join("upstream");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("pid");
+    let _upstream = spawn_in(
+        &lab,
+        "gw",
+        "dnsmasq",
+        &[
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--port=5353",
+            "--listen-address=192.0.2.1",
+            "--bind-interfaces",
+            "--address=/far.test/203.0.113.9",
+            "--user=root",
+            "--group=root",
+            &format!("--pid-file={}", pid_file.display()),
+        ],
+    );
+    let config = lab.config_path("hA");
+    let config = config.to_str().unwrap();
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            config,
+            "dns",
+            "--listen",
+            "192.0.2.1:53",
+            "--domain",
+            "lab",
+            "--forward",
+            "192.0.2.1:5353",
+        ];
+        args.extend_from_slice(extra);
+        let responder = spawn_in(&lab, "gw", common::MACVLAN, &args);
+        let started = std::time::Instant::now();
+        while !dig_from(&lab, "192.0.2.1", &["nothing.lab"]).contains("status: NXDOMAIN") {
+            assert!(started.elapsed() < Duration::from_secs(10), "no responder");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        responder
+    };
+
+    // Default: the served networks' subnets (lan: 192.0.2.0/24) may forward.
+    let responder = start(&[]);
+    let inside = dig_from(&lab, "192.0.2.1", &["far.test"]);
+    assert!(
+        inside.contains("status: NOERROR") && inside.contains("203.0.113.9"),
+        "{inside}"
+    );
+    let outside = dig_from(&lab, "198.51.100.1", &["far.test"]);
+    assert!(
+        outside.contains("status: REFUSED") && !outside.contains("203.0.113.9"),
+        "{outside}"
+    );
+    // Names in the zone are answered for everyone; over TCP the same rule.
+    let zone = dig_from(&lab, "198.51.100.1", &["nothing.lab"]);
+    assert!(zone.contains("status: NXDOMAIN"), "{zone}");
+    let tcp = dig_from(&lab, "198.51.100.1", &["+tcp", "far.test"]);
+    assert!(tcp.contains("status: REFUSED"), "{tcp}");
+    let tcp = dig_from(&lab, "192.0.2.1", &["+tcp", "far.test"]);
+    assert!(tcp.contains("203.0.113.9"), "{tcp}");
+
+    // A flood of forwarded queries (bounded: 30,000 datagrams at about
+    // 10,000 a second, lab addresses only) while in-zone queries keep being
+    // answered (each dig may retry: UDP under a flood loses datagrams in
+    // the socket's queue); the thread count stays put.
+    let pid = responder.0.id();
+    let threads = || -> u32 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = threads();
+    let netns = format!("/run/netns/{}", lab.ns("gw"));
+    let flood = std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = std::net::UdpSocket::bind("192.0.2.1:0").unwrap();
+        for i in 0..30_000u32 {
+            let name = format!("n{i}.far.test");
+            let _ = socket.send_to(&query_bytes(&name, i as u16), "192.0.2.1:53");
+            if i % 10 == 9 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let (mut asked, mut answered) = (0, 0);
+    let mut most_threads = before;
+    while !flood.is_finished() {
+        asked += 1;
+        let reply = dig_from(&lab, "192.0.2.1", &["+tries=3", "+time=1", "nothing.lab"]);
+        if reply.contains("status: NXDOMAIN") {
+            answered += 1;
+        }
+        most_threads = most_threads.max(threads());
+    }
+    flood.join().unwrap();
+    eprintln!("in-zone queries during the flood: {answered} of {asked} answered");
+    assert!(
+        asked >= 3 && answered * 10 >= asked * 9,
+        "{answered} of {asked} answered"
+    );
+    for _ in 0..5 {
+        let after = dig_from(&lab, "192.0.2.1", &["nothing.lab"]);
+        assert!(after.contains("status: NXDOMAIN"), "{after}");
+    }
+    assert_eq!(most_threads, before, "threads grew under the flood");
+    drop(responder);
+
+    // A listed prefix replaces the default.
+    let _responder = start(&["--forward-clients", "198.51.100.0/24"]);
+    let outside = dig_from(&lab, "198.51.100.1", &["far.test"]);
+    assert!(outside.contains("203.0.113.9"), "{outside}");
+    let inside = dig_from(&lab, "192.0.2.1", &["far.test"]);
+    assert!(inside.contains("status: REFUSED"), "{inside}");
+}
