@@ -187,6 +187,21 @@ fn result(what: &'static str, outcome: Result<(), String>, remedy: &'static str)
     }
 }
 
+/// The etcd password file must not be readable by everyone.
+fn secrets(ctx: &Context) -> Check {
+    let outcome = match &ctx.config.etcd.password_file {
+        Some(path) if crate::files::readable_by_others(path) => {
+            Err(format!("{} is readable by other users", path.display()))
+        }
+        _ => Ok(()),
+    };
+    result(
+        "etcd password_file mode",
+        outcome,
+        "chmod 0600 (or 0640 with a group of its own) the password file",
+    )
+}
+
 /// Whether `program` names an executable file, directly or on PATH.
 fn find_program(program: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -334,6 +349,23 @@ pub fn run(ctx: &Context, json: bool) -> Result<()> {
     ));
     checks.push(broadcast_capacity(ctx));
     checks.push(host_access(ctx));
+    checks.push(secrets(ctx));
+    if let Ok(store) = ctx.store() {
+        if let Ok((_, corrupt)) = crate::network::list_all(store, &ctx.keys) {
+            checks.push(result(
+                "network records",
+                match corrupt.is_empty() {
+                    true => Ok(()),
+                    false => Err(corrupt
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")),
+                },
+                "remove the corrupt network (macvlan network rm NAME) and create it again; attaches skip it meanwhile",
+            ));
+        }
+    }
     let problems = checks.iter().filter(|c| c.problem.is_some()).count();
     if json {
         let list: Vec<serde_json::Value> = checks

@@ -145,6 +145,33 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
             reason,
         });
     }
+    if !dry_run {
+        let orphans = crate::network::list(ctx.store()?, &ctx.keys)
+            .map_err(anyhow::Error::from)
+            .and_then(|networks| crate::net::host_access::remove_orphans(&networks));
+        match orphans {
+            Ok(removed) => {
+                for name in removed {
+                    ctx.logger.log(
+                        Level::Info,
+                        "gc",
+                        &[
+                            ("device", &name),
+                            (
+                                "reason",
+                                "host-side device of a network no longer in the store",
+                            ),
+                        ],
+                    );
+                }
+            }
+            Err(e) => ctx.logger.log(
+                Level::Error,
+                "gc",
+                &[("error", &format!("host-side devices left alone: {e:#}"))],
+            ),
+        }
+    }
     // gc runs from a timer: if the daemon that renews this host's DHCP
     // leases was killed, this brings it back before the leases run out.
     if leases_held && !dry_run {

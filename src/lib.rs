@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod discovery;
 pub mod doctor;
 pub mod failpoint;
+pub mod files;
 pub mod gc;
 pub mod host;
 pub mod ipam;

@@ -86,14 +86,11 @@ impl Logger {
             LogTarget::Stderr => writeln!(std::io::stderr(), "{line}"),
             LogTarget::File(path) => {
                 if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
+                    let _ = crate::files::create_dir(dir);
                 }
                 // One write() of a whole line with O_APPEND: lines from
                 // concurrent hooks do not interleave.
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
+                crate::files::open_append(path, crate::files::LOG)
                     .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()))
             }
             LogTarget::Syslog => {

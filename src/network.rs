@@ -437,14 +437,30 @@ pub fn parse(name: &str, key: &str, text: &str) -> Result<Network> {
     Ok(network)
 }
 
-/// Every network, by name.
+/// Every readable network, by name. A record that does not parse is
+/// reported on stderr with its key and skipped: one bad stored value must
+/// not stop every later attach (issue 16); `network ls` lists it and
+/// `network rm` removes it.
 pub fn list(store: &dyn Store, keys: &Keys) -> Result<Vec<Network>> {
+    let (networks, corrupt) = list_all(store, keys)?;
+    for error in corrupt {
+        eprintln!("macvlan: skipped {error} (remove it with macvlan network rm)");
+    }
+    Ok(networks)
+}
+
+/// Every network, and the errors of the records that do not parse.
+pub fn list_all(store: &dyn Store, keys: &Keys) -> Result<(Vec<Network>, Vec<NetworkError>)> {
     let prefix = keys.network_prefix();
-    store
-        .list(&prefix)?
-        .into_iter()
-        .map(|(key, value)| parse(&key[prefix.len()..], &key, &value))
-        .collect()
+    let mut networks = Vec::new();
+    let mut corrupt = Vec::new();
+    for (key, value) in store.list(&prefix)? {
+        match parse(&key[prefix.len()..], &key, &value) {
+            Ok(network) => networks.push(network),
+            Err(error) => corrupt.push(error),
+        }
+    }
+    Ok((networks, corrupt))
 }
 
 pub fn load(store: &dyn Store, keys: &Keys, name: &str) -> Result<Network> {
@@ -812,7 +828,11 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
 
 /// The addresses held in a network, as `(address, holder)`.
 pub fn holders(store: &dyn Store, keys: &Keys, network: &Network) -> Result<Vec<(IpAddr, String)>> {
-    let prefix = keys.pool_prefix(&network.pool());
+    pool_holders(store, keys, &network.pool())
+}
+
+fn pool_holders(store: &dyn Store, keys: &Keys, pool: &str) -> Result<Vec<(IpAddr, String)>> {
+    let prefix = keys.pool_prefix(pool);
     let mut held: Vec<(IpAddr, String)> = store
         .list(&prefix)?
         .into_iter()
@@ -829,12 +849,12 @@ pub fn holders(store: &dyn Store, keys: &Keys, network: &Network) -> Result<Vec<
 /// container between leases, say).
 fn record_holders(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    for (id, key, text) in ipam::list_records(store, keys)? {
-        let record: FlatRecord =
-            serde_json::from_str(&text).map_err(|e| NetworkError::Corrupt {
-                key,
-                message: e.to_string(),
-            })?;
+    for (id, _key, text) in ipam::list_records(store, keys)? {
+        // A record that does not parse cannot name the network; gc and
+        // `macvlan ls` report it.
+        let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
+            continue;
+        };
         if record.network.as_deref() == Some(name) {
             found.push(id);
         }
@@ -843,10 +863,17 @@ fn record_holders(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<Stri
 }
 
 /// Removes a network no container holds an address in or has a record on.
-pub fn remove(store: &dyn Store, keys: &Keys, name: &str) -> Result<Network> {
+/// Removes network `name` unless something holds it. A record that no
+/// longer parses is removed too (its holders found by its pool's name and
+/// its VLAN ID by the `vlan-id` key naming it): `Ok(None)`.
+pub fn remove(store: &dyn Store, keys: &Keys, name: &str) -> Result<Option<Network>> {
     for _ in 0..ATTEMPTS {
-        let network = load(store, keys, name)?;
-        let mut names: Vec<String> = holders(store, keys, &network)?
+        let network = match load(store, keys, name) {
+            Ok(network) => Some(network),
+            Err(NetworkError::Corrupt { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let mut names: Vec<String> = pool_holders(store, keys, name)?
             .iter()
             .map(|(ip, container)| format!("{container} ({ip})"))
             .collect();
@@ -879,8 +906,19 @@ pub fn remove(store: &dyn Store, keys: &Keys, name: &str) -> Result<Network> {
             Op::Put(keys.network_generation(), next.to_string()),
             Op::Delete(keys.network(name)),
         ];
-        if let Some(id) = network.vlan {
-            ops.push(Op::Delete(keys.vlan_id(id)));
+        match network.as_ref().map(|n| n.vlan) {
+            Some(Some(id)) => ops.push(Op::Delete(keys.vlan_id(id))),
+            Some(None) => {}
+            None => {
+                let prefix = keys.vlan_id(0);
+                let prefix = &prefix[..prefix.len() - 1];
+                for (key, value) in store.list(prefix)? {
+                    let holder = serde_json::from_str::<String>(&value).unwrap_or(value);
+                    if holder == name {
+                        ops.push(Op::Delete(key));
+                    }
+                }
+            }
         }
         if store.transaction(&compares, &ops)? {
             return Ok(network);
@@ -1143,6 +1181,44 @@ mod tests {
 
     fn record() -> FlatRecord {
         FlatRecord::sample("198.18.0.99/24")
+    }
+
+    #[test]
+    fn a_corrupt_network_is_skipped_by_list_and_removable() {
+        let (_dir, store, keys) = setup();
+        create(&store, &keys, &request("good", "198.18.1.0/24")).unwrap();
+        create(
+            &store,
+            &keys,
+            &vlan_request("bad", "198.18.2.0/24", Some(42)),
+        )
+        .unwrap();
+        let key = keys.network("bad");
+        let text = store.get(&key).unwrap().unwrap();
+        let broken = text
+            .replace("198.18.2.0/24", "not a subnet")
+            .replace('{', "[");
+        store
+            .transaction(&[], &[Op::Put(key.clone(), broken)])
+            .unwrap();
+        let (good, corrupt) = list_all(&store, &keys).unwrap();
+        assert_eq!(
+            good.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["good"]
+        );
+        assert!(
+            corrupt[0]
+                .to_string()
+                .starts_with("corrupt record /macvlan/network/bad:"),
+            "{}",
+            corrupt[0]
+        );
+        assert_eq!(list(&store, &keys).unwrap().len(), 1);
+        // Removed anyway, with the VLAN ID it held.
+        assert!(remove(&store, &keys, "bad").unwrap().is_none());
+        assert_eq!(store.get(&key).unwrap(), None);
+        assert_eq!(store.get(&keys.vlan_id(42)).unwrap(), None);
+        assert!(remove(&store, &keys, "good").unwrap().is_some());
     }
 
     fn take(

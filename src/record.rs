@@ -106,6 +106,11 @@ pub struct FlatRecord {
     /// host routes to the container's address (a /32 route, removed at stop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_route: Option<String>,
+    /// DHCP: a lease was being asked for and is not recorded yet; a server
+    /// may hold one for this client (a hook killed after the ACK), so a
+    /// stop or `gc` asks the server and gives it back (issue 16).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease_pending: bool,
 }
 
 /// A DHCP lease as the server gave it. Times are Unix seconds.
@@ -252,6 +257,7 @@ impl FlatRecord {
             netns_inode: None,
             client_pid: None,
             host_route: None,
+            lease_pending: false,
             cni: None,
         }
     }

@@ -426,3 +426,83 @@ fn dns_forwards_only_for_served_clients_and_outlives_a_query_flood() {
     let inside = dig_from(&lab, "192.0.2.1", &["far.test"]);
     assert!(inside.contains("status: REFUSED"), "{inside}");
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn files_get_their_modes_and_a_damaged_store_fails_cleanly() {
+    let lab = Lab::new(&["hA"]);
+    let id = lab.id("modes");
+    let bundle = lab.bundle(
+        "hA",
+        &id,
+        &common::as_strs(&{
+            let mut env = common::flat_env("192.0.2.10/24");
+            env.extend(["DISCOVER=true".into(), "PORT=80".into()]);
+            env
+        }),
+        &[],
+    );
+    lab.start("hA", &id, &bundle).unwrap();
+    let db = lab.dir.path().join("state-hA.db");
+    assert_eq!(mode_of(&db), 0o600);
+    for suffix in ["-wal", "-shm"] {
+        let path = db.with_file_name(format!("state-hA.db{suffix}"));
+        assert_eq!(mode_of(&path), 0o600, "{}", path.display());
+    }
+    assert_eq!(mode_of(&lab.log_path("hA")), 0o640);
+    let daemon = lab.daemon_dir("hA");
+    assert_eq!(mode_of(&daemon), 0o750);
+    assert_eq!(mode_of(&daemon.join("daemon.lock")), 0o600);
+    common::wait_for(Duration::from_secs(5), "the daemon's pid file", || {
+        daemon.join("daemon.pid").exists()
+    });
+    assert_eq!(mode_of(&daemon.join("daemon.pid")), 0o640);
+    lab.stop("hA", &id);
+
+    // A damaged store: the start fails naming the file and the remedy, with
+    // nothing configured; stopping such a container still succeeds.
+    let running = lab.id("before");
+    let bundle = lab.bundle(
+        "hA",
+        &running,
+        &common::as_strs(&common::flat_env("192.0.2.11/24")),
+        &[],
+    );
+    lab.start("hA", &running, &bundle).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(db.with_file_name(format!("state-hA.db{suffix}")));
+    }
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+    let id = lab.id("damaged");
+    let bundle = lab.bundle(
+        "hA",
+        &id,
+        &common::as_strs(&common::flat_env("192.0.2.12/24")),
+        &[],
+    );
+    let error = lab.start("hA", &id, &bundle).unwrap_err();
+    assert!(
+        error.contains(&format!("container {id}"))
+            && error.contains(&format!("sqlite://{}", db.display()))
+            && error
+                .contains("the state file is damaged: restore it from a backup, or move it aside"),
+        "{error}"
+    );
+    assert_eq!(lab.links("hA"), ["lo", UPLINK]);
+    let out = lab.runc("hA", &["delete", "--force", &running]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        lab.log("hA")
+            .lines()
+            .any(|l| l.contains("event=poststop") && l.contains("left for macvlan gc")),
+        "{}",
+        lab.log("hA")
+    );
+}

@@ -487,6 +487,12 @@ pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {
         NetworkCommand::Rm { name } => {
             let network = network::remove(store, &ctx.keys, &name)
                 .with_context(|| format!("network {name}"))?;
+            crate::failpoint::check("network-removed")?;
+            let Some(network) = network else {
+                // Its host-side device, if any, goes with the next gc.
+                println!("network {name}: corrupt record removed");
+                return Ok(());
+            };
             if network.host_access && crate::net::host_access::remove_device(&network)? {
                 println!("network {name}: {} removed", network.host_device());
             }
@@ -560,7 +566,7 @@ pub fn run_vlan(ctx: &net::Context, command: VlanCommand) -> Result<()> {
                 network::remove(store, &ctx.keys, &name).with_context(|| format!("vlan {name}"))?;
             println!(
                 "vlan {name}: deleted (id {} freed)",
-                network.vlan.unwrap_or(0)
+                network.and_then(|n| n.vlan).unwrap_or(0)
             );
         }
         VlanCommand::List { json } => {

@@ -235,6 +235,7 @@ fn apply(ctx: &Context, container_id: &str, event: &str) -> Result<()> {
                 r.ip = lease.address.clone();
                 r.gateway = lease.router.map(|g| g.to_string());
                 r.lease = Some(lease.clone());
+                r.lease_pending = false;
                 true
             })?;
         }

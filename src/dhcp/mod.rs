@@ -140,14 +140,17 @@ pub fn put_record(
 /// record stays, so a restart asks for the same address. Idempotent.
 pub fn release_stopped(ctx: &Context, container_id: &str, record: &FlatRecord) -> Result<()> {
     give_back(ctx, container_id, record)?;
+    crate::failpoint::check("after-release")?;
     ipam::update_flat(ctx.store()?, &ctx.keys, container_id, |r| {
-        if r.state == State::Stopped && r.lease.is_none() && r.lease6.is_none() {
+        if r.state == State::Stopped && r.lease.is_none() && r.lease6.is_none() && !r.lease_pending
+        {
             return false;
         }
         r.state = State::Stopped;
         r.stopped_at.get_or_insert_with(now);
         r.pid = None;
         r.netns_inode = None;
+        r.lease_pending = false;
         r.lease = None;
         r.lease6 = None;
         r.client_pid = None;
@@ -165,10 +168,42 @@ pub fn give_back(ctx: &Context, container_id: &str, record: &FlatRecord) -> Resu
     if let Some(lease) = &record.lease {
         release_lease(ctx, record, lease)
             .with_context(|| format!("release the DHCP lease on {}", lease.address))?;
+    } else if record.lease_pending {
+        // The hook was killed while getting a lease: the server may hold
+        // one the record does not name.
+        release_unrecorded(ctx, container_id, record)
+            .context("give back a lease the hook did not record")?;
     }
     if let Some(lease) = &record.lease6 {
         release_lease6(container_id, record, lease)
             .with_context(|| format!("release the DHCPv6 lease on {}", lease.address))?;
+    }
+    Ok(())
+}
+
+/// Finds (by a DISCOVER with the record's identity) and releases the lease
+/// a server may hold for an attachment whose hook never recorded it.
+fn release_unrecorded(ctx: &Context, container_id: &str, record: &FlatRecord) -> Result<()> {
+    let mut host = crate::netlink::Netlink::open().context("open netlink socket")?;
+    let parent = host
+        .link_by_name(&record.host_interface)?
+        .with_context(|| format!("parent interface {} not found", record.host_interface))?;
+    let identity = identity_of(record, None)?;
+    let wait = ctx
+        .config
+        .dhcp
+        .timeout
+        .min(std::time::Duration::from_secs(3));
+    if let Some(address) = wire::release_unrecorded(parent.index, identity, wait)? {
+        ctx.logger.log(
+            Level::Info,
+            "dhcp-release",
+            &[
+                ("container", container_id),
+                ("address", &address.to_string()),
+                ("reason", "a lease taken by a hook that did not finish"),
+            ],
+        );
     }
     Ok(())
 }

@@ -238,30 +238,103 @@ pub fn send_from_throwaway(
             // Any MAC will do: servers match the release by client id and
             // chaddr inside the message, not by the frame's source.
             let (mut inner, link) = enter_throwaway(parent_index, name, 0x5a, None)?;
-            // On an ipvlan parent an address belongs to one device: the
-            // stopped container's may still hold it.
-            crate::netlink::retry_while_in_use(crate::netlink::TEARDOWN_WAIT, || {
-                inner.add_ipv4_address(link.index, address.address, address.prefix)
-            })?;
             inner.set_up(link.index)?;
-            let next_hop = if address.contains(server) {
-                server
-            } else if let Some(router) = router {
-                inner.replace_default_route(link.index, router)?;
-                router
-            } else {
-                bail!("server {server} is off-link and the lease names no router");
-            };
-            let socket = client_socket(name, address.address)?;
-            send(&socket, server, &payload)?;
-            // The datagram waits in the neighbour queue until the server's
-            // MAC is known; ending the thread now would drop it with the
-            // namespace.
-            let until = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < until && !neighbour_known(next_hop) {
-                std::thread::sleep(Duration::from_millis(5));
+            release_here(&mut inner, &link, name, address, router, server, &payload)
+        })
+        .context("start the release thread")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("release thread panicked"))?
+}
+
+/// Inside a throwaway namespace holding `link` (up): puts `address` on it
+/// and sends the RELEASE `payload` to `server`, waiting until it has left.
+fn release_here(
+    inner: &mut Netlink,
+    link: &crate::netlink::Link,
+    name: &str,
+    address: Ipv4Cidr,
+    router: Option<Ipv4Addr>,
+    server: Ipv4Addr,
+    payload: &[u8],
+) -> Result<()> {
+    // On an ipvlan parent an address belongs to one device: the stopped
+    // container's may still hold it.
+    crate::netlink::retry_while_in_use(crate::netlink::TEARDOWN_WAIT, || {
+        inner.add_ipv4_address(link.index, address.address, address.prefix)
+    })?;
+    let next_hop = if address.contains(server) {
+        server
+    } else if let Some(router) = router {
+        inner.replace_default_route(link.index, router)?;
+        router
+    } else {
+        bail!("server {server} is off-link and the lease names no router");
+    };
+    let socket = client_socket(name, address.address)?;
+    send(&socket, server, payload)?;
+    // The datagram waits in the neighbour queue until the server's MAC is
+    // known; ending the thread now would drop it with the namespace.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until && !neighbour_known(next_hop) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Gives back a lease the store never recorded (a hook killed between the
+/// server's ACK and its record): from a throwaway namespace, a DISCOVER
+/// with the container's client identity — the server offers the address
+/// it holds for that client — then a RELEASE of the offer. Returns the
+/// address released; `None` when no server answered within `wait` (then
+/// the server holds nothing, or its lease runs out by itself).
+pub fn release_unrecorded(
+    parent_index: u32,
+    identity: super::packet::ClientIdentity,
+    wait: Duration,
+) -> Result<Option<Ipv4Addr>> {
+    std::thread::Builder::new()
+        .name("dhcp-release".into())
+        .spawn(move || -> Result<Option<Ipv4Addr>> {
+            let name = "dhcprel1";
+            let (mut inner, link) = enter_throwaway(parent_index, name, 0x5b, None)?;
+            inner.set_up(link.index)?;
+            let socket = client_socket(name, Ipv4Addr::UNSPECIFIED)?;
+            let xid = super::client::random_xid();
+            let discover = super::packet::discover(xid, &identity, None);
+            let deadline = Instant::now() + wait;
+            let mut buffer = vec![0u8; 1500];
+            let mut offer = None;
+            'asking: while Instant::now() < deadline {
+                send(&socket, Ipv4Addr::BROADCAST, &discover)?;
+                let until = (Instant::now() + Duration::from_millis(500)).min(deadline);
+                while let Some(n) = receive(&socket, until, &mut buffer)? {
+                    if let Some(reply) =
+                        super::packet::parse_reply(&buffer[..n], xid, &identity.mac)
+                    {
+                        if reply.kind == super::packet::ReplyKind::Offer {
+                            offer = Some(reply);
+                            break 'asking;
+                        }
+                    }
+                }
             }
-            Ok(())
+            let Some(offer) = offer else { return Ok(None) };
+            drop(socket);
+            let address = Ipv4Cidr {
+                address: offer.address,
+                prefix: offer.prefix,
+            };
+            let payload = super::packet::release(xid, &identity, offer.address, offer.server);
+            release_here(
+                &mut inner,
+                &link,
+                name,
+                address,
+                offer.router,
+                offer.server,
+                &payload,
+            )?;
+            Ok(Some(offer.address))
         })
         .context("start the release thread")?
         .join()

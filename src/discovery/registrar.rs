@@ -4,8 +4,7 @@
 //! ([`crate::dhcp::keeper`]); and starting it on demand.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::fs::File;
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
@@ -48,14 +47,9 @@ pub fn pid_path(config: &Config) -> PathBuf {
 
 fn open_lock(config: &Config) -> Result<File> {
     let dir = &config.daemon.runtime_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    crate::files::create_dir(dir).with_context(|| format!("create {}", dir.display()))?;
     let path = lock_path(config);
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))
+    crate::files::open_lock(&path).with_context(|| format!("open {}", path.display()))
 }
 
 /// Takes the daemon's lock without waiting; `false` when a daemon holds it.
@@ -311,10 +305,8 @@ impl Registrar {
 /// Writes `text` to `path` through a temporary file and a rename.
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let temporary = path.with_extension("tmp");
-    let mut file =
-        File::create(&temporary).with_context(|| format!("create {}", temporary.display()))?;
-    file.write_all(text.as_bytes())?;
-    std::fs::rename(&temporary, path).with_context(|| format!("rename to {}", path.display()))
+    crate::files::replace(path, &temporary, text.as_bytes(), crate::files::LOG)
+        .with_context(|| format!("write {} (through {})", path.display(), temporary.display()))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT, or, with `exit_when_idle`, until
@@ -356,6 +348,24 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
             ("ttl", &humantime::format_duration(ttl).to_string()),
         ],
     );
+    if let Some(path) = config
+        .etcd
+        .password_file
+        .as_deref()
+        .filter(|p| crate::files::readable_by_others(p))
+    {
+        ctx.logger.log(
+            Level::Warn,
+            "daemon-start",
+            &[(
+                "warning",
+                &format!(
+                    "the etcd password file {} is readable by other users; chmod 0600 it",
+                    path.display()
+                ),
+            )],
+        );
+    }
     let mut registrar = Registrar::default();
     let mut keeper = crate::dhcp::keeper::Keeper::default();
     let mut idle_since = Instant::now();

@@ -34,7 +34,70 @@ struct Attachment<'a> {
     started: Instant,
 }
 
+/// The record written before a lease is asked for.
+struct Intent<'a> {
+    ifname: &'a str,
+    mac: [u8; 6],
+    client_id: String,
+    previous: Option<&'a FlatRecord>,
+    previous_text: Option<&'a str>,
+    key: &'a str,
+}
+
 impl DhcpDriver<'_> {
+    /// Writes the record (state attaching, no lease, the client id) before
+    /// a lease is asked for, so that a hook killed between the server's
+    /// ACK and the final record leaves what `gc` needs to give the lease
+    /// back (`dhcp::give_back`, issue 16). Returns the text written.
+    fn write_intent(
+        &self,
+        ctx: &Context,
+        target: &Target,
+        facts: &HostFacts,
+        sockets: &Sockets,
+        undo: &mut Rollback,
+        intent: Intent<'_>,
+    ) -> Result<String> {
+        let id = &target.container_id;
+        let now = now();
+        let unspecified = crate::cidr::Ipv4Cidr {
+            address: std::net::Ipv4Addr::UNSPECIFIED,
+            prefix: 32,
+        };
+        let mut record = super::macvlan::new_record(
+            ctx,
+            target,
+            self.request,
+            &facts.parent.name,
+            Some(unspecified),
+            now,
+        );
+        record.mac = format_mac(&intent.mac);
+        record.ifname = Some(intent.ifname.to_string());
+        record.created_at = intent.previous.map(|p| p.created_at).unwrap_or(now);
+        record.client_id = Some(intent.client_id);
+        record.lease_pending = true;
+        record.netns_inode = Some(sockets.netns.metadata()?.ino());
+        on_network(
+            &mut record,
+            facts,
+            &ctx.keys,
+            std::net::Ipv4Addr::UNSPECIFIED,
+        );
+        if !dhcp::put_record(ctx, id, intent.previous_text, &record, &[])? {
+            bail!(
+                "the record {} changed meanwhile (another hook for {id}?)",
+                intent.key
+            );
+        }
+        undo.push(Undo::RestoreRecord {
+            key: intent.key.to_string(),
+            previous: intent.previous_text.map(str::to_string),
+            holder: id.clone(),
+        });
+        Ok(serde_json::to_string(&record)?)
+    }
+
     /// `[dhcp] client = "udhcpc"`: the record first (udhcpc's script, this
     /// binary, writes the lease into it), then udhcpc in the container's
     /// namespace; the hook waits for the lease as for its own client.
@@ -61,38 +124,16 @@ impl DhcpDriver<'_> {
             key,
             started,
         } = attachment;
-        let now = now();
-        let unspecified = crate::cidr::Ipv4Cidr {
-            address: std::net::Ipv4Addr::UNSPECIFIED,
-            prefix: 32,
+        let client_id = packet::ClientIdentity::new(mac, None).client_id_hex();
+        let intent = Intent {
+            ifname,
+            mac,
+            client_id,
+            previous,
+            previous_text,
+            key: &key,
         };
-        let mut record = super::macvlan::new_record(
-            ctx,
-            target,
-            self.request,
-            &parent.name,
-            Some(unspecified),
-            now,
-        );
-        record.mac = format_mac(&mac);
-        record.ifname = Some(ifname.to_string());
-        record.created_at = previous.map(|p| p.created_at).unwrap_or(now);
-        record.client_id = Some(packet::ClientIdentity::new(mac, None).client_id_hex());
-        record.netns_inode = Some(sockets.netns.metadata()?.ino());
-        on_network(
-            &mut record,
-            facts,
-            &ctx.keys,
-            std::net::Ipv4Addr::UNSPECIFIED,
-        );
-        if !dhcp::put_record(ctx, id, previous_text, &record, &[])? {
-            bail!("the record {key} changed meanwhile (another hook for {id}?)");
-        }
-        undo.push(Undo::RestoreRecord {
-            key,
-            previous: previous_text.map(str::to_string),
-            holder: id.clone(),
-        });
+        self.write_intent(ctx, target, facts, sockets, undo, intent)?;
         let pid = dhcp::external::start(
             &ctx.config,
             program,
@@ -262,6 +303,16 @@ impl Driver for DhcpDriver<'_> {
             Some(_) => packet::ClientIdentity::shared_mac(mac, id, hostname),
             None => packet::ClientIdentity::new(mac, hostname),
         };
+        let intent = Intent {
+            ifname: &ifname,
+            mac,
+            client_id: identity.client_id_hex(),
+            previous: previous.as_ref(),
+            previous_text: previous_text.as_deref(),
+            key: &key,
+        };
+        let intent_text = self.write_intent(ctx, target, facts, sockets, undo, intent)?;
+        crate::failpoint::check("after-intent")?;
         let config = &ctx.config.dhcp;
         let netns = &sockets.netns;
         let rules =
@@ -340,7 +391,7 @@ impl Driver for DhcpDriver<'_> {
         record.lease = Some(lease);
         record.netns_inode = Some(sockets.netns.metadata()?.ino());
         let guards = on_network(&mut record, facts, &ctx.keys, address.address);
-        let written = dhcp::put_record(ctx, id, previous_text.as_deref(), &record, &guards)
+        let written = dhcp::put_record(ctx, id, Some(&intent_text), &record, &guards)
             .with_context(|| {
                 format!(
                     "the DHCP server leased {address}, which another container holds; exclude it from the server's pool (or the network's)"

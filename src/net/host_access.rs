@@ -143,6 +143,28 @@ pub fn remove_device(network: &Network) -> Result<bool> {
     }
 }
 
+/// Host-side devices (`mvh-…` macvlans or ipvlans) of networks no longer in
+/// the store — left by a `network rm` that died between the store and the
+/// kernel — are deleted. Returns their names.
+pub fn remove_orphans(networks: &[Network]) -> Result<Vec<String>> {
+    let mut host = Netlink::open().context("open netlink socket")?;
+    let wanted: Vec<String> = networks
+        .iter()
+        .filter(|n| n.host_access)
+        .map(|n| n.host_device())
+        .collect();
+    let mut removed = Vec::new();
+    for link in host.links()? {
+        let ours = matches!(link.kind.as_deref(), Some("macvlan" | "ipvlan"));
+        if ours && link.name.starts_with("mvh-") && !wanted.contains(&link.name) {
+            host.delete_link(link.index)
+                .with_context(|| format!("delete {}", link.name))?;
+            removed.push(link.name);
+        }
+    }
+    Ok(removed)
+}
+
 /// The device and the containers' addresses routed through it on this host.
 pub fn state(network: &Network) -> Result<Option<(String, Vec<std::net::Ipv4Addr>)>> {
     let mut host = Netlink::open().context("open netlink socket")?;

@@ -70,6 +70,7 @@ pub fn new_record(
         netns_inode: None,
         client_pid: None,
         host_route: None,
+        lease_pending: false,
         cni: request.cni.clone(),
     }
 }

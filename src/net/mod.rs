@@ -597,8 +597,13 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
         let record =
             ipam::mark_stopped(ctx.store()?, &ctx.keys, &id).context("mark record stopped")?;
         let Some(record) = record else { break };
+        crate::failpoint::check("poststop-marked")?;
         host_access::remove_route(ctx, &id, &record);
-        if record.lease.is_some() || record.lease6.is_some() || record.client_pid.is_some() {
+        if record.lease.is_some()
+            || record.lease6.is_some()
+            || record.client_pid.is_some()
+            || record.lease_pending
+        {
             crate::dhcp::release_stopped(ctx, &id, &record)?;
         }
         log_detach(ctx, &id, &record, record.state.as_str(), started);
@@ -660,12 +665,14 @@ pub fn detach_one(ctx: &Context, id: &str, netns: Option<PathBuf>) -> Result<Opt
                     container
                         .delete_link(link.index)
                         .with_context(|| format!("delete {ifname}"))?;
+                    crate::failpoint::check("detach-unlinked")?;
                 }
             }
         }
     }
     host_access::remove_route(ctx, id, &record);
     crate::dhcp::give_back(ctx, id, &record)?;
+    crate::failpoint::check("detach-released")?;
     ipam::release_flat(ctx.store()?, &ctx.keys, id)?;
     log_detach(ctx, id, &record, "released", started);
     Ok(Some(record))

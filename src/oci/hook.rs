@@ -55,8 +55,24 @@ pub fn run_state(
     match stage {
         Stage::Ignored => Ok(()),
         Stage::Poststop => {
-            let ctx = net::Context::new(config, logger.clone())?;
-            net::stopped(&ctx, &state.id)?;
+            // A failing poststop would fail the runtime's delete, and the
+            // container could not be cleaned up: say what went wrong and
+            // succeed; the record stays as it was for `macvlan gc`.
+            let stopped = net::Context::new(config, logger.clone())
+                .and_then(|ctx| net::stopped(&ctx, &state.id));
+            if let Err(e) = stopped {
+                logger.log(
+                    Level::Error,
+                    "poststop",
+                    &[
+                        ("container", state.id.as_str()),
+                        (
+                            "error",
+                            &format!("{e:#}; the record is left for macvlan gc to release"),
+                        ),
+                    ],
+                );
+            }
             Ok(())
         }
         Stage::CreateRuntime => create_runtime(state, config, logger),

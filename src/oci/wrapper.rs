@@ -2,7 +2,6 @@
 //! an unchanged runc command line, adds our hooks to a bundle that asks for
 //! a network, and hands over to the real runc.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -203,24 +202,22 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let result = (|| -> Result<()> {
-        let mut file = std::fs::File::create(&temporary)
-            .with_context(|| format!("create {}", temporary.display()))?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let _ = file.set_permissions(meta.permissions());
-        }
-        // No fsync: the rename makes the swap atomic for runc, which reads
-        // the file right away; after a power loss the engine recreates the
-        // bundle anyway.
-        file.write_all(contents)?;
-        std::fs::rename(&temporary, path)
-            .with_context(|| format!("rename onto {}", path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    // The bundle directory may belong to another user: the temporary file
+    // is created new (O_EXCL), never through a link planted at its name,
+    // with the original's mode. No fsync: the rename makes the swap atomic
+    // for runc, which reads the file right away; after a power loss the
+    // engine recreates the bundle anyway.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    crate::files::replace(path, &temporary, contents, mode).with_context(|| {
+        format!(
+            "replace {} (through {})",
+            path.display(),
+            temporary.display()
+        )
+    })
 }
 
 /// Adds the hooks to `<bundle>/config.json` when it asks for a network.
@@ -363,6 +360,27 @@ mod tests {
         write_atomically(&path, b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let planted = dir
+            .path()
+            .join(format!(".config.json.macvlan-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert!(std::fs::symlink_metadata(&planted).is_err());
     }
 
     #[test]

@@ -19,6 +19,23 @@ pub struct SqliteStore {
     connection: Mutex<Connection>,
 }
 
+/// SQLite's message, with what to do where the operator must act: a
+/// damaged file, or one that cannot be written.
+fn explain(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let remedy = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            "the state file is damaged: restore it from a backup, or move it aside to start with an empty store (running containers keep their interfaces, but their addresses are no longer reserved: run macvlan gc after)"
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            "the state file and its directory must be writable by root (a read-only filesystem, or wrong ownership?)"
+        }
+        Some(ErrorCode::DiskFull) => "the filesystem holding the state file is full",
+        _ => return e.to_string(),
+    };
+    format!("{e}; {remedy}")
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let fail = |message: String| StoreError::Backend {
@@ -26,15 +43,30 @@ impl SqliteStore {
             message,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            crate::files::create_dir(dir)
                 .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let connection = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+        // Created 0600 before SQLite opens it (SQLite gives the WAL and
+        // shared-memory files the database's mode); another opener may
+        // have won the race, which is fine.
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::files::PRIVATE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(format!("cannot create {}: {e}", path.display()))),
+        }
+        let connection = Connection::open(path).map_err(|e| fail(explain(&e)))?;
         // Many hooks start at once (32 containers in parallel is a test):
         // wait for the lock instead of failing with SQLITE_BUSY.
         connection
             .busy_timeout(Duration::from_secs(10))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(explain(&e)))?;
         // Every hook is a short-lived process. By default the last
         // connection to close checkpoints the WAL (two fsyncs) and deletes
         // it, and the next hook recreates it: milliseconds per container.
@@ -47,18 +79,18 @@ impl SqliteStore {
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
                 true,
             )
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(explain(&e)))?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
                  PRAGMA wal_autocheckpoint = 32;",
             )
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(explain(&e)))?;
         let version = |c: &Connection| -> rusqlite::Result<u32> {
             c.query_row("PRAGMA user_version", [], |row| row.get(0))
         };
-        let found = version(&connection).map_err(|e| fail(e.to_string()))?;
+        let found = version(&connection).map_err(|e| fail(explain(&e)))?;
         if found > FILE_FORMAT {
             return Err(fail(format!(
                 "written by a newer macvlan-runc (file format {found}; this one knows up to {FILE_FORMAT}): upgrade macvlan-runc on this host"
@@ -90,7 +122,7 @@ impl SqliteStore {
                 }
                 transaction.commit()
             })();
-            upgrade.map_err(|e| fail(format!("upgrade the file format: {e}")))?;
+            upgrade.map_err(|e| fail(format!("upgrade the file format: {}", explain(&e))))?;
             return Ok(SqliteStore {
                 path: path.to_path_buf(),
                 connection: Mutex::new(connection),
@@ -105,7 +137,7 @@ impl SqliteStore {
     fn error(&self, e: rusqlite::Error) -> StoreError {
         StoreError::Backend {
             location: format!("sqlite://{}", self.path.display()),
-            message: e.to_string(),
+            message: explain(&e),
         }
     }
 }

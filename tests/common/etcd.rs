@@ -417,6 +417,7 @@ fn record_for(
         netns_inode: None,
         client_pid: None,
         host_route: None,
+        lease_pending: false,
         cni: None,
     }
 }

@@ -560,6 +560,22 @@ impl Lab {
         run("timeout", &all)
     }
 
+    /// `macvlan ARGS` as [`Lab::macvlan`], with `env` set.
+    pub fn macvlan_env(&self, host: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let netns = format!("--net=/run/netns/{}", self.ns(host));
+        let cfg = self.config_path(host);
+        let mut command = Command::new("timeout");
+        command
+            .args(["30", "nsenter", &netns, MACVLAN, "--config"])
+            .arg(&cfg)
+            .args(args)
+            .stdin(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("run macvlan")
+    }
+
     /// The gateway's IPv6 side: 2001:db8:1::1/64 on the lab LAN and the
     /// link-local fe80::1 routers usually advertise from (both without
     /// DAD); it learns neighbours from announcements alone (arp_accept,
