@@ -65,10 +65,14 @@ pub fn container_exists(policy: &GcPolicy, id: &str, record: &FlatRecord) -> boo
     // same one: a path can be reused).
     if let Some(cni) = &record.cni {
         use std::os::unix::fs::MetadataExt;
-        return std::fs::metadata(&cni.netns).is_ok_and(|m| Some(m.ino()) == record.netns_inode);
+        return record.from_this_boot()
+            && std::fs::metadata(&cni.netns).is_ok_and(|m| Some(m.ino()) == record.netns_inode);
     }
-    // `macvlan attach --pid` targets: exist while their process runs.
-    record.state != State::Stopped && record.pid.is_some_and(process_alive)
+    // `macvlan attach --pid` targets: exist while their process runs (a
+    // pid from another boot may be anyone's now).
+    record.state != State::Stopped
+        && record.from_this_boot()
+        && record.pid.is_some_and(process_alive)
 }
 
 /// What gc would do with one record, judged without side effects.
@@ -106,6 +110,28 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
             (record.lease.is_some() || record.lease6.is_some() || record.client_pid.is_some())
                 && record.state == State::Running;
         let container = crate::request::container_of(&id);
+        // Running before a reboot: nothing of it runs now, whatever its
+        // engine remembers; it is stopped (leases given back) as a
+        // poststop would have.
+        if record.state == State::Running
+            && !record.from_this_boot()
+            && container_exists(&ctx.config.gc, container, &record)
+        {
+            if !dry_run {
+                crate::net::stopped(ctx, container)
+                    .with_context(|| format!("mark {id} stopped (from an earlier boot)"))?;
+                ctx.logger.log(
+                    Level::Info,
+                    "gc",
+                    &[
+                        ("container", &id),
+                        ("address", &record.ip),
+                        ("reason", "running in an earlier boot: marked stopped"),
+                    ],
+                );
+            }
+            continue;
+        }
         let Some(reason) = judge(&ctx.config.gc, container, &record, now()) else {
             continue;
         };
@@ -116,6 +142,15 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
                 continue;
             }
             crate::net::host_access::remove_route(ctx, &id, &record);
+            if let Some(written) = &record.resolv_conf {
+                if let Err(e) = crate::oci::resolv::restore(written) {
+                    ctx.logger.log(
+                        Level::Error,
+                        "gc",
+                        &[("container", &id), ("error", &format!("{e:#}"))],
+                    );
+                }
+            }
             // A DHCP lease whose container vanished without a poststop
             // goes back to its server too.
             if let Err(e) = crate::dhcp::give_back(ctx, &id, &record) {
@@ -175,7 +210,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Vec<Release>> {
     // gc runs from a timer: if the daemon that renews this host's DHCP
     // leases was killed, this brings it back before the leases run out.
     if leases_held && !dry_run {
-        crate::discovery::registrar::ensure_running(&ctx.config)
+        crate::daemon::ensure_running(&ctx.config)
             .context("start the lease keeper (macvlan daemon)")?;
     }
     Ok(released)

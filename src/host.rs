@@ -18,6 +18,30 @@ pub enum HostIdError {
     },
 }
 
+/// This boot of the kernel (`/proc/sys/kernel/random/boot_id`): records and
+/// registrations carry it, and a pid or namespace inode recorded in another
+/// boot says nothing about what runs now (both are reused after a reboot).
+pub fn boot_id() -> Option<&'static str> {
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty())
+        })
+        .as_deref()
+}
+
+/// Whether something recorded with `recorded` (none: written before boot
+/// ids were recorded) belongs to this boot.
+pub fn this_boot(recorded: Option<&str>) -> bool {
+    match (recorded, boot_id()) {
+        (Some(recorded), Some(current)) => recorded == current,
+        _ => true,
+    }
+}
+
 /// The configured `host_id`, else /etc/machine-id, else a UUID made once
 /// and kept in `host-id` beside the SQLite state (or in /var/lib/macvlan-runc).
 pub fn host_id(config: &Config) -> Result<String, HostIdError> {

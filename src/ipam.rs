@@ -19,6 +19,14 @@ pub enum IpamError {
     OtherNetwork { container: String, key: String },
     #[error("corrupt record {key}: {message}")]
     Corrupt { key: String, message: String },
+    /// The claim's transaction failed without an answer (a timeout: it
+    /// may have been applied) and the store could not be asked after: the
+    /// caller treats it as made, registering its undo (issue 16).
+    #[error("the store gave no answer to the claim, which may have been written ({source}); it is undone when the store answers again, or released by macvlan gc")]
+    Unknown {
+        claim: Box<Claim>,
+        source: StoreError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -193,6 +201,20 @@ pub fn claim(
     wanted: &[Wanted],
     record: &FlatRecord,
 ) -> Result<Claim, IpamError> {
+    claim_checking(store, keys, container_id, wanted, record, None)
+}
+
+/// [`claim`], in a transaction that also finds `unchanged` (a key and the
+/// value it was read with) as it was: a claim on a network that is being
+/// removed fails with `Changed` instead of holding an address in it.
+pub fn claim_checking(
+    store: &dyn Store,
+    keys: &Keys,
+    container_id: &str,
+    wanted: &[Wanted],
+    record: &FlatRecord,
+    unchanged: Option<(&str, &str)>,
+) -> Result<Claim, IpamError> {
     let key = keys.record(container_id, record.kind());
     check_no_other_network(store, keys, container_id, record.kind())?;
     let address_keys: Vec<String> = wanted
@@ -227,6 +249,9 @@ pub fn claim(
             None => Compare::Absent(key.clone()),
             Some(text) => Compare::Equals(key.clone(), text.clone()),
         }];
+        if let Some((other, value)) = unchanged {
+            compares.push(Compare::Equals(other.to_string(), value.to_string()));
+        }
         for (w, address_key) in wanted.iter().zip(&address_keys) {
             require_free(
                 store,
@@ -241,18 +266,38 @@ pub fn claim(
             .iter()
             .map(|k| Op::Put(k.clone(), mine.clone()))
             .collect();
-        ops.push(Op::Put(key.clone(), written));
+        ops.push(Op::Put(key.clone(), written.clone()));
         for old in &previous_address_keys {
             ops.push(Op::Delete(old.clone()));
         }
-        if store.transaction(&compares, &ops)? {
-            return Ok(Claim {
-                key,
-                previous,
-                address_keys,
-                previous_address_keys,
-                kept_keys,
-            });
+        let claim = Claim {
+            key: key.clone(),
+            previous: previous.clone(),
+            address_keys: address_keys.clone(),
+            previous_address_keys,
+            kept_keys,
+        };
+        let committed = match store.transaction(&compares, &ops) {
+            Ok(committed) => committed,
+            // No answer is not a no: read back whether it was applied.
+            Err(source) => match store.get(&key) {
+                Ok(now) if now.as_deref() == Some(written.as_str()) => true,
+                Ok(_) => return Err(source.into()),
+                Err(_) => {
+                    return Err(IpamError::Unknown {
+                        claim: Box::new(claim),
+                        source,
+                    })
+                }
+            },
+        };
+        if committed {
+            return Ok(claim);
+        }
+        if let Some((other, value)) = unchanged {
+            if store.get(other)?.as_deref() != Some(value) {
+                return Err(IpamError::Changed(other.to_string()));
+            }
         }
     }
     Err(IpamError::Contended(ATTEMPTS))
@@ -490,7 +535,7 @@ pub fn release_flat_if(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SqliteStore;
+    use crate::store::{LeaseId, SqliteStore};
 
     fn record(ip: &str) -> FlatRecord {
         FlatRecord::sample(ip)
@@ -511,6 +556,91 @@ mod tests {
             &[Wanted::new(address.address, vec![])],
             record,
         )
+    }
+
+    /// A store whose transactions are applied but answered with an error
+    /// (a timeout after the commit), and whose reads fail when `blind`.
+    struct LostAnswers {
+        inner: SqliteStore,
+        blind: bool,
+        gone: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for LostAnswers {
+        fn get(&self, key: &str) -> crate::store::Result<Option<String>> {
+            if self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(lost());
+            }
+            self.inner.get(key)
+        }
+        fn list(&self, prefix: &str) -> crate::store::Result<Vec<(String, String)>> {
+            self.inner.list(prefix)
+        }
+        fn transaction(&self, compares: &[Compare], ops: &[Op]) -> crate::store::Result<bool> {
+            self.inner.transaction(compares, ops)?;
+            self.gone
+                .store(self.blind, std::sync::atomic::Ordering::SeqCst);
+            Err(lost())
+        }
+        fn grant_lease(&self, ttl: std::time::Duration) -> crate::store::Result<LeaseId> {
+            self.inner.grant_lease(ttl)
+        }
+        fn keep_alive(&self, lease: LeaseId) -> crate::store::Result<bool> {
+            self.inner.keep_alive(lease)
+        }
+        fn revoke_lease(&self, lease: LeaseId) -> crate::store::Result<()> {
+            self.inner.revoke_lease(lease)
+        }
+    }
+
+    fn lost() -> StoreError {
+        StoreError::Backend {
+            location: "test".into(),
+            message: "no answer within 2s".into(),
+        }
+    }
+
+    #[test]
+    fn a_claim_whose_answer_was_lost_is_taken_as_made() {
+        let (_dir, inner, keys) = setup();
+        let address: Ipv4Cidr = "198.18.0.7/24".parse().unwrap();
+        // Read back: it was written, so it is a claim like any other.
+        let store = LostAnswers {
+            inner,
+            blind: false,
+            gone: Default::default(),
+        };
+        claim_flat(
+            &store.inner,
+            &keys,
+            "warm",
+            address,
+            &record("198.18.0.7/24"),
+        )
+        .unwrap();
+        let wanted = [Wanted::new(Ipv4Addr::new(198, 18, 0, 8), vec![])];
+        let made = super::claim(&store, &keys, "c1", &wanted, &record("198.18.0.8/24")).unwrap();
+        assert_eq!(
+            made.address_keys,
+            [keys.address(ADHOC_POOL, Ipv4Addr::new(198, 18, 0, 8))]
+        );
+        // Cannot even read back: Unknown, carrying the claim to undo.
+        let store = LostAnswers {
+            inner: store.inner,
+            blind: true,
+            gone: Default::default(),
+        };
+        let wanted = [Wanted::new(Ipv4Addr::new(198, 18, 0, 9), vec![])];
+        match super::claim(&store, &keys, "c2", &wanted, &record("198.18.0.9/24")) {
+            Err(IpamError::Unknown { claim, .. }) => {
+                assert_eq!(claim.key, keys.record("c2", RecordKind::Flat));
+                // It was written: the undo the caller registers removes it.
+                undo_claim(&store.inner, "c2", &claim).unwrap();
+                assert_eq!(store.inner.get(&claim.key).unwrap(), None);
+                assert_eq!(store.inner.get(&claim.address_keys[0]).unwrap(), None);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn setup() -> (tempfile::TempDir, SqliteStore, Keys) {

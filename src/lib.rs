@@ -5,6 +5,7 @@ pub mod cidr;
 pub mod cli;
 pub mod cni;
 pub mod config;
+pub mod daemon;
 pub mod dhcp;
 pub mod discovery;
 pub mod doctor;

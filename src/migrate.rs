@@ -179,6 +179,8 @@ fn zero_to_one(
             host_access: false,
             host_address: None,
             created_at: old.created_at,
+            removing: false,
+            dhcp_dns: false,
         };
         let put = Op::Put(
             keys.network(name),

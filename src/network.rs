@@ -168,6 +168,16 @@ pub struct Network {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_address: Option<Ipv4Addr>,
     pub created_at: u64,
+    /// `network rm` has begun: no new claims (issue 16). Set before it
+    /// looks for holders, so a claim racing it either shows up as a holder
+    /// or fails; a `network rm` that died here is finished by running it
+    /// again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
+    /// DHCP networks: the lease's DNS servers and domain go into the
+    /// container's /etc/resolv.conf (`--dhcp-dns`), put back at stop.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp_dns: bool,
 }
 
 impl Network {
@@ -356,6 +366,8 @@ pub enum NetworkError {
     Contended(usize),
     #[error("corrupt record {key}: {message}")]
     Corrupt { key: String, message: String },
+    #[error("network {0:?} is being removed (or was changed meanwhile); no address is handed out from it")]
+    Removing(String),
     #[error(transparent)]
     Ipam(#[from] IpamError),
     #[error(transparent)]
@@ -397,6 +409,7 @@ pub struct CreateRequest {
     pub annotations_only: bool,
     pub host_access: bool,
     pub host_address: Option<Ipv4Addr>,
+    pub dhcp_dns: bool,
 }
 
 impl CreateRequest {
@@ -422,6 +435,7 @@ impl CreateRequest {
             rate_kbit: None,
             ingress_rate_kbit: None,
             annotations_only: false,
+            dhcp_dns: false,
             host_access: false,
             host_address: None,
         }
@@ -516,6 +530,11 @@ fn validate(request: &CreateRequest) -> Result<Option<Ipv4Cidr>> {
             "--host-access needs --mode bridge: the host-side device reaches the containers as a sibling macvlan, which only bridge mode delivers to (mode {})",
             request.mode.as_str()
         ));
+    }
+    if request.dhcp_dns && request.ipam != Ipam::Dhcp {
+        return invalid(
+            "--dhcp-dns needs --ipam dhcp: it writes the lease's DNS servers into the container's resolv.conf".into(),
+        );
     }
     if request.host_access && request.ipam == Ipam::Dhcp {
         return invalid(
@@ -792,6 +811,8 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
             host_access: request.host_access,
             host_address: request.host_address,
             created_at: now(),
+            removing: false,
+            dhcp_dns: request.dhcp_dns,
         };
         let next = generation
             .as_deref()
@@ -873,6 +894,24 @@ pub fn remove(store: &dyn Store, keys: &Keys, name: &str) -> Result<Option<Netwo
             Err(NetworkError::Corrupt { .. }) => None,
             Err(e) => return Err(e),
         };
+        // First mark it: claims compare the network's record in their
+        // transaction, so from here none can land, and one that landed
+        // before is seen among the holders below.
+        let mut network = network;
+        let mut unmark = None;
+        if let Some(current) = network.as_mut().filter(|n| !n.removing) {
+            let key = keys.network(name);
+            let before = store.get(&key)?.unwrap_or_default();
+            current.removing = true;
+            let marked = serde_json::to_string(&*current).expect("network serialises");
+            if !store.transaction(
+                &[Compare::Equals(key.clone(), before.clone())],
+                &[Op::Put(key.clone(), marked.clone())],
+            )? {
+                continue;
+            }
+            unmark = Some((key, marked, before));
+        }
         let mut names: Vec<String> = pool_holders(store, keys, name)?
             .iter()
             .map(|(ip, container)| format!("{container} ({ip})"))
@@ -883,6 +922,13 @@ pub fn remove(store: &dyn Store, keys: &Keys, name: &str) -> Result<Option<Netwo
             }
         }
         if !names.is_empty() {
+            // Held: the network stays as it was.
+            if let Some((key, marked, before)) = unmark {
+                store.transaction(
+                    &[Compare::Equals(key.clone(), marked)],
+                    &[Op::Put(key, before)],
+                )?;
+            }
             return Err(NetworkError::InUse {
                 name: name.to_string(),
                 holders: names.join(", "),
@@ -1044,6 +1090,18 @@ pub fn claim(
             }
         }
     }
+    // The network as stored now: every claim's transaction finds it
+    // unchanged, so none lands after `network rm` has begun.
+    let network_key = keys.network(&network.name);
+    let stored = store
+        .get(&network_key)?
+        .ok_or_else(|| NetworkError::NotFound {
+            name: network.name.clone(),
+            known: "(removed meanwhile)".into(),
+        })?;
+    if parse(&network.name, &network_key, &stored)?.removing {
+        return Err(NetworkError::Removing(network.name.clone()));
+    }
     let other_pool = |address: IpAddr| vec![keys.address(crate::ipam::ADHOC_POOL, address)];
     let mut lost_races = 0;
     // Addresses held ad hoc (found by trying them): not in the network's pool.
@@ -1135,8 +1193,18 @@ pub fn claim(
             .chain(v6.map(|c| IpAddr::V6(c.address)))
             .map(|ip| Wanted::new(ip, other_pool(ip)))
             .collect();
-        match ipam::claim(store, keys, record_id, &wanted, &written) {
+        match ipam::claim_checking(
+            store,
+            keys,
+            record_id,
+            &wanted,
+            &written,
+            Some((&network_key, &stored)),
+        ) {
             Ok(claim) => return Ok(Claimed { claim, v4, v6 }),
+            Err(IpamError::Changed(key)) if key == network_key => {
+                return Err(NetworkError::Removing(network.name.clone()))
+            }
             // Taken meanwhile by another host's container, or held ad hoc.
             Err(IpamError::Held { ip, holder })
                 if Some(ip) != fixed4.map(IpAddr::V4) && Some(ip) != fixed6.map(IpAddr::V6) =>
@@ -1181,6 +1249,49 @@ mod tests {
 
     fn record() -> FlatRecord {
         FlatRecord::sample("198.18.0.99/24")
+    }
+
+    #[test]
+    fn a_claim_never_lands_in_a_network_being_removed() {
+        let (_dir, store, keys) = setup();
+        let network = create(&store, &keys, &request("lan", "198.18.1.0/24")).unwrap();
+        // A hook read the network, then `network rm` ran to the end before
+        // its claim: the claim fails instead of holding an orphan address.
+        remove(&store, &keys, "lan").unwrap();
+        let error = take(&store, &keys, "c1", &network, None).unwrap_err();
+        assert!(error.to_string().contains("network \"lan\""), "{error}");
+        assert!(store.list("/macvlan/ipam/").unwrap().is_empty());
+
+        // A `network rm` that died after marking: claims are refused until
+        // it is run again, which finishes it.
+        let network = create(&store, &keys, &request("lan", "198.18.1.0/24")).unwrap();
+        let key = keys.network("lan");
+        let mut marked = network.clone();
+        marked.removing = true;
+        store
+            .transaction(
+                &[],
+                &[Op::Put(
+                    key.clone(),
+                    serde_json::to_string(&marked).unwrap(),
+                )],
+            )
+            .unwrap();
+        let error = take(&store, &keys, "c1", &network, None).unwrap_err();
+        assert!(error.to_string().contains("is being removed"), "{error}");
+        remove(&store, &keys, "lan").unwrap();
+        assert_eq!(store.get(&key).unwrap(), None);
+
+        // Held: `network rm` refuses and leaves the network claimable.
+        let network = create(&store, &keys, &request("lan", "198.18.1.0/24")).unwrap();
+        take(&store, &keys, "c1", &network, None).unwrap();
+        assert!(matches!(
+            remove(&store, &keys, "lan"),
+            Err(NetworkError::InUse { .. })
+        ));
+        let reloaded = load(&store, &keys, "lan").unwrap();
+        assert!(!reloaded.removing);
+        take(&store, &keys, "c2", &reloaded, None).unwrap();
     }
 
     #[test]

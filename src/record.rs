@@ -111,6 +111,14 @@ pub struct FlatRecord {
     /// stop or `gc` asks the server and gives it back (issue 16).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lease_pending: bool,
+    /// The boot the attachment was made in (`pid` and `netns_inode` mean
+    /// nothing in another: both are reused after a reboot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The container's resolv.conf as written from the lease (`--dhcp-dns`)
+    /// and what it held before, put back at stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<crate::oci::resolv::Written>,
 }
 
 /// A DHCP lease as the server gave it. Times are Unix seconds.
@@ -174,6 +182,12 @@ pub struct VlanRef {
 }
 
 impl FlatRecord {
+    /// Whether the attachment was made in this boot (records from before
+    /// boot ids are taken to be).
+    pub fn from_this_boot(&self) -> bool {
+        crate::host::this_boot(self.boot_id.as_deref())
+    }
+
     /// Whether this record belongs to the host `host_id` named `host_name`.
     pub fn owned_by(&self, host_id: &str, host_name: &str) -> bool {
         match &self.host_id {
@@ -258,14 +272,30 @@ impl FlatRecord {
             client_pid: None,
             host_route: None,
             lease_pending: false,
+            boot_id: None,
+            resolv_conf: None,
             cni: None,
         }
     }
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
+    let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    #[cfg(feature = "failpoints")]
+    if let Some(shift) = clock_shift() {
+        return wall.saturating_add_signed(shift);
+    }
+    wall
+}
+
+/// Test builds: seconds added to the wall clock, read from the file named
+/// by `MACVLAN_CLOCK_SHIFT_FILE` at every call, so a test can step the
+/// clock of a running daemon (a time namespace cannot move CLOCK_REALTIME).
+#[cfg(feature = "failpoints")]
+fn clock_shift() -> Option<i64> {
+    let path = std::env::var_os("MACVLAN_CLOCK_SHIFT_FILE")?;
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -522,3 +522,79 @@ fn a_dhcp_network_as_the_second_of_two() {
         server.lease_for_mac(&mac_of(&format!("{id}/1"))).is_none()
     });
 }
+
+#[test]
+fn a_dhcp_dns_network_writes_the_leases_resolvers_and_puts_the_file_back() {
+    let lab = Lab::new(&["h1"]);
+    let _server = Dnsmasq::start(
+        &lab,
+        "dns",
+        &[
+            "--no-ping",
+            "--dhcp-option=option:dns-server,192.0.2.53,192.0.2.54",
+            "--dhcp-option=option:domain-name,lab.example",
+        ],
+    );
+    let out = lab.macvlan(
+        "h1",
+        &[
+            "network",
+            "create",
+            "office",
+            "--parent",
+            "lan0",
+            "--ipam",
+            "dhcp",
+            "--dhcp-dns",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let id = lab.id("dns");
+    let bundle = lab.bundle("h1", &id, &["NETWORK=office"], &[]);
+    // The engine's own copy, bind-mounted as Docker and podman do.
+    let source = bundle.join("resolv.conf");
+    std::fs::write(&source, "nameserver 198.51.100.1\n").unwrap();
+    let mut config = lab.read_config(&bundle);
+    config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "destination": "/etc/resolv.conf",
+            "type": "bind",
+            "source": source,
+            "options": ["rbind", "ro"]
+        }));
+    lab.write_config(&bundle, &config);
+    lab.start("h1", &id, &bundle).unwrap();
+    let inside = text(&lab.exec("h1", &id, &["cat", "/etc/resolv.conf"]));
+    assert!(
+        inside.contains("nameserver 192.0.2.53\nnameserver 192.0.2.54\nsearch lab.example\n"),
+        "{inside}"
+    );
+    assert!(!inside.contains("198.51.100.1"), "{inside}");
+    lab.stop("h1", &id);
+    assert_eq!(
+        std::fs::read_to_string(&source).unwrap(),
+        "nameserver 198.51.100.1\n"
+    );
+    // Refused on a static network.
+    let out = lab.macvlan(
+        "h1",
+        &[
+            "network",
+            "create",
+            "fixed",
+            "--parent",
+            "lan0",
+            "--subnet",
+            "198.51.100.0/24",
+            "--dhcp-dns",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--dhcp-dns needs --ipam dhcp"),
+        "{}",
+        text(&out)
+    );
+}

@@ -14,12 +14,7 @@ use common::{as_strs, flat_env, text, wait_for, Lab, DAEMON_IDLE_EXIT_S, DISCOVE
 fn web_container(lab: &Lab, host: &str, id: &str, ip: &str, extra_env: &[&str]) {
     let mut env = flat_env(ip);
     env.extend(extra_env.iter().map(|e| e.to_string()));
-    let bundle = lab.bundle(host, id, &as_strs(&env), &[]);
-    let mut config = lab.read_config(&bundle);
-    config["process"]["args"] =
-        serde_json::json!(["sh", "-c", "httpd -p 8000 -h /www; exec sleep 100000"]);
-    lab.write_config(&bundle, &config);
-    lab.start(host, id, &bundle).unwrap();
+    lab.start_web(host, id, &as_strs(&env));
 }
 
 /// `macvlan lookup NAME` on `host`: the endpoint lines, empty when none.
@@ -211,13 +206,13 @@ fn several_containers_serve_one_name_and_dns_answers_a_and_srv() {
     .unwrap();
     assert_eq!(replies, [false, true], "response ignored, query answered");
 
-    // One endpoint stops: DNS follows the store.
+    // One endpoint stops: DNS follows the store (its snapshot is read
+    // every second).
     lab.stop("hA", &first);
-    let answer = nslookup(&["api.lab", "192.0.2.1"]);
-    assert!(
-        answer.contains("192.0.2.31") && !answer.contains("192.0.2.30"),
-        "{answer}"
-    );
+    wait_for(Duration::from_secs(3), "the stopped endpoint gone", || {
+        let answer = nslookup(&["api.lab", "192.0.2.1"]);
+        answer.contains("192.0.2.31") && !answer.contains("192.0.2.30")
+    });
 }
 
 #[test]

@@ -71,6 +71,24 @@ fn flat_addresses_are_unique_across_hosts_sharing_a_cluster() {
     lab.stop("hB", &b);
 }
 
+/// `macvlan dns` for zone `lab` on 192.0.2.1:53 in the gateway's
+/// namespace, with `host`'s configuration (so it reads the cluster).
+fn responder(lab: &Lab, host: &str) -> Server {
+    Server(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.ns("gw")))
+            .arg(common::MACVLAN)
+            .arg("--config")
+            .arg(lab.config_path(host))
+            .args(["dns", "--listen", "192.0.2.1:53", "--domain", "lab"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn an_unreachable_or_leaderless_cluster_fails_the_hook_within_the_timeout() {
     let lab = Lab::new(&["hA"]);
@@ -124,12 +142,7 @@ fn webapp_registered_on_host_a_resolves_and_answers_on_host_b() {
     let webapp = lab.id("webapp");
     let mut env = flat_env("192.0.2.30/24");
     env.extend(["DISCOVER=true", "PORT=8000", "SERVICE=webapp"].map(String::from));
-    let bundle = lab.bundle("hA", &webapp, &as_strs(&env), &[]);
-    let mut config = lab.read_config(&bundle);
-    config["process"]["args"] =
-        serde_json::json!(["sh", "-c", "httpd -p 8000 -h /www; exec sleep 100000"]);
-    lab.write_config(&bundle, &config);
-    lab.start("hA", &webapp, &bundle).unwrap();
+    lab.start_web("hA", &webapp, &as_strs(&env));
 
     // Host B's CLI sees host A's endpoint.
     let started = Instant::now();
@@ -154,19 +167,7 @@ fn webapp_registered_on_host_a_resolves_and_answers_on_host_b() {
         .contains(&format!("/macvlan/service/webapp/{webapp}")));
 
     // The responder runs with host B's configuration: it reads the cluster.
-    let _dns = Server(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.ns("gw")))
-            .arg(common::MACVLAN)
-            .arg("--config")
-            .arg(lab.config_path("hB"))
-            .args(["dns", "--listen", "192.0.2.1:53", "--domain", "lab"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _dns = responder(&lab, "hB");
     let client = lab.id("client");
     let bundle = lab.bundle("hB", &client, &as_strs(&flat_env("192.0.2.31/24")), &[]);
     let mut config = lab.read_config(&bundle);
@@ -188,12 +189,19 @@ fn webapp_registered_on_host_a_resolves_and_answers_on_host_b() {
     };
     assert_eq!(page, "hello across hosts\n");
 
-    // Stopping webapp withdraws it at once, cluster-wide.
+    // Stopping webapp withdraws it at once, cluster-wide; the responder's
+    // snapshot follows within its refresh (1 s).
     lab.stop("hA", &webapp);
     let out = lab.macvlan("hB", &["lookup", "webapp"]);
     assert!(!out.status.success());
-    let out = lab.exec("hB", &client, &["nslookup", "webapp.lab", "192.0.2.1"]);
-    assert!(text(&out).contains("NXDOMAIN"), "{}", text(&out));
+    common::wait_for(
+        Duration::from_secs(3),
+        "NXDOMAIN from the responder",
+        || {
+            let out = lab.exec("hB", &client, &["nslookup", "webapp.lab", "192.0.2.1"]);
+            text(&out).contains("NXDOMAIN")
+        },
+    );
     lab.stop("hB", &client);
 }
 
@@ -449,4 +457,139 @@ fn a_schema_zero_keyspace_is_migrated_once_when_two_hosts_open_it() {
     // The VLAN verbs work on the migrated network.
     let out = lab.macvlan("hB", &["vlan", "inspect", "test1"]);
     assert!(text(&out).contains("\"vc1\""), "{}", text(&out));
+}
+
+/// Freezes (SIGSTOP) or thaws (SIGCONT) a member: a store that stops
+/// answering without losing anything.
+fn freeze(cluster: &EtcdCluster, frozen: bool) {
+    let signal = if frozen {
+        nix::sys::signal::Signal::SIGSTOP
+    } else {
+        nix::sys::signal::Signal::SIGCONT
+    };
+    for member in &cluster.members {
+        let pid = member.pid().expect("a running member") as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    }
+}
+
+#[test]
+fn dhcp_leases_are_kept_from_memory_through_an_etcd_outage_and_written_back() {
+    use common::rogue_dhcp::{Offer, RogueDhcp};
+    let lab = Lab::new(&["hA"]);
+    let cluster = EtcdCluster::start(
+        &lab,
+        1,
+        &format!(
+            "{}[dhcp]\nprobe_wait = \"0s\"\nmin_lease = \"5s\"\n",
+            etcd_section()
+        ),
+    );
+    let _server = RogueDhcp::start(
+        &lab,
+        Offer {
+            lease_time: Some(16),
+            ..Offer::sound("192.0.2.77")
+        },
+    );
+    let id = lab.id("outage");
+    let bundle = lab.bundle("hA", &id, &["TYPE=dhcp", "HOSTIF=lan0"], &[]);
+    lab.start("hA", &id, &bundle).unwrap();
+    let stored = |cluster: &EtcdCluster| -> u64 {
+        let out = cluster.etcdctl(&["get", "--print-value-only", &format!("/macvlan/dhcp/{id}")]);
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        record["lease"]["obtained_at"].as_u64().unwrap()
+    };
+    let first = stored(&cluster);
+    common::wait_for(Duration::from_secs(5), "the daemon", || {
+        lab.daemon_pid("hA").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // The store stops answering for 24 s: longer than the whole lease. The
+    // keeper renews from its own copy at T1 (8 s) and again 8 s later, so
+    // the kernel never drops the address.
+    freeze(&cluster, true);
+    let frozen = Instant::now();
+    let mut seen = 0;
+    while frozen.elapsed() < Duration::from_secs(24) {
+        let interfaces = lab.container_interfaces("hA", &id);
+        assert_eq!(
+            interfaces[0].2,
+            ["192.0.2.77/24"],
+            "after {:?}: {}",
+            frozen.elapsed(),
+            lab.log("hA")
+        );
+        seen += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    freeze(&cluster, false);
+    assert!(seen >= 20);
+    let renewals = lab.log("hA").matches("event=dhcp-renew ").count();
+    assert!(renewals >= 2, "{}", lab.log("hA"));
+    // Back: the newer lease is written to the store.
+    common::wait_for(Duration::from_secs(15), "the lease written back", || {
+        stored(&cluster) >= first + 16
+    });
+    lab.stop("hA", &id);
+}
+
+/// `dig` from the gateway's namespace against the responder; all output.
+fn dig(lab: &Lab, args: &[&str]) -> String {
+    let netns = format!("--net=/run/netns/{}", lab.ns("gw"));
+    let mut all = vec![netns.as_str(), "dig", "+time=1", "+tries=1", "@192.0.2.1"];
+    all.extend_from_slice(args);
+    text(&common::run("nsenter", &all))
+}
+
+#[test]
+fn dns_answers_from_its_snapshot_while_etcd_is_frozen_then_says_servfail() {
+    let lab = Lab::new(&["hA"]);
+    let cluster = EtcdCluster::start(&lab, 1, &etcd_section());
+    std::fs::write(lab.rootfs.join("www/index.html"), "up\n").unwrap();
+    let web = lab.id("web");
+    let mut env = flat_env("192.0.2.30/24");
+    env.extend(["DISCOVER=true", "PORT=8000", "SERVICE=web"].map(String::from));
+    lab.start_web("hA", &web, &as_strs(&env));
+    let _dns = responder(&lab, "hA");
+    common::wait_for(Duration::from_secs(15), "web.lab answered", || {
+        dig(&lab, &["web.lab"]).contains("192.0.2.30")
+    });
+    // etcd stops answering (every request would wait the 2 s timeout):
+    // answers keep coming at once from the snapshot…
+    freeze(&cluster, true);
+    let frozen = Instant::now();
+    let mut answered = 0;
+    while frozen.elapsed() < Duration::from_secs(3) {
+        let asked = Instant::now();
+        let reply = dig(&lab, &["web.lab"]);
+        assert!(reply.contains("192.0.2.30"), "{reply}");
+        assert!(
+            asked.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            asked.elapsed()
+        );
+        answered += 1;
+    }
+    // …until the snapshot is older than the answers' TTL (5 s): then
+    // SERVFAIL, at once, rather than addresses that may be gone.
+    std::thread::sleep(Duration::from_secs(4));
+    let asked = Instant::now();
+    let reply = dig(&lab, &["web.lab"]);
+    assert!(reply.contains("status: SERVFAIL"), "{reply}");
+    assert!(asked.elapsed() < Duration::from_millis(900));
+    freeze(&cluster, false);
+    let thawed = Instant::now();
+    while !dig(&lab, &["web.lab"]).contains("192.0.2.30") {
+        assert!(
+            thawed.elapsed() < Duration::from_secs(10),
+            "no answer after the thaw: {}\n{}\n{:?}",
+            dig(&lab, &["web.lab"]),
+            lab.log("hA"),
+            cluster.keys("/macvlan/")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("answered {answered} queries in 3 s with etcd frozen");
+    lab.stop("hA", &web);
 }

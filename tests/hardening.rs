@@ -233,6 +233,17 @@ fn hostile_dhcp_offers_are_refused_by_field_and_leave_nothing() {
     lab.stop("hA", &id);
 }
 
+/// A web server at 192.0.2.20 registered as "web".
+const WEB_ENV: [&str; 7] = [
+    "TYPE=flat",
+    "HOSTIF=lan0",
+    "IP=192.0.2.20/24",
+    "GW=192.0.2.1",
+    "DISCOVER=true",
+    "PORT=8000",
+    "SERVICE=web",
+];
+
 /// A process in a lab namespace, killed on drop (stopped by its pid).
 struct Spawned(std::process::Child);
 
@@ -505,4 +516,278 @@ fn files_get_their_modes_and_a_damaged_store_fails_cleanly() {
         "{}",
         lab.log("hA")
     );
+}
+
+/// The capabilities a packaged unit grants, as `setpriv --bounding-set`
+/// wants them (`-all,+net_admin,…`).
+fn unit_capabilities(unit: &str) -> String {
+    let path = format!("{}/packaging/systemd/{unit}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let caps: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap_or_else(|| panic!("{unit} has no CapabilityBoundingSet"))
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect();
+    format!("-all,{}", caps.join(","))
+}
+
+/// `macvlan ARGS` in `node`'s namespace with exactly the capabilities
+/// packaged `unit` grants.
+fn spawn_as_unit(lab: &Lab, node: &str, unit: &str, args: &[&str]) -> Spawned {
+    let bounding = format!("--bounding-set={}", unit_capabilities(unit));
+    let config = lab.config_path("hA");
+    let mut all = vec![
+        bounding.as_str(),
+        "--inh-caps=-all",
+        common::MACVLAN,
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    spawn_in(lab, node, "setpriv", &all)
+}
+
+#[test]
+fn the_daemon_and_the_responder_work_with_exactly_their_units_capabilities() {
+    let lab = Lab::new(&["hA"]);
+    let server = common::dhcp_server::Dnsmasq::start(
+        &lab,
+        "caps",
+        &["--no-ping", "--dhcp-option=option:T1,3"],
+    );
+    std::fs::write(lab.rootfs.join("www/index.html"), "up\n").unwrap();
+    // Started first, so the hooks find it running and start none.
+    let _daemon = spawn_as_unit(&lab, "hA", "macvlan-daemon.service", &["daemon"]);
+    common::wait_for(Duration::from_secs(5), "the daemon's pid file", || {
+        lab.daemon_dir("hA").join("daemon.pid").exists()
+    });
+    let pid: u32 = std::fs::read_to_string(lab.daemon_dir("hA").join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let bounding_mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(
+        bounding_mask, "000001ffffffffff",
+        "not restricted: {status}"
+    );
+
+    let dhcp = lab.id("dhcp");
+    let bundle = lab.bundle("hA", &dhcp, &["TYPE=dhcp", "HOSTIF=lan0"], &[]);
+    lab.start("hA", &dhcp, &bundle).unwrap();
+    let web = lab.id("web");
+    lab.start_web("hA", &web, &WEB_ENV);
+    // The keeper renews at T1 (3 s) from inside the container's namespace,
+    // and the registrar's check from there publishes the service.
+    common::wait_for(Duration::from_secs(15), "a renewal by the daemon", || {
+        lab.log("hA").contains("event=dhcp-renew")
+    });
+    common::wait_for(Duration::from_secs(10), "the service published", || {
+        lab.macvlan("hA", &["lookup", "web"]).status.success()
+    });
+    assert!(!lab.log("hA").contains("level=error"), "{}", lab.log("hA"));
+    assert!(!server.leases().is_empty());
+
+    // The responder with its unit's one capability answers on port 53.
+    let _responder = spawn_as_unit(
+        &lab,
+        "gw",
+        "macvlan-dns.service",
+        &["dns", "--listen", "192.0.2.1:53", "--domain", "lab"],
+    );
+    common::wait_for(
+        Duration::from_secs(10),
+        "an answer from the responder",
+        || dig_from(&lab, "192.0.2.1", &["web.lab"]).contains("192.0.2.20"),
+    );
+    lab.stop("hA", &web);
+    lab.stop("hA", &dhcp);
+}
+
+/// Lines of the host's log with `event=NAME`.
+fn events(lab: &Lab, name: &str) -> Vec<String> {
+    let wanted = format!("event={name} ");
+    lab.log("hA")
+        .lines()
+        .filter(|l| l.contains(&wanted))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_silent_dhcp_server_does_not_stall_the_registrar() {
+    let lab = Lab::new(&["hA"]);
+    configure(
+        &lab,
+        "hA",
+        "",
+        "timeout = \"5s\"\nprobe_wait = \"0s\"\nmin_lease = \"5s\"\n",
+    );
+    std::fs::write(lab.rootfs.join("www/index.html"), "up\n").unwrap();
+    let server = RogueDhcp::start(
+        &lab,
+        Offer {
+            lease_time: Some(6),
+            ..Offer::sound("192.0.2.77")
+        },
+    );
+    let dhcp = lab.id("dhcp");
+    let bundle = dhcp_bundle(&lab, &dhcp, "quiet");
+    lab.start("hA", &dhcp, &bundle).unwrap();
+    let web = lab.id("web");
+    lab.start_web("hA", &web, &WEB_ENV);
+    common::wait_for(Duration::from_secs(10), "the service published", || {
+        lab.macvlan("hA", &["lookup", "web"]).status.success()
+    });
+    // The server goes quiet: renewals (2 s each) go unanswered, the lease
+    // ends, and re-acquiring waits the whole 5 s timeout, again and again.
+    // The registrar's store lease (TTL 3 s) must be kept all along.
+    server.set_silent(true);
+    let started = std::time::Instant::now();
+    let mut checks = 0;
+    while started.elapsed() < Duration::from_secs(16) {
+        let out = lab.macvlan("hA", &["lookup", "web"]);
+        assert!(
+            out.status.success(),
+            "the service vanished after {:?}: {}\n{}",
+            started.elapsed(),
+            common::text(&out),
+            lab.log("hA")
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(checks >= 20, "{checks}");
+    // The keeper did struggle meanwhile: the lease ran out.
+    assert!(
+        !events(&lab, "dhcp-expired").is_empty(),
+        "{}",
+        lab.log("hA")
+    );
+    lab.stop("hA", &web);
+    lab.stop("hA", &dhcp);
+}
+
+#[test]
+fn a_wall_clock_step_neither_ends_a_lease_early_nor_postpones_its_renewal() {
+    let lab = Lab::new(&["hA"]);
+    configure(&lab, "hA", "", "probe_wait = \"0s\"\nmin_lease = \"5s\"\n");
+    let _server = RogueDhcp::start(
+        &lab,
+        Offer {
+            lease_time: Some(20),
+            ..Offer::sound("192.0.2.77")
+        },
+    );
+    // The daemon (started by the hook) reads its clock's offset from here.
+    let shift = lab.dir.path().join("clock-shift");
+    std::fs::write(&shift, "0").unwrap();
+    let id = lab.id("clock");
+    let bundle = dhcp_bundle(&lab, &id, "clock");
+    let mut spec = lab.read_config(&bundle);
+    spec["hooks"]["createRuntime"][0]["env"] =
+        serde_json::json!([format!("MACVLAN_CLOCK_SHIFT_FILE={}", shift.display())]);
+    lab.write_config(&bundle, &spec);
+    lab.start("hA", &id, &bundle).unwrap();
+    let leased = std::time::Instant::now();
+    common::wait_for(Duration::from_secs(5), "the daemon", || {
+        lab.daemon_pid("hA").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // An hour forward: the lease is not over for the keeper (its time runs
+    // on the monotonic clock), and it renews at T1 (10 s), not at once.
+    std::fs::write(&shift, "3600").unwrap();
+    common::wait_for(Duration::from_secs(15), "the renewal at T1", || {
+        !events(&lab, "dhcp-renew").is_empty()
+    });
+    let at = leased.elapsed();
+    assert!(
+        at >= Duration::from_secs(9),
+        "renewed {at:?} after the lease: the step made it early"
+    );
+    assert!(events(&lab, "dhcp-expired").is_empty(), "{}", lab.log("hA"));
+    // An hour back (from the real time): the next renewal still comes at
+    // T1 of the renewed lease, not an hour later; the address never goes.
+    std::fs::write(&shift, "-3600").unwrap();
+    let renewed = std::time::Instant::now();
+    common::wait_for(Duration::from_secs(15), "the second renewal", || {
+        events(&lab, "dhcp-renew").len() >= 2
+    });
+    assert!(renewed.elapsed() <= Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(events(&lab, "dhcp-expired").is_empty(), "{}", lab.log("hA"));
+    let interfaces = lab.container_interfaces("hA", &id);
+    assert_eq!(interfaces[0].2, ["192.0.2.77/24"], "{interfaces:?}");
+    lab.stop("hA", &id);
+}
+
+#[test]
+fn records_from_an_earlier_boot_are_not_taken_for_running() {
+    let lab = Lab::new(&["hA"]);
+    let runc_id = lab.id("engine");
+    let bundle = lab.bundle(
+        "hA",
+        &runc_id,
+        &common::as_strs(&common::flat_env("192.0.2.10/24")),
+        &[],
+    );
+    lab.start("hA", &runc_id, &bundle).unwrap();
+    let process = lab.netns_process("hA");
+    let pid = process.pid().to_string();
+    let out = lab.macvlan(
+        "hA",
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--type",
+            "flat",
+            "--host-interface",
+            UPLINK,
+            "--ip",
+            "192.0.2.11/24",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::text(&out));
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    for record in lab.records("hA") {
+        assert_eq!(record["boot_id"], this_boot.trim(), "{record}");
+    }
+    // As after a reboot: the pids and the engine's directory are still
+    // there (a reused pid, an engine that keeps its state on disk), but
+    // the records were written in another boot.
+    let path = lab.dir.path().join("state-hA.db");
+    let store = macvlan_runc::store::SqliteStore::open(&path).unwrap();
+    let keys = macvlan_runc::store::Keys::new("/macvlan");
+    for id in [runc_id.clone(), format!("pid-{pid}")] {
+        macvlan_runc::ipam::update_flat(&store, &keys, &id, |r| {
+            r.boot_id = Some("00000000-0000-0000-0000-000000000000".into());
+            true
+        })
+        .unwrap()
+        .expect("the record");
+    }
+    let out = lab.macvlan("hA", &["gc"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let records = lab.records("hA");
+    // The engine's container is kept, stopped; the process's record goes
+    // (its pid may be anyone's now).
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["state"], "stopped", "{records:?}");
+    assert!(
+        lab.log("hA")
+            .contains("running in an earlier boot: marked stopped"),
+        "{}",
+        lab.log("hA")
+    );
+    drop(process);
+    lab.stop("hA", &runc_id);
 }

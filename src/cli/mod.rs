@@ -409,7 +409,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Man { dir } => docs::man_pages(&dir),
         Command::Daemon { exit_when_idle } => {
             let ctx = net::Context::new(config, logger)?;
-            discovery::registrar::run(&ctx, exit_when_idle)
+            crate::daemon::run(&ctx, exit_when_idle)
         }
         Command::Dns {
             listen,
@@ -525,8 +525,7 @@ fn publish(ctx: &net::Context, id: &str, port: &str, service: Option<&str>) -> R
         ),
     )?;
     discovery::register(ctx.store()?, &ctx.keys, &registration)?;
-    discovery::registrar::ensure_running(&ctx.config)
-        .context("start the registrar (macvlan daemon)")?;
+    crate::daemon::ensure_running(&ctx.config).context("start the registrar (macvlan daemon)")?;
     println!(
         "{id}: registered {service} at {}; published while the port answers",
         registration.check_address()

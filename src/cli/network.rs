@@ -102,6 +102,11 @@ pub struct NetworkCreateArgs {
     /// variables (which an image's author can set).
     #[arg(long)]
     pub annotations_only: bool,
+    /// DHCP networks: write the lease's DNS servers and domain into the
+    /// container's /etc/resolv.conf (its engine's file or its rootfs's,
+    /// never the host's), put back as it was at stop.
+    #[arg(long)]
+    pub dhcp_dns: bool,
     /// This host reaches its containers on the network, and they it,
     /// through a host-side macvlan `mvh-NAME` (bridge mode only).
     #[arg(long)]
@@ -338,6 +343,7 @@ impl NetworkCreateArgs {
                 .map(|r| kbit("--ingress-rate", r))
                 .transpose()?,
             annotations_only: self.annotations_only,
+            dhcp_dns: self.dhcp_dns,
             host_access: self.host_access,
             host_address: self
                 .host_address

@@ -529,6 +529,7 @@ fn add(ctx: &Context, env: &Env, conf: &NetConf) -> Result<String, CniError> {
             .iter()
             .find(|(k, _)| k == "K8S_POD_NAME")
             .map(|(_, v)| v.clone()),
+        resolv: None,
     };
     let attached = net::attach(ctx, &request, &target).map_err(|e| {
         ctx.logger.log(

@@ -2,8 +2,12 @@
 //! leases at T1 (to their server) and T2 (to any server), starts over when
 //! one runs out, and gives back the lease of a container whose namespace is
 //! gone. Its state is the store: a restarted daemon carries on from there.
+//! While the store cannot be reached it goes on from its own copy of the
+//! leases and writes them back later; a lease's deadlines run on the
+//! monotonic clock from when the keeper first saw it, so a step of the wall
+//! clock neither postpones a renewal nor ends a lease early (issue 16).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -24,18 +28,33 @@ use crate::record::{now, Dhcp6Lease, DhcpLease, FlatRecord, RecordKind, State};
 const RENEW_WAIT: Duration = Duration::from_secs(2);
 
 /// A lease the keeper could not get is tried again after this long.
-const RETRY_AFTER: u64 = 10;
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct Keeper {
-    /// When a container's failed renewal or acquisition is tried again
-    /// (Unix seconds).
-    retry_at: HashMap<String, u64>,
+    /// When a container's failed renewal or acquisition is tried again.
+    retry_at: HashMap<String, Instant>,
+    /// Where each lease (attachment, `obtained_at`) started on the
+    /// monotonic clock: its own time is `obtained_at` + the time since.
+    anchors: HashMap<(String, u64), Instant>,
+    /// The running DHCP records this keeper keeps, as last read or changed.
+    memory: HashMap<String, FlatRecord>,
+    /// Attachments whose lease in `memory` the store has not taken yet.
+    unsaved: HashSet<String>,
+    /// The last store failure logged (once until it changes).
+    store_error: Option<String>,
+}
+
+fn seconds(s: u64) -> Duration {
+    Duration::from_secs(s)
 }
 
 /// The container's namespace, if the process the record names still has
 /// the namespace it was attached in.
 fn container_netns(record: &FlatRecord) -> Option<File> {
+    if !record.from_this_boot() {
+        return None;
+    }
     let path = match (record.pid, &record.cni) {
         (Some(pid), _) => format!("/proc/{pid}/ns/net"),
         // A CNI attachment: the runtime's namespace path.
@@ -86,19 +105,11 @@ impl Keeper {
     /// One pass over this host's DHCP containers. Returns how many leases
     /// it keeps and when one next needs attention.
     pub fn round(&mut self, ctx: &Context) -> Result<(usize, Option<Duration>)> {
-        let store = ctx.store()?;
-        let prefix = ctx.keys.record_prefix(RecordKind::Dhcp);
+        self.write_back(ctx);
         let mut kept = 0;
-        let mut next: Option<u64> = None;
+        let mut next: Option<Duration> = None;
         let mut seen = Vec::new();
-        for (key, text) in store.list(&prefix)? {
-            let id = key[prefix.len()..].to_string();
-            let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
-                continue;
-            };
-            if !ctx.owns(&record) || record.state != State::Running {
-                continue;
-            }
+        for (id, record) in self.records(ctx)? {
             seen.push(id.clone());
             let Some(netns) = container_netns(&record) else {
                 release_gone(ctx, &id, &record, &record.ip, "dhcp-release");
@@ -110,10 +121,19 @@ impl Keeper {
                 // only watches for the container to go.
                 continue;
             }
-            let now = now();
-            let due = match (&record.lease, self.retry_at.get(&id)) {
-                (_, Some(retry)) if *retry > now => *retry,
-                (Some(lease), _) if lease.renew_at > now => lease.renew_at,
+            let lease_now = record
+                .lease
+                .as_ref()
+                .map(|lease| self.lease_now(&id, lease.obtained_at));
+            let retry = self
+                .retry_at
+                .get(&id)
+                .and_then(|at| at.checked_duration_since(Instant::now()));
+            let due = match (&record.lease, lease_now, retry) {
+                (_, _, Some(retry)) => retry,
+                (Some(lease), Some(now), _) if lease.renew_at > now => {
+                    seconds(lease.renew_at - now)
+                }
                 _ => {
                     self.retry_at.remove(&id);
                     if let Err(e) = self.attend(ctx, &id, &record, &netns) {
@@ -126,15 +146,23 @@ impl Keeper {
                                 ("error", &format!("{e:#}")),
                             ],
                         );
-                        self.retry_at.insert(id.clone(), now + RETRY_AFTER);
+                        self.retry_at
+                            .insert(id.clone(), Instant::now() + RETRY_AFTER);
                     }
                     continue;
                 }
             };
             next = Some(next.map_or(due, |n| n.min(due)));
         }
-        // DHCPv6 leases, on records of every kind.
-        for (id, _, text) in ipam::list_records(store, &ctx.keys)? {
+        // DHCPv6 leases, on records of every kind (read from the store
+        // only: while it is away they wait).
+        let Ok(store) = ctx.store() else {
+            return Ok((kept, next));
+        };
+        let Ok(listed) = ipam::list_records(store, &ctx.keys) else {
+            return Ok((kept, next));
+        };
+        for (id, _, text) in listed {
             let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
                 continue;
             };
@@ -151,11 +179,15 @@ impl Keeper {
                 continue;
             };
             kept += 1;
-            let now = now();
-            let due = match self.retry_at.get(&retry_key) {
-                Some(retry) if *retry > now => *retry,
-                _ if lease.renew_at > now => lease.renew_at,
-                _ => {
+            let now = self.lease_now(&retry_key, lease.obtained_at);
+            let retry = self
+                .retry_at
+                .get(&retry_key)
+                .and_then(|at| at.checked_duration_since(Instant::now()));
+            let due = match retry {
+                Some(retry) => retry,
+                None if lease.renew_at > now => seconds(lease.renew_at - now),
+                None => {
                     self.retry_at.remove(&retry_key);
                     if let Err(e) = self.attend6(ctx, &id, &record, &lease, &netns) {
                         ctx.logger.log(
@@ -167,7 +199,8 @@ impl Keeper {
                                 ("error", &format!("{e:#}")),
                             ],
                         );
-                        self.retry_at.insert(retry_key, now + RETRY_AFTER);
+                        self.retry_at
+                            .insert(retry_key, Instant::now() + RETRY_AFTER);
                     }
                     continue;
                 }
@@ -175,15 +208,108 @@ impl Keeper {
             next = Some(next.map_or(due, |n| n.min(due)));
         }
         self.retry_at.retain(|id, _| seen.contains(id));
-        let wait = next.map(|due| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            Duration::from_secs(due).saturating_sub(now)
-        });
+        let live: HashSet<&String> = seen.iter().collect();
+        self.anchors
+            .retain(|(id, _), _| live.contains(id) || live.contains(&format!("{id}#6")));
         // Nothing due (only external clients, or leases attended in this
         // round): the daemon's regular interval is soon enough.
-        Ok((kept, wait))
+        Ok((kept, next))
+    }
+
+    /// The time of `id`'s lease obtained at `obtained_at` (Unix seconds):
+    /// the wall clock when the keeper first sees the lease, the monotonic
+    /// clock from then on.
+    fn lease_now(&mut self, id: &str, obtained_at: u64) -> u64 {
+        let anchor = *self
+            .anchors
+            .entry((id.to_string(), obtained_at))
+            .or_insert_with(|| {
+                let age = seconds(now().saturating_sub(obtained_at));
+                Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+            });
+        obtained_at + anchor.elapsed().as_secs()
+    }
+
+    /// This host's running DHCP records: from the store, the keeper's own
+    /// copy winning for leases the store has not taken yet; while the store
+    /// cannot be read, the copy (an error only if there is none).
+    fn records(&mut self, ctx: &Context) -> Result<Vec<(String, FlatRecord)>> {
+        let prefix = ctx.keys.record_prefix(RecordKind::Dhcp);
+        let listed = ctx.store().and_then(|store| Ok(store.list(&prefix)?));
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(e) if self.memory.is_empty() => return Err(e),
+            Err(e) => {
+                let message = format!("{e:#}");
+                if self.store_error.as_ref() != Some(&message) {
+                    ctx.logger.log(
+                        Level::Error,
+                        "dhcp-keep",
+                        &[
+                            ("error", &message),
+                            ("kept_from_memory", &self.memory.len().to_string()),
+                        ],
+                    );
+                    self.store_error = Some(message);
+                }
+                let mut records: Vec<_> = self.memory.clone().into_iter().collect();
+                records.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(records);
+            }
+        };
+        self.store_error = None;
+        let mut records = Vec::new();
+        for (key, text) in listed {
+            let id = key[prefix.len()..].to_string();
+            let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
+                continue;
+            };
+            if !ctx.owns(&record) || record.state != State::Running {
+                continue;
+            }
+            let record = match self.memory.get(&id) {
+                Some(kept) if self.unsaved.contains(&id) && kept.pid == record.pid => kept.clone(),
+                _ => record,
+            };
+            records.push((id, record));
+        }
+        self.memory = records.iter().cloned().collect();
+        self.unsaved.retain(|id| self.memory.contains_key(id));
+        Ok(records)
+    }
+
+    /// Records the lease now held (or none) in the keeper's copy, and in
+    /// the store if it can be reached (else later, by `write_back`).
+    fn save(&mut self, ctx: &Context, id: &str, lease: Option<DhcpLease>) {
+        if let Some(record) = self.memory.get_mut(id) {
+            if let Some(lease) = &lease {
+                record.ip = lease.address.clone();
+                record.gateway = lease.router.map(|g| g.to_string());
+            }
+            record.lease = lease.clone();
+        }
+        if let Err(e) = store_lease(ctx, id, lease) {
+            self.unsaved.insert(id.to_string());
+            if ctx.logger.debug_enabled() {
+                ctx.logger.log(
+                    Level::Debug,
+                    "dhcp-keep",
+                    &[("container", id), ("unsaved", &format!("{e:#}"))],
+                );
+            }
+        } else {
+            self.unsaved.remove(id);
+        }
+    }
+
+    /// Writes the leases the store missed while it was away.
+    fn write_back(&mut self, ctx: &Context) {
+        for id in self.unsaved.clone() {
+            let lease = self.memory.get(&id).and_then(|r| r.lease.clone());
+            if store_lease(ctx, &id, lease).is_ok() {
+                self.unsaved.remove(&id);
+            }
+        }
     }
 
     /// Renews, rebinds or re-acquires the lease of a running container.
@@ -194,7 +320,11 @@ impl Keeper {
             .context("the record names no interface")?;
         let identity = super::identity_of(record, None)?;
         let socket = wire::open_client(netns, &ifname)?;
-        let now = now();
+        let wall = now();
+        let now = match &record.lease {
+            Some(lease) => self.lease_now(id, lease.obtained_at),
+            None => wall,
+        };
         let lease = match &record.lease {
             Some(lease) if lease.expires_at > now => lease.clone(),
             expired => {
@@ -205,7 +335,7 @@ impl Keeper {
                         "dhcp-expired",
                         &[("container", id), ("address", &lease.address)],
                     );
-                    store_lease(ctx, id, None)?;
+                    self.save(ctx, id, None);
                 }
                 return self.reacquire(ctx, id, record, netns, &ifname, &socket, &identity);
             }
@@ -243,14 +373,14 @@ impl Keeper {
         log_refused(ctx, id, &refused);
         match reply {
             Some(ack) if ack.kind == ReplyKind::Ack && ack.address == address => {
-                let renewed = super::lease_from(&ack, now);
+                let renewed = super::lease_from(&ack, wall);
                 // The address's lifetime in the kernel follows the lease.
                 let mut container =
                     Netlink::open_in_netns_file(netns, "the container's namespace")?;
                 let link = container
                     .link_by_name(&ifname)?
                     .with_context(|| format!("{ifname} is gone from the container"))?;
-                super::configure(&mut container, link.index, &renewed, now, id)?;
+                super::configure(&mut container, link.index, &renewed, wall, id)?;
                 ctx.logger.log(
                     Level::Info,
                     "dhcp-renew",
@@ -262,7 +392,7 @@ impl Keeper {
                         ("lease_s", &renewed.lease_time.to_string()),
                     ],
                 );
-                store_lease(ctx, id, Some(renewed))?;
+                self.save(ctx, id, Some(renewed));
             }
             Some(other) => {
                 // A NAK (or an ACK for another address): the lease is over.
@@ -276,7 +406,7 @@ impl Keeper {
                         ("server", &other.server.to_string()),
                     ],
                 );
-                store_lease(ctx, id, None)?;
+                self.save(ctx, id, None);
                 let mut current = record.clone();
                 current.lease = None;
                 return self.reacquire(ctx, id, &current, netns, &ifname, &socket, &identity);
@@ -284,8 +414,10 @@ impl Keeper {
             None => {
                 // RFC 2131 §4.4.5: wait half the remaining time to T2 (or
                 // to the end of the lease) before asking again.
-                let retry = now + ((stage_end.saturating_sub(now)) / 2).max(1);
-                self.retry_at.insert(id.to_string(), retry.min(stage_end));
+                let left = stage_end.saturating_sub(now);
+                let retry = (left / 2).max(1).min(left.max(1));
+                self.retry_at
+                    .insert(id.to_string(), Instant::now() + seconds(retry));
                 if ctx.logger.debug_enabled() {
                     ctx.logger.log(
                         Level::Debug,
@@ -350,7 +482,8 @@ impl Keeper {
                 ("server", &lease.server.to_string()),
             ],
         );
-        store_lease(ctx, id, Some(lease))
+        self.save(ctx, id, Some(lease));
+        Ok(())
     }
 }
 
@@ -376,7 +509,10 @@ impl Keeper {
         let client = super::client6(id);
         let socket = super::wire6::open_client(netns, &ifname)?;
         let address = lease.cidr()?;
-        let now = now();
+        // New leases are dated by the wall clock; this one's deadlines
+        // follow the monotonic clock.
+        let wall = now();
+        let now = self.lease_now(&format!("{id}#6"), lease.obtained_at);
         let renewed = if lease.expires_at > now {
             let rebinding = now >= lease.rebind_at;
             let server = (!rebinding).then(|| lease.server_duid());
@@ -394,7 +530,7 @@ impl Keeper {
                 Instant::now() + RENEW_WAIT,
             )? {
                 Some(answer) if answer.address == Some(address.address) => {
-                    let renewed = super::lease6_from(&answer, address.prefix, client.iaid, now)?;
+                    let renewed = super::lease6_from(&answer, address.prefix, client.iaid, wall)?;
                     ctx.logger.log(
                         Level::Info,
                         "dhcp6-renew",
@@ -421,9 +557,10 @@ impl Keeper {
                 }
                 None => {
                     // No answer: ask again halfway to the next stage.
-                    let retry = now + ((stage_end.saturating_sub(now)) / 2).max(1);
+                    let left = stage_end.saturating_sub(now);
+                    let retry = (left / 2).max(1).min(left.max(1));
                     self.retry_at
-                        .insert(format!("{id}#6"), retry.min(stage_end));
+                        .insert(format!("{id}#6"), Instant::now() + seconds(retry));
                     return Ok(());
                 }
             }
@@ -449,7 +586,7 @@ impl Keeper {
                     started + ctx.config.dhcp.timeout,
                 )
                 .map_err(|e| anyhow!(e))?;
-                let lease = super::lease6_from(&answer, address.prefix, client.iaid, now)?;
+                let lease = super::lease6_from(&answer, address.prefix, client.iaid, wall)?;
                 ctx.logger.log(
                     Level::Info,
                     "dhcp6-lease",
@@ -458,7 +595,7 @@ impl Keeper {
                 lease
             }
         };
-        super::configure6(&mut container, link.index, &lease, now)?;
+        super::configure6(&mut container, link.index, &lease, wall)?;
         store_lease6(ctx, id, Some(lease))
     }
 }

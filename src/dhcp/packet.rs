@@ -213,6 +213,9 @@ pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
     let message = Message::decode(&mut Decoder::new(bytes)).ok()?;
     if message.opcode() != v4::Opcode::BootReply
         || message.xid() != xid
+        // dhcproto's chaddr() slices by hlen unchecked: a reply with hlen
+        // above 16 would panic there (found by tests/fuzz.rs).
+        || !(6..=16).contains(&message.hlen())
         || message.chaddr().get(..6) != Some(&mac[..])
     {
         return None;
@@ -389,6 +392,13 @@ mod tests {
         let explicit =
             parse_reply(&reply(5, MessageType::Ack, Some(4)), 5, &[2, 0, 0, 0, 0, 1]).unwrap();
         assert_eq!(explicit.renewal, 4);
+    }
+
+    #[test]
+    fn a_hardware_length_above_16_is_ignored_not_a_panic() {
+        let mut bytes = reply(7, MessageType::Ack, None);
+        bytes[2] = 200; // hlen
+        assert!(parse_reply(&bytes, 7, &identity().mac).is_none());
     }
 
     #[test]

@@ -257,17 +257,89 @@ pub trait Endpoints {
     fn all(&self) -> Result<Vec<(String, Endpoint)>>;
 }
 
-/// The store's endpoints.
-struct Stored<'a>(&'a Context);
+/// How often the snapshot of the endpoints is read again from the store.
+const SNAPSHOT_REFRESH: Duration = Duration::from_secs(1);
 
-impl Endpoints for Stored<'_> {
+/// Every endpoint with its service name, as read from the store at
+/// `read_at`. Queries are answered from it, never from the store: a slow
+/// store (an etcd election, say) holds up the next refresh, not the
+/// answers. Past `ANSWER_TTL` without a successful read it is stale, and
+/// names in the zone get SERVFAIL rather than old addresses.
+#[derive(Default)]
+pub struct Snapshot {
+    endpoints: Vec<(String, Endpoint)>,
+    read_at: Option<std::time::Instant>,
+}
+
+type Shared = std::sync::Arc<std::sync::RwLock<Snapshot>>;
+
+/// The snapshot as the queries see it.
+struct Current<'a>(&'a Shared);
+
+impl Current<'_> {
+    fn fresh(&self) -> Result<std::sync::RwLockReadGuard<'_, Snapshot>> {
+        let snapshot = self.0.read().unwrap_or_else(|e| e.into_inner());
+        match snapshot.read_at {
+            Some(at) if at.elapsed() < Duration::from_secs(u64::from(ANSWER_TTL)) => Ok(snapshot),
+            Some(at) => anyhow::bail!("the store has not been read for {:?}", at.elapsed()),
+            None => anyhow::bail!("the store has not been read yet"),
+        }
+    }
+}
+
+impl Endpoints for Current<'_> {
     fn of(&self, service: &str) -> Result<Vec<Endpoint>> {
-        super::endpoints(self.0.store()?, &self.0.keys, service)
+        Ok(self
+            .fresh()?
+            .endpoints
+            .iter()
+            .filter(|(name, _)| name == service)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     fn all(&self) -> Result<Vec<(String, Endpoint)>> {
-        super::all_endpoints(self.0.store()?, &self.0.keys)
+        Ok(self.fresh()?.endpoints.clone())
     }
+}
+
+/// Reads every endpoint into `shared` every `SNAPSHOT_REFRESH`, on a
+/// thread with a store connection of its own. An endpoint whose value does
+/// not parse is left out (and logged once).
+fn keep_snapshot(ctx: Context, shared: Shared) -> Result<()> {
+    std::thread::Builder::new()
+        .name("dns-snapshot".into())
+        .spawn(move || {
+            let prefix = ctx.keys.service_prefix(None);
+            let mut reported = std::collections::HashSet::new();
+            loop {
+                let started = std::time::Instant::now();
+                if let Ok(listed) = ctx.store().and_then(|store| Ok(store.list(&prefix)?)) {
+                    let mut endpoints = Vec::with_capacity(listed.len());
+                    for (key, value) in listed {
+                        let name = key[prefix.len()..].split('/').next().unwrap_or_default();
+                        match serde_json::from_str::<Endpoint>(&value) {
+                            Ok(endpoint) => endpoints.push((name.to_string(), endpoint)),
+                            Err(e) if reported.insert(key.clone()) => ctx.logger.log(
+                                Level::Error,
+                                "dns",
+                                &[
+                                    ("key", &key),
+                                    ("error", &format!("corrupt endpoint, left out: {e}")),
+                                ],
+                            ),
+                            Err(_) => {}
+                        }
+                    }
+                    let mut snapshot = shared.write().unwrap_or_else(|e| e.into_inner());
+                    snapshot.endpoints = endpoints;
+                    snapshot.read_at = Some(started);
+                }
+                std::thread::sleep(SNAPSHOT_REFRESH.saturating_sub(started.elapsed()));
+            }
+        })
+        .context("start the DNS snapshot thread")?;
+    Ok(())
 }
 
 /// Whether `name` (lower case) is a reverse-lookup name.
@@ -436,15 +508,21 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
     let listener = TcpListener::bind(options.listen)
         .with_context(|| format!("listen on {} (tcp)", options.listen))?;
     ctx.store()?;
+    let snapshot = Shared::default();
+    keep_snapshot(
+        Context::new(ctx.config.clone(), ctx.logger.clone())?,
+        snapshot.clone(),
+    )?;
     for i in 0..TCP_WORKERS {
         let listener = listener.try_clone().context("clone the TCP listener")?;
         let worker = Context::new(ctx.config.clone(), ctx.logger.clone())?;
         let options = options.clone();
+        let snapshot = snapshot.clone();
         std::thread::Builder::new()
             .name(format!("dns-tcp-{i}"))
             .spawn(move || loop {
                 if let Ok((stream, peer)) = listener.accept() {
-                    serve_connection(&worker, &options, stream, peer.ip());
+                    serve_connection(&worker, &options, &snapshot, stream, peer.ip());
                 }
             })
             .context("start the DNS TCP threads")?;
@@ -474,7 +552,7 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
             continue;
         };
         let forwarding = forwarders.is_some() && clients.may_forward(ctx, peer.ip());
-        let reply = answer(&request, &options.domain, forwarding, &Stored(ctx));
+        let reply = answer(&request, &options.domain, forwarding, &Current(&snapshot));
         match (reply, &forwarders) {
             (Reply::Answer(message), _) => {
                 if let Some(bytes) = encode_within(message, udp_limit(&request)) {
@@ -495,7 +573,13 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
 
 /// One TCP connection: length-prefixed queries answered in turn until the
 /// client closes it, sends garbage, or stays idle for `TCP_IDLE`.
-fn serve_connection(ctx: &Context, options: &DnsOptions, mut stream: TcpStream, peer: IpAddr) {
+fn serve_connection(
+    ctx: &Context,
+    options: &DnsOptions,
+    snapshot: &Shared,
+    mut stream: TcpStream,
+    peer: IpAddr,
+) {
     let _ = stream.set_read_timeout(Some(TCP_IDLE));
     let _ = stream.set_write_timeout(Some(TCP_IDLE));
     let forwarding = matches!(options.others, Others::Forward(_))
@@ -512,7 +596,7 @@ fn serve_connection(ctx: &Context, options: &DnsOptions, mut stream: TcpStream, 
         let Ok(request) = Message::from_vec(&query) else {
             return;
         };
-        let response = match answer(&request, &options.domain, forwarding, &Stored(ctx)) {
+        let response = match answer(&request, &options.domain, forwarding, &Current(snapshot)) {
             Reply::Answer(message) => encode_within(message, usize::from(u16::MAX)),
             Reply::Forward => match options.others {
                 Others::Forward(upstream) => forward_tcp(upstream, &query).ok(),

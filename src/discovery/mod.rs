@@ -47,6 +47,10 @@ pub struct Registration {
     pub from_host: bool,
     /// Unix seconds.
     pub created_at: u64,
+    /// The boot it was made in: a pid and an inode from another boot name
+    /// nothing that runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// One endpoint of a service, as lookups and DNS see it.
@@ -91,6 +95,7 @@ impl Registration {
             netns_inode,
             from_host: false,
             created_at: crate::record::now(),
+            boot_id: crate::host::boot_id().map(str::to_string),
         })
     }
 
@@ -131,9 +136,10 @@ impl Registration {
 
     /// Whether the container's namespace still exists (the same one).
     pub fn container_alive(&self) -> bool {
-        std::fs::metadata(self.netns_path())
-            .map(|m| m.ino() == self.netns_inode)
-            .unwrap_or(false)
+        crate::host::this_boot(self.boot_id.as_deref())
+            && std::fs::metadata(self.netns_path())
+                .map(|m| m.ino() == self.netns_inode)
+                .unwrap_or(false)
     }
 }
 

@@ -1,103 +1,30 @@
-//! The registrar (`macvlan daemon`): health-checks every service registered
-//! on this host from inside its container's network namespace and keeps the
-//! passing ones published under a store lease, runs the DHCP lease keeper
-//! ([`crate::dhcp::keeper`]); and starting it on demand.
+//! The registrar, one thread of `macvlan daemon` ([`crate::daemon`]):
+//! health-checks every service registered on this host from inside its
+//! container's network namespace and keeps the passing ones published
+//! under a store lease.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
 use super::{Endpoint, Registration};
-use crate::config::Config;
 use crate::log::Level;
 use crate::net::Context;
 use crate::store::{LeaseId, Op};
 
 /// How often a service that is not up is checked.
-const WAITING_INTERVAL: Duration = Duration::from_millis(250);
+pub const WAITING_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Health checks running at once.
 const CONCURRENT_CHECKS: usize = 32;
 
 /// How long a health check waits for the TCP handshake.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn lock_path(config: &Config) -> PathBuf {
-    config.daemon.runtime_dir.join("daemon.lock")
-}
-
-pub fn pid_path(config: &Config) -> PathBuf {
-    config.daemon.runtime_dir.join("daemon.pid")
-}
-
-fn open_lock(config: &Config) -> Result<File> {
-    let dir = &config.daemon.runtime_dir;
-    crate::files::create_dir(dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = lock_path(config);
-    crate::files::open_lock(&path).with_context(|| format!("open {}", path.display()))
-}
-
-/// Takes the daemon's lock without waiting; `false` when a daemon holds it.
-fn try_lock(file: &File) -> Result<bool> {
-    // SAFETY: flock on a descriptor this function borrows.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let error = std::io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Ok(false);
-    }
-    Err(error).context("lock the daemon's lock file")
-}
-
-/// Starts `macvlan daemon` in the background unless one runs for this
-/// configuration: a registered service must never depend on someone having
-/// started a daemon by hand.
-pub fn ensure_running(config: &Config) -> Result<()> {
-    let lock = open_lock(config)?;
-    if !try_lock(&lock)? {
-        return Ok(());
-    }
-    drop(lock);
-    let exe = std::env::current_exe().context("find the macvlan binary")?;
-    let mut command = Command::new(exe);
-    if let Some(source) = &config.source {
-        command.arg("--config").arg(source);
-    }
-    crate::cni::scrub(&mut command);
-    command
-        .args(["daemon", "--exit-when-idle"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // Its own session: the runtime that ran the hook waits for the hook's
-    // output pipes and may signal its process group.
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    command.spawn().context("start macvlan daemon")?;
-    Ok(())
-}
 
 /// What one health check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +82,7 @@ fn check(registration: &Registration) -> Health {
 
 /// The registrar's memory between rounds.
 #[derive(Default)]
-struct Registrar {
+pub struct Registrar {
     lease: Option<LeaseId>,
     /// What each container has published, and under which lease.
     published: HashMap<String, (LeaseId, String, Endpoint)>,
@@ -167,12 +94,12 @@ impl Registrar {
     /// Whether some registration has not been seen up yet: those are
     /// checked more often, so a new service is published soon after its
     /// port opens.
-    fn waiting(&self) -> bool {
+    pub fn waiting(&self) -> bool {
         self.last.values().any(|h| !matches!(h, Health::Up { .. }))
     }
 
     /// One pass over this host's registrations. Returns how many there are.
-    fn round(&mut self, ctx: &Context) -> Result<usize> {
+    pub fn round(&mut self, ctx: &Context) -> Result<usize> {
         let store = ctx.store()?;
         let registrations: Vec<Registration> = super::registrations(store, &ctx.keys)?
             .into_iter()
@@ -300,127 +227,4 @@ impl Registrar {
             self.last.insert(id.clone(), health.clone());
         }
     }
-}
-
-/// Writes `text` to `path` through a temporary file and a rename.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let temporary = path.with_extension("tmp");
-    crate::files::replace(path, &temporary, text.as_bytes(), crate::files::LOG)
-        .with_context(|| format!("write {} (through {})", path.display(), temporary.display()))
-}
-
-/// Runs the daemon until SIGTERM/SIGINT, or, with `exit_when_idle`, until
-/// it has had nothing to do for the configured idle time.
-pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
-    let config = &ctx.config;
-    let lock = open_lock(config)?;
-    if !try_lock(&lock)? {
-        if exit_when_idle {
-            return Ok(());
-        }
-        let pid = std::fs::read_to_string(pid_path(config)).unwrap_or_default();
-        bail!(
-            "another macvlan daemon runs for {} (pid {})",
-            config.daemon.runtime_dir.display(),
-            pid.trim()
-        );
-    }
-    write_atomically(&pid_path(config), &format!("{}\n", std::process::id()))?;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            request_stop as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGINT,
-            request_stop as *const () as libc::sighandler_t,
-        );
-    }
-    let ttl = config.discovery.ttl;
-    let interval = ttl / 3;
-    ctx.logger.log(
-        Level::Info,
-        "daemon-start",
-        &[
-            ("pid", &std::process::id().to_string()),
-            ("host", &ctx.host),
-            ("ttl", &humantime::format_duration(ttl).to_string()),
-        ],
-    );
-    if let Some(path) = config
-        .etcd
-        .password_file
-        .as_deref()
-        .filter(|p| crate::files::readable_by_others(p))
-    {
-        ctx.logger.log(
-            Level::Warn,
-            "daemon-start",
-            &[(
-                "warning",
-                &format!(
-                    "the etcd password file {} is readable by other users; chmod 0600 it",
-                    path.display()
-                ),
-            )],
-        );
-    }
-    let mut registrar = Registrar::default();
-    let mut keeper = crate::dhcp::keeper::Keeper::default();
-    let mut idle_since = Instant::now();
-    let mut last_error: Option<String> = None;
-    while !STOP.load(Ordering::SeqCst) {
-        let registered = registrar.round(ctx);
-        let kept = keeper.round(ctx);
-        let mut lease_due = None;
-        for result in [
-            registered,
-            kept.map(|(n, due)| {
-                lease_due = due;
-                n
-            }),
-        ] {
-            match result {
-                Ok(0) => {}
-                Ok(_) => idle_since = Instant::now(),
-                Err(e) => {
-                    // Logged once per distinct error: a store outage would
-                    // otherwise fill the log at every round.
-                    let message = format!("{e:#}");
-                    if last_error.as_ref() != Some(&message) {
-                        ctx.logger
-                            .log(Level::Error, "daemon", &[("error", &message)]);
-                        last_error = Some(message);
-                    }
-                    idle_since = Instant::now();
-                }
-            }
-        }
-        if exit_when_idle && idle_since.elapsed() >= config.daemon.idle_exit {
-            break;
-        }
-        let mut pause = if registrar.waiting() {
-            interval.min(WAITING_INTERVAL)
-        } else {
-            interval
-        };
-        if let Some(due) = lease_due {
-            pause = pause.min(due.max(Duration::from_millis(50)));
-        }
-        let round_started = Instant::now();
-        while round_started.elapsed() < pause && !STOP.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    // Endpoints stay under their lease: a restarted daemon takes them over
-    // before it runs out, and if none comes they vanish within one TTL.
-    let _ = std::fs::remove_file(pid_path(config));
-    ctx.logger.log(
-        Level::Info,
-        "daemon-stop",
-        &[("pid", &std::process::id().to_string())],
-    );
-    drop(lock);
-    Ok(())
 }

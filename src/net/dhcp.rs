@@ -183,7 +183,7 @@ impl DhcpDriver<'_> {
             r.lease6 = v6.as_ref().and_then(|o| o.lease.clone());
             true
         })?;
-        crate::discovery::registrar::ensure_running(&ctx.config)
+        crate::daemon::ensure_running(&ctx.config)
             .context("start the watcher of DHCP containers (macvlan daemon)")?;
         let address = lease.cidr()?;
         Ok(Attached {
@@ -263,7 +263,11 @@ impl Driver for DhcpDriver<'_> {
             None => None,
         };
         if let Some(old) = &previous {
-            if old.state == State::Running && ctx.owns(old) && old.pid != target.pid {
+            if old.state == State::Running
+                && ctx.owns(old)
+                && old.from_this_boot()
+                && old.pid != target.pid
+            {
                 if let Some(pid) = old.pid {
                     if std::path::Path::new(&format!("/proc/{pid}")).exists() {
                         bail!("container {id} already has a DHCP address ({}) in process {pid}; detach it first", old.ip);
@@ -365,6 +369,17 @@ impl Driver for DhcpDriver<'_> {
             .with_context(|| format!("configure {ifname}"))?;
         let (egress, ingress) =
             super::macvlan::apply_limits(request, parent, &link, &existing, sockets, undo)?;
+        let resolv = match (&facts.network, &target.resolv) {
+            (Some(network), Some(place)) if network.dhcp_dns => {
+                crate::oci::resolv::write(place, &lease).context(
+                    "write the lease's DNS servers into the container's resolv.conf (--dhcp-dns)",
+                )?
+            }
+            _ => None,
+        };
+        if let Some(written) = &resolv {
+            undo.push(Undo::RestoreResolv(written.clone()));
+        }
         sockets.timings.step("configure_ms");
 
         let v6 = super::macvlan::configure_ipv6(
@@ -389,6 +404,7 @@ impl Driver for DhcpDriver<'_> {
         record.ingress = ingress;
         record.client_id = Some(identity.client_id_hex());
         record.lease = Some(lease);
+        record.resolv_conf = resolv;
         record.netns_inode = Some(sockets.netns.metadata()?.ino());
         let guards = on_network(&mut record, facts, &ctx.keys, address.address);
         let written = dhcp::put_record(ctx, id, Some(&intent_text), &record, &guards)
@@ -407,7 +423,7 @@ impl Driver for DhcpDriver<'_> {
         });
         sockets.timings.step("record_ms");
         crate::failpoint::check("start-renewer")?;
-        crate::discovery::registrar::ensure_running(&ctx.config)
+        crate::daemon::ensure_running(&ctx.config)
             .context("start the lease keeper (macvlan daemon)")?;
 
         Ok(Attached {

@@ -253,8 +253,13 @@ impl Driver for FlatDriver<'_> {
             ));
         }
         let shown = Attached::describe(Some(flat.address), flat.address6);
-        let claim = claim_address(ctx, &target.container_id, &shown, &record, &wanted)
-            .context("claim address")?;
+        let claim = match claim_address(ctx, &target.container_id, &shown, &record, &wanted) {
+            Ok(claim) => claim,
+            Err(e) => {
+                super::register_unknown_claim(&e, &target.container_id, undo);
+                return Err(e.context("claim address"));
+            }
+        };
         let ipv6 = match flat.address6 {
             Some(address) => super::ipv6::Plan::Static {
                 address,

@@ -71,6 +71,8 @@ pub fn new_record(
         client_pid: None,
         host_route: None,
         lease_pending: false,
+        boot_id: crate::host::boot_id().map(str::to_string),
+        resolv_conf: None,
         cni: request.cni.clone(),
     }
 }
@@ -318,7 +320,7 @@ pub fn configure_ipv6(
                 .container
                 .default_gateway6(link.index)
                 .context("read the IPv6 default route")?;
-            crate::discovery::registrar::ensure_running(&ctx.config)
+            crate::daemon::ensure_running(&ctx.config)
                 .context("start the lease keeper (macvlan daemon)")?;
             Ok(Some(Ipv6Outcome {
                 address,
@@ -457,6 +459,7 @@ pub fn attach_claimed(
     let mac_for_record = actual_mac.clone();
     ipam::update_flat(ctx.store()?, &ctx.keys, &target.container_id, |r| {
         r.state = State::Running;
+        r.boot_id = crate::host::boot_id().map(str::to_string);
         r.ifname = Some(ifname_for_record.clone());
         r.mac = mac_for_record.clone();
         r.created_at = created_at;

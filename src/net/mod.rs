@@ -102,6 +102,9 @@ pub struct Target {
     pub netns: PathBuf,
     /// The container's hostname (sent to DHCP servers as option 12).
     pub hostname: Option<String>,
+    /// Where the container's /etc/resolv.conf is on the host, for DHCP
+    /// networks that write their lease's resolvers into it.
+    pub resolv: Option<crate::oci::resolv::Place>,
 }
 
 impl Target {
@@ -112,6 +115,7 @@ impl Target {
             pid: Some(pid),
             netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
             hostname: None,
+            resolv: None,
         }
     }
 
@@ -187,6 +191,8 @@ pub enum Undo {
         address: std::net::Ipv4Addr,
         device: String,
     },
+    /// Put the container's resolv.conf back as it was.
+    RestoreResolv(crate::oci::resolv::Written),
     /// Put attachment `holder`'s record key back as it was (`None`:
     /// absent), with the address key of its lease.
     RestoreRecord {
@@ -194,6 +200,31 @@ pub enum Undo {
         previous: Option<String>,
         holder: String,
     },
+}
+
+/// A claim whose outcome the store did not tell (`IpamError::Unknown`,
+/// anywhere in `error`'s chain) is treated as made: its undo is registered
+/// before the error goes up, so the rollback removes it if it was written.
+pub(super) fn register_unknown_claim(error: &anyhow::Error, holder: &str, undo: &mut Rollback) {
+    use crate::ipam::IpamError;
+    let unknown = error.chain().find_map(|cause| {
+        let ipam = cause.downcast_ref::<IpamError>().or_else(|| match cause
+            .downcast_ref::<crate::network::NetworkError>(
+        ) {
+            Some(crate::network::NetworkError::Ipam(inner)) => Some(inner),
+            _ => None,
+        });
+        match ipam {
+            Some(IpamError::Unknown { claim, .. }) => Some(claim.clone()),
+            _ => None,
+        }
+    });
+    if let Some(claim) = unknown {
+        undo.push(Undo::Claim {
+            claim,
+            holder: holder.to_string(),
+        });
+    }
 }
 
 /// The undo list of an attach in progress.
@@ -276,6 +307,9 @@ impl Rollback {
                             .map_err(Into::into)
                     }),
                 ),
+                Undo::RestoreResolv(written) => {
+                    ("restore resolv.conf", crate::oci::resolv::restore(&written))
+                }
                 Undo::Claim { claim, holder } => (
                     "release address",
                     ctx.store().and_then(|store| {
@@ -535,7 +569,7 @@ fn attach_inner(
         if let (Some(discovery), Some(first)) = (&request.discovery, all.first()) {
             register_service(ctx, discovery, target, first, &mut undo)?;
             crate::failpoint::check("start-registrar")?;
-            crate::discovery::registrar::ensure_running(&ctx.config)
+            crate::daemon::ensure_running(&ctx.config)
                 .context("start the registrar (macvlan daemon)")?;
             sockets.timings.step("register_ms");
         }
@@ -599,6 +633,7 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
         let Some(record) = record else { break };
         crate::failpoint::check("poststop-marked")?;
         host_access::remove_route(ctx, &id, &record);
+        put_back_resolv(ctx, &id, &record)?;
         if record.lease.is_some()
             || record.lease6.is_some()
             || record.client_pid.is_some()
@@ -610,6 +645,19 @@ pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> 
         first.get_or_insert(record);
     }
     Ok(first)
+}
+
+/// Puts back the resolv.conf a `--dhcp-dns` attachment wrote, and forgets
+/// it in the record.
+fn put_back_resolv(ctx: &Context, id: &str, record: &FlatRecord) -> Result<()> {
+    let Some(written) = &record.resolv_conf else {
+        return Ok(());
+    };
+    crate::oci::resolv::restore(written)?;
+    ipam::update_flat(ctx.store()?, &ctx.keys, id, |r| {
+        r.resolv_conf.take().is_some()
+    })?;
+    Ok(())
 }
 
 /// `macvlan detach`: removes the interfaces from a running process's
@@ -671,6 +719,7 @@ pub fn detach_one(ctx: &Context, id: &str, netns: Option<PathBuf>) -> Result<Opt
         }
     }
     host_access::remove_route(ctx, id, &record);
+    put_back_resolv(ctx, id, &record)?;
     crate::dhcp::give_back(ctx, id, &record)?;
     crate::failpoint::check("detach-released")?;
     ipam::release_flat(ctx.store()?, &ctx.keys, id)?;

@@ -194,6 +194,8 @@ impl Driver for NamedDriver<'_> {
             },
             &record,
         )
+        .map_err(anyhow::Error::from)
+        .inspect_err(|e| super::register_unknown_claim(e, &target.container_id, undo))
         .with_context(|| format!("claim an address on network {}", network.name))?;
         let ipv6 = match claimed.v6 {
             Some(address) => Plan::Static {

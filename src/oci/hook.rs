@@ -136,6 +136,7 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
     let ctx = net::Context::new(config, logger.clone())?;
     let target = Target {
         hostname: bundle.hostname.clone(),
+        resolv: bundle.resolv.clone(),
         ..Target::process(&state.id, pid)
     };
     net::attach(&ctx, &request, &target)?;

@@ -2,6 +2,7 @@
 //! config.json, and the hook stages.
 
 pub mod hook;
+pub mod resolv;
 pub mod wrapper;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,9 @@ pub struct BundleConfig {
     pub netns: NetnsSpec,
     /// The container's hostname, the default service name.
     pub hostname: Option<String>,
+    /// Where its /etc/resolv.conf is on the host (a rootfs relative to the
+    /// bundle until `load` makes it absolute).
+    pub resolv: Option<resolv::Place>,
 }
 
 impl BundleConfig {
@@ -102,10 +106,16 @@ impl BundleConfig {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        BundleConfig::parse(&text).map_err(|message| OciError::Bundle {
+        let mut config = BundleConfig::parse(&text).map_err(|message| OciError::Bundle {
             path: path.display().to_string(),
             message,
-        })
+        })?;
+        if let Some(resolv::Place::Rootfs { root }) = &mut config.resolv {
+            if root.is_relative() {
+                *root = bundle.join(&*root);
+            }
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<BundleConfig, String> {
@@ -140,6 +150,7 @@ impl BundleConfig {
                 .get("hostname")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            resolv: resolv::Place::from_bundle(Path::new(""), &value),
         })
     }
 }

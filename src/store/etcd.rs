@@ -269,14 +269,23 @@ impl Store for EtcdStore {
 
     fn keep_alive(&self, id: LeaseId) -> Result<bool> {
         let lease = self.client.lease_client();
-        let response = self.call("keep lease alive", || {
+        let response = match self.call("keep lease alive", || {
             let mut lease = lease.clone();
             async move {
                 let (mut keeper, mut stream) = lease.keep_alive(id.0).await?;
                 keeper.keep_alive().await?;
                 stream.message().await
             }
-        })?;
+        }) {
+            Ok(response) => response,
+            // The lease ran out while the cluster was away (a frozen or
+            // partitioned member expires it on its return): ended, not an
+            // error, so the registrar takes a new one and publishes again.
+            Err(StoreError::Backend { message, .. }) if message.contains("lease not found") => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        };
         // A lease that has ended answers with TTL 0.
         Ok(response.map(|r| r.ttl() > 0).unwrap_or(false))
     }

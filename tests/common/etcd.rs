@@ -418,6 +418,8 @@ fn record_for(
         client_pid: None,
         host_route: None,
         lease_pending: false,
+        boot_id: None,
+        resolv_conf: None,
         cni: None,
     }
 }

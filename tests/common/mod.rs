@@ -560,6 +560,16 @@ impl Lab {
         run("timeout", &all)
     }
 
+    /// Starts container `id` on `host` with `env`, serving /www (the
+    /// rootfs's) with busybox httpd on port 8000.
+    pub fn start_web(&self, host: &str, id: &str, env: &[&str]) {
+        let bundle = self.bundle(host, id, env, &[]);
+        let mut config = self.read_config(&bundle);
+        config["process"]["args"] = json!(["sh", "-c", "httpd -p 8000 -h /www; exec sleep 100000"]);
+        self.write_config(&bundle, &config);
+        self.start(host, id, &bundle).unwrap();
+    }
+
     /// `macvlan ARGS` as [`Lab::macvlan`], with `env` set.
     pub fn macvlan_env(&self, host: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
         let netns = format!("--net=/run/netns/{}", self.ns(host));

@@ -40,6 +40,7 @@ impl Offer {
 
 pub struct RogueDhcp {
     offer: Arc<Mutex<Offer>>,
+    silent: Arc<AtomicBool>,
     hostnames: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -51,9 +52,11 @@ impl RogueDhcp {
         let offer = Arc::new(Mutex::new(offer));
         let hostnames = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let silent = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = {
             let (offer, hostnames, stop) = (offer.clone(), hostnames.clone(), stop.clone());
+            let silent = silent.clone();
             std::thread::spawn(move || {
                 // setns moves only this thread into the gateway's namespace.
                 let file = std::fs::File::open(&netns).unwrap();
@@ -65,7 +68,7 @@ impl RogueDhcp {
                     .set_read_timeout(Some(Duration::from_millis(100)))
                     .unwrap();
                 ready_tx.send(()).unwrap();
-                serve(&socket, &offer, &hostnames, &stop);
+                serve(&socket, &offer, &hostnames, &stop, &silent);
             })
         };
         ready_rx
@@ -73,6 +76,7 @@ impl RogueDhcp {
             .expect("the scripted DHCP server did not start");
         RogueDhcp {
             offer,
+            silent,
             hostnames,
             stop,
             thread: Some(thread),
@@ -82,6 +86,11 @@ impl RogueDhcp {
     /// Changes what the next replies carry.
     pub fn set(&self, offer: Offer) {
         *self.offer.lock().unwrap() = offer;
+    }
+
+    /// Stops answering (or starts again): a server that went away.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
     }
 
     /// The hostnames clients sent in option 12, in arrival order.
@@ -118,6 +127,7 @@ fn serve(
     offer: &Mutex<Offer>,
     hostnames: &Mutex<Vec<String>>,
     stop: &AtomicBool,
+    silent: &AtomicBool,
 ) {
     let mut buffer = [0u8; 1500];
     while !stop.load(Ordering::SeqCst) {
@@ -127,6 +137,9 @@ fn serve(
         let Ok(request) = Message::decode(&mut Decoder::new(&buffer[..n])) else {
             continue;
         };
+        if silent.load(Ordering::SeqCst) || !(6..=16).contains(&request.hlen()) {
+            continue;
+        }
         if let Some(DhcpOption::Hostname(name)) = request.opts().get(OptionCode::Hostname) {
             hostnames.lock().unwrap().push(name.clone());
         }
