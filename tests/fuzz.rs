@@ -137,6 +137,8 @@ proptest! {
     ) {
         let mac = [2, 0, 0, 0, 0, 1];
         let mut bytes = sound_offer(0x1234, mac);
+        let sound = macvlan_runc::dhcp::packet::parse_reply(&bytes, 0x1234, &mac);
+        prop_assert_eq!(sound.map(|r| r.lease_time), Some(120));
         for (at, byte) in flips {
             let at = at % bytes.len();
             bytes[at] = byte;
@@ -156,12 +158,22 @@ proptest! {
     }
 
     #[test]
-    fn dhcpv6_answers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+    fn dhcpv6_answers_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
+        cut in any::<usize>(),
+    ) {
         let client = macvlan_runc::dhcp::client6("c1");
-        let mut packet = vec![7, 0x12, 0x34, 0x56];
-        packet.extend_from_slice(&bytes);
-        let _ = macvlan_runc::dhcp::v6::read(&packet, 0x123456, &client);
         let _ = macvlan_runc::dhcp::v6::read(&bytes, 0x123456, &client);
+        let mut reply = sound_reply6(&client);
+        let sound = macvlan_runc::dhcp::v6::read(&reply, 0x123456, &client);
+        prop_assert_eq!(sound.and_then(|a| a.address), Some("2001:db8::100".parse().unwrap()));
+        for (at, byte) in flips {
+            let at = at % reply.len();
+            reply[at] = byte;
+        }
+        reply.truncate(cut % (reply.len() + 1));
+        let _ = macvlan_runc::dhcp::v6::read(&reply, 0x123456, &client);
     }
 
     #[test]
@@ -227,6 +239,42 @@ impl macvlan_runc::discovery::dns::Endpoints for Nothing {
     fn all(&self) -> anyhow::Result<Vec<(String, macvlan_runc::discovery::Endpoint)>> {
         Ok(Vec::new())
     }
+}
+
+/// A DHCPv6 REPLY with an address for `client`, to mutate.
+fn sound_reply6(client: &macvlan_runc::dhcp::v6::Client) -> Vec<u8> {
+    use dhcproto::v6::{
+        DhcpOption, DhcpOptions, IAAddr, Message, MessageType, Status, StatusCode, IANA,
+    };
+    use dhcproto::{Encodable, Encoder};
+    let mut message = Message::new_with_id(MessageType::Reply, [0x12, 0x34, 0x56]);
+    let mut address = DhcpOptions::new();
+    address.insert(DhcpOption::StatusCode(StatusCode {
+        status: Status::Success,
+        msg: "ok".into(),
+    }));
+    let mut ia = DhcpOptions::new();
+    ia.insert(DhcpOption::IAAddr(IAAddr {
+        addr: "2001:db8::100".parse().unwrap(),
+        preferred_life: 300,
+        valid_life: 600,
+        opts: address,
+    }));
+    let options = message.opts_mut();
+    options.insert(DhcpOption::ClientId(client.duid.clone()));
+    options.insert(DhcpOption::ServerId(vec![0, 1, 2, 3]));
+    options.insert(DhcpOption::IANA(IANA {
+        id: client.iaid,
+        t1: 150,
+        t2: 240,
+        opts: ia,
+    }));
+    options.insert(DhcpOption::DomainNameServers(vec!["2001:db8::53"
+        .parse()
+        .unwrap()]));
+    let mut bytes = Vec::new();
+    message.encode(&mut Encoder::new(&mut bytes)).unwrap();
+    bytes
 }
 
 /// An OFFER as dnsmasq would send one, to mutate.

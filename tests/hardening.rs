@@ -791,3 +791,111 @@ fn records_from_an_earlier_boot_are_not_taken_for_running() {
     drop(process);
     lab.stop("hA", &runc_id);
 }
+
+#[test]
+fn sixty_endpoints_fit_udp_with_tc_edns_and_tcp_and_tcp_is_bounded() {
+    let lab = Lab::new(&["hA"]);
+    // Sixty endpoints of one service, written as the registrar writes them.
+    let path = lab.dir.path().join("state-hA.db");
+    let store = macvlan_runc::store::SqliteStore::open(&path).unwrap();
+    let keys = macvlan_runc::store::Keys::new("/macvlan");
+    let ops: Vec<macvlan_runc::store::Op> = (0..60u8)
+        .map(|i| {
+            let container = format!("{:012x}cafe", u64::from(i) + 0xa000);
+            let endpoint = macvlan_runc::discovery::Endpoint {
+                ip: Some(std::net::Ipv4Addr::new(198, 18, 1, 10 + i)),
+                ip6: None,
+                port: 8000,
+                container: container.clone(),
+                host: "hA".into(),
+            };
+            macvlan_runc::store::Op::Put(
+                keys.service_endpoint("many", &container),
+                serde_json::to_string(&endpoint).unwrap(),
+            )
+        })
+        .collect();
+    use macvlan_runc::store::Store as _;
+    assert!(store.transaction(&[], &ops).unwrap());
+    let config = lab.config_path("hA");
+    let _responder = spawn_in(
+        &lab,
+        "gw",
+        common::MACVLAN,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "dns",
+            "--listen",
+            "192.0.2.1:53",
+            "--domain",
+            "lab",
+        ],
+    );
+    common::wait_for(Duration::from_secs(10), "the responder", || {
+        dig_from(&lab, "192.0.2.1", &["many.lab"]).contains("198.18.1.10")
+    });
+    let answers = |reply: &str| reply.lines().filter(|l| l.contains("\tIN\tSRV\t")).count();
+    // No EDNS: cut to 512 bytes, TC set.
+    let udp = dig_from(
+        &lab,
+        "192.0.2.1",
+        &["+noedns", "+ignore", "SRV", "many.lab"],
+    );
+    assert!(udp.contains("flags: qr aa tc"), "{udp}");
+    assert!(
+        udp.contains("MSG SIZE  rcvd: ") && answers(&udp) < 60,
+        "{udp}"
+    );
+    let size: usize = udp
+        .split("MSG SIZE  rcvd: ")
+        .nth(1)
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap();
+    assert!(size <= 512, "{size}");
+    // EDNS with 4096 bytes: all of them, no TC.
+    let edns = dig_from(&lab, "192.0.2.1", &["+bufsize=4096", "SRV", "many.lab"]);
+    assert_eq!(answers(&edns), 60, "{edns}");
+    assert!(!edns.contains(" tc"), "{edns}");
+    // TCP: all of them.
+    let tcp = dig_from(&lab, "192.0.2.1", &["+tcp", "SRV", "many.lab"]);
+    assert_eq!(answers(&tcp), 60, "{tcp}");
+
+    // TCP connections are bounded (8 at once) and idle ones closed after
+    // 5 s: with eight idle connections open, a ninth waits its turn.
+    let netns = format!("/run/netns/{}", lab.ns("gw"));
+    let idle = std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let opened = std::time::Instant::now();
+        let mut streams: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| std::net::TcpStream::connect("192.0.2.1:53").unwrap())
+            .collect();
+        // Each is closed by the server when idle: read() returns 0.
+        let mut closed_after = Vec::new();
+        for stream in &mut streams {
+            use std::io::Read;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(15)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            assert_eq!(stream.read(&mut byte).unwrap(), 0);
+            closed_after.push(opened.elapsed());
+        }
+        closed_after
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    let ninth = dig_from(&lab, "192.0.2.1", &["+tcp", "+time=12", "many.lab"]);
+    let waited = asked.elapsed();
+    assert!(ninth.contains("198.18.1.10"), "{ninth}");
+    let closed_after = idle.join().unwrap();
+    eprintln!("ninth answered after {waited:?}; idle connections closed after {closed_after:?}");
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+    for closed in closed_after {
+        assert!(
+            closed >= Duration::from_secs(4) && closed <= Duration::from_secs(8),
+            "{closed:?}"
+        );
+    }
+}

@@ -41,6 +41,9 @@ pub struct Keeper {
     memory: HashMap<String, FlatRecord>,
     /// Attachments whose lease in `memory` the store has not taken yet.
     unsaved: HashSet<String>,
+    /// The same for DHCPv6 leases (on records of every kind).
+    memory6: HashMap<String, FlatRecord>,
+    unsaved6: HashSet<String>,
     /// The last store failure logged (once until it changes).
     store_error: Option<String>,
 }
@@ -154,24 +157,11 @@ impl Keeper {
             };
             next = Some(next.map_or(due, |n| n.min(due)));
         }
-        // DHCPv6 leases, on records of every kind (read from the store
-        // only: while it is away they wait).
-        let Ok(store) = ctx.store() else {
-            return Ok((kept, next));
-        };
-        let Ok(listed) = ipam::list_records(store, &ctx.keys) else {
-            return Ok((kept, next));
-        };
-        for (id, _, text) in listed {
-            let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
-                continue;
-            };
+        // DHCPv6 leases, on records of every kind.
+        for (id, record) in self.records6(ctx) {
             let Some(lease) = record.lease6.clone() else {
                 continue;
             };
-            if !ctx.owns(&record) || record.state != State::Running {
-                continue;
-            }
             let retry_key = format!("{id}#6");
             seen.push(retry_key.clone());
             let Some(netns) = container_netns(&record) else {
@@ -276,6 +266,58 @@ impl Keeper {
         self.memory = records.iter().cloned().collect();
         self.unsaved.retain(|id| self.memory.contains_key(id));
         Ok(records)
+    }
+
+    /// This host's running records with a DHCPv6 lease, as `records` does
+    /// for DHCPv4: from the store, else (while it is away) the copy.
+    fn records6(&mut self, ctx: &Context) -> Vec<(String, FlatRecord)> {
+        for id in self.unsaved6.clone() {
+            let lease = self.memory6.get(&id).and_then(|r| r.lease6.clone());
+            if store_lease6(ctx, &id, lease).is_ok() {
+                self.unsaved6.remove(&id);
+            }
+        }
+        let listed = ctx
+            .store()
+            .and_then(|store| Ok(ipam::list_records(store, &ctx.keys)?));
+        let Ok(listed) = listed else {
+            let mut records: Vec<_> = self.memory6.clone().into_iter().collect();
+            records.sort_by(|a, b| a.0.cmp(&b.0));
+            return records;
+        };
+        let mut records = Vec::new();
+        for (id, _, text) in listed {
+            let Ok(record) = serde_json::from_str::<FlatRecord>(&text) else {
+                continue;
+            };
+            if record.lease6.is_none() || !ctx.owns(&record) || record.state != State::Running {
+                continue;
+            }
+            let record = match self.memory6.get(&id) {
+                Some(kept) if self.unsaved6.contains(&id) && kept.pid == record.pid => kept.clone(),
+                _ => record,
+            };
+            records.push((id, record));
+        }
+        self.memory6 = records.iter().cloned().collect();
+        self.unsaved6.retain(|id| self.memory6.contains_key(id));
+        records
+    }
+
+    /// Records the DHCPv6 lease now held (or none) in the copy, and in the
+    /// store if it can be reached.
+    fn save6(&mut self, ctx: &Context, id: &str, lease: Option<Dhcp6Lease>) {
+        if let Some(record) = self.memory6.get_mut(id) {
+            if let Some(lease) = &lease {
+                record.ip6 = Some(lease.address.clone());
+            }
+            record.lease6 = lease.clone();
+        }
+        if store_lease6(ctx, id, lease).is_err() {
+            self.unsaved6.insert(id.to_string());
+        } else {
+            self.unsaved6.remove(id);
+        }
     }
 
     /// Records the lease now held (or none) in the keeper's copy, and in
@@ -576,7 +618,7 @@ impl Keeper {
             Some(lease) => lease,
             None => {
                 container.delete_ipv6_address(link.index, address.address, address.prefix)?;
-                store_lease6(ctx, id, None)?;
+                self.save6(ctx, id, None);
                 let started = Instant::now();
                 let answer = super::client6::acquire(
                     &socket,
@@ -596,7 +638,8 @@ impl Keeper {
             }
         };
         super::configure6(&mut container, link.index, &lease, wall)?;
-        store_lease6(ctx, id, Some(lease))
+        self.save6(ctx, id, Some(lease));
+        Ok(())
     }
 }
 

@@ -210,7 +210,8 @@ pub enum ReplyKind {
 /// Reads a datagram; `None` unless it is a reply to transaction `xid` for
 /// `mac` (other clients' traffic shares the broadcast port).
 pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
-    let message = Message::decode(&mut Decoder::new(bytes)).ok()?;
+    let bytes = keep_known_options(bytes)?;
+    let message = Message::decode(&mut Decoder::new(&bytes)).ok()?;
     if message.opcode() != v4::Opcode::BootReply
         || message.xid() != xid
         // dhcproto's chaddr() slices by hlen unchecked: a reply with hlen
@@ -282,6 +283,55 @@ pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
         rebinding,
         message: text,
     })
+}
+
+/// Where the options start: after the fixed header and the magic cookie.
+const OPTIONS_AT: usize = 240;
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+
+/// The datagram with only the options this client reads, each of a length
+/// it can have; `None` when the options do not even parse as code-length-
+/// value. dhcproto's decoder asserts on the lengths of options it knows
+/// (debug builds panic on them; found by tests/fuzz.rs), and nothing else
+/// in a reply is used: what any machine on the LAN sends is cut down to
+/// what is understood before it is decoded.
+fn keep_known_options(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < OPTIONS_AT || bytes[236..OPTIONS_AT] != MAGIC_COOKIE {
+        return None;
+    }
+    let mut kept = bytes[..OPTIONS_AT].to_vec();
+    let mut at = OPTIONS_AT;
+    while at < bytes.len() {
+        let code = bytes[at];
+        match code {
+            0 => {
+                at += 1;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let len = usize::from(*bytes.get(at + 1)?);
+        let value = bytes.get(at + 2..at + 2 + len)?;
+        let fits = match code {
+            // Subnet mask, server identifier, lease time, T1, T2.
+            1 | 54 | 51 | 58 | 59 => len == 4,
+            // Routers, DNS servers.
+            3 | 6 => len >= 4 && len % 4 == 0,
+            // Message type.
+            53 => len == 1,
+            // Domain name, message.
+            15 | 56 => len >= 1,
+            _ => false,
+        };
+        if fits {
+            kept.extend_from_slice(&[code, len as u8]);
+            kept.extend_from_slice(value);
+        }
+        at += 2 + len;
+    }
+    kept.push(255);
+    Some(kept)
 }
 
 /// The classful prefix, for a server that sends no subnet mask.

@@ -143,8 +143,70 @@ pub fn release(xid: u32, client: &Client, server_id: &[u8], address: Ipv6Addr) -
 /// Reads an ADVERTISE or REPLY meant for `client` and transaction `xid`;
 /// `None` for anything else (other clients' messages, other transactions,
 /// malformed packets: a LAN carries all of these).
+/// The message with only the options this client reads, each of a length
+/// it can have (nested ones inside IA_NA and IAADDR too); `None` when the
+/// options do not parse as code-length-value. dhcproto subtracts from
+/// option lengths unchecked (a short status code underflows), so what any
+/// machine on the link sends is cut down to what is understood first.
+fn keep_known_options(packet: &[u8]) -> Option<Vec<u8>> {
+    let header = packet.get(..4)?;
+    let mut kept = header.to_vec();
+    kept.extend(filter_options(&packet[4..], Level::Message)?);
+    Some(kept)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Message,
+    IaNa,
+    IaAddr,
+}
+
+fn filter_options(mut options: &[u8], level: Level) -> Option<Vec<u8>> {
+    let mut kept = Vec::new();
+    while !options.is_empty() {
+        let code = u16::from_be_bytes([*options.first()?, *options.get(1)?]);
+        let len = usize::from(u16::from_be_bytes([*options.get(2)?, *options.get(3)?]));
+        let value = options.get(4..4 + len)?;
+        // (fixed part before nested options, or the length's rule).
+        let value = match (level, code) {
+            // Client id, server id.
+            (Level::Message, 1 | 2) if len >= 1 => Some(value.to_vec()),
+            // IA_NA: IAID, T1, T2, then options.
+            (Level::Message, 3) if len >= 12 => {
+                let mut inner = value[..12].to_vec();
+                inner.extend(filter_options(&value[12..], Level::IaNa)?);
+                Some(inner)
+            }
+            // Preference.
+            (Level::Message, 7) if len == 1 => Some(value.to_vec()),
+            // Rapid commit.
+            (Level::Message, 14) if len == 0 => Some(Vec::new()),
+            // DNS servers.
+            (Level::Message, 23) if len % 16 == 0 => Some(value.to_vec()),
+            // IAADDR: address, preferred and valid lifetimes, then options.
+            (Level::IaNa, 5) if len >= 24 => {
+                let mut inner = value[..24].to_vec();
+                inner.extend(filter_options(&value[24..], Level::IaAddr)?);
+                Some(inner)
+            }
+            // Status code, at every level.
+            (_, 13) if len >= 2 => Some(value.to_vec()),
+            _ => None,
+        };
+        if let Some(value) = value {
+            kept.extend_from_slice(&code.to_be_bytes());
+            kept.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            kept.extend_from_slice(&value);
+        }
+        options = &options[4 + len..];
+    }
+    Some(kept)
+}
+
 pub fn read(packet: &[u8], xid: u32, client: &Client) -> Option<Answer> {
-    let msg = Message::decode(&mut Decoder::new(packet)).ok()?;
+    let packet = keep_known_options(packet)?;
+    let msg = Message::decode(&mut Decoder::new(&packet)).ok()?;
     let kind = msg.msg_type();
     if !matches!(kind, MessageType::Advertise | MessageType::Reply)
         || msg.xid_num() != xid & 0x00ff_ffff
