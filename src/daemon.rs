@@ -155,6 +155,7 @@ fn spawn_loop(
                     Ok(0) => {}
                     Ok(_) => busy.store(millis_since(epoch), Ordering::SeqCst),
                     Err(e) => {
+                        crate::metrics::count("macvlan_daemon_errors", &[("thread", &event)]);
                         // Logged once per distinct error: a store outage
                         // would otherwise fill the log at every round.
                         let message = format!("{e:#}");

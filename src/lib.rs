@@ -15,6 +15,7 @@ pub mod gc;
 pub mod host;
 pub mod ipam;
 pub mod log;
+pub mod metrics;
 pub mod migrate;
 pub mod net;
 pub mod netlink;

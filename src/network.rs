@@ -848,6 +848,18 @@ pub fn create(store: &dyn Store, keys: &Keys, request: &CreateRequest) -> Result
 }
 
 /// The addresses held in a network, as `(address, holder)`.
+/// A network's IPv4 addresses in use, and free (`None`: the DHCP server's
+/// pool, not known here).
+pub fn usage(store: &dyn Store, keys: &Keys, network: &Network) -> Result<(u32, Option<u32>)> {
+    let used = holders(store, keys, network)?
+        .iter()
+        .filter(|(ip, _)| ip.is_ipv4())
+        .count() as u32;
+    let free = (network.ipam == Ipam::Static && network.subnet().is_some())
+        .then(|| network.capacity().saturating_sub(used));
+    Ok((used, free))
+}
+
 pub fn holders(store: &dyn Store, keys: &Keys, network: &Network) -> Result<Vec<(IpAddr, String)>> {
     pool_holders(store, keys, &network.pool())
 }

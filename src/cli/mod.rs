@@ -108,6 +108,10 @@ pub enum Command {
         /// hook starts it on demand).
         #[arg(long)]
         exit_when_idle: bool,
+        /// Serve Prometheus metrics on this address and port (HTTP, any
+        /// path), e.g. 127.0.0.1:9641; off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Networks the operator defines and containers name (NETWORK=lan):
     /// create, ls, inspect, rm.
@@ -154,6 +158,10 @@ pub enum Command {
         /// the subnets of the networks in the store, and loopback.
         #[arg(long = "forward-clients", value_name = "PREFIX")]
         forward_clients: Vec<String>,
+        /// Serve Prometheus metrics (queries by type and response code) on
+        /// this address and port; off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
 }
 
@@ -407,8 +415,21 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Man { dir } => docs::man_pages(&dir),
-        Command::Daemon { exit_when_idle } => {
+        Command::Daemon {
+            exit_when_idle,
+            metrics,
+        } => {
             let ctx = net::Context::new(config, logger)?;
+            if let Some(listen) = metrics {
+                let scraper = std::sync::Mutex::new(net::Context::new(
+                    ctx.config.clone(),
+                    ctx.logger.clone(),
+                )?);
+                crate::metrics::serve(listen, move || {
+                    let ctx = scraper.lock().unwrap_or_else(|e| e.into_inner());
+                    crate::metrics::refresh_from_store(&ctx);
+                })?;
+            }
             crate::daemon::run(&ctx, exit_when_idle)
         }
         Command::Dns {
@@ -416,8 +437,12 @@ pub fn run(cli: Cli) -> Result<()> {
             domain,
             forward,
             forward_clients,
+            metrics,
         } => {
             let ctx = net::Context::new(config, logger)?;
+            if let Some(listen) = metrics {
+                crate::metrics::serve(listen, || {})?;
+            }
             let forward_clients = if forward_clients.is_empty() {
                 discovery::dns::ForwardClients::Served
             } else {

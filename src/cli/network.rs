@@ -368,10 +368,7 @@ fn network_json(network: &Network, used: u32) -> serde_json::Value {
 
 /// IPv4 addresses held in the network (what its capacity counts).
 fn used(ctx: &net::Context, network: &Network) -> Result<u32> {
-    Ok(network::holders(ctx.store()?, &ctx.keys, network)?
-        .iter()
-        .filter(|(ip, _)| ip.is_ipv4())
-        .count() as u32)
+    Ok(network::usage(ctx.store()?, &ctx.keys, network)?.0)
 }
 
 pub fn run_network(ctx: &net::Context, command: NetworkCommand) -> Result<()> {

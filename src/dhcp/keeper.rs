@@ -90,6 +90,7 @@ fn rules_for(ctx: &Context, record: &FlatRecord) -> LeaseRules {
 /// Logs each reply the rules refused (one line each).
 pub(crate) fn log_refused(ctx: &Context, id: &str, refused: &[Refusal]) {
     for refusal in refused {
+        crate::metrics::count("macvlan_dhcp_events", &[("event", "refused")]);
         ctx.logger.log(
             Level::Info,
             "dhcp-refused",
@@ -140,6 +141,7 @@ impl Keeper {
                 _ => {
                     self.retry_at.remove(&id);
                     if let Err(e) = self.attend(ctx, &id, &record, &netns) {
+                        crate::metrics::count("macvlan_dhcp_events", &[("event", "failed")]);
                         ctx.logger.log(
                             Level::Error,
                             "dhcp-keep",
@@ -157,6 +159,8 @@ impl Keeper {
             };
             next = Some(next.map_or(due, |n| n.min(due)));
         }
+        crate::metrics::set("macvlan_dhcp_leases", &[("family", "4")], kept as i64);
+        let kept4 = kept;
         // DHCPv6 leases, on records of every kind.
         for (id, record) in self.records6(ctx) {
             let Some(lease) = record.lease6.clone() else {
@@ -203,6 +207,11 @@ impl Keeper {
             .retain(|(id, _), _| live.contains(id) || live.contains(&format!("{id}#6")));
         // Nothing due (only external clients, or leases attended in this
         // round): the daemon's regular interval is soon enough.
+        crate::metrics::set(
+            "macvlan_dhcp_leases",
+            &[("family", "6")],
+            (kept - kept4) as i64,
+        );
         Ok((kept, next))
     }
 
@@ -372,6 +381,7 @@ impl Keeper {
             expired => {
                 if let Some(lease) = expired {
                     remove_address(netns, &ifname, lease)?;
+                    crate::metrics::count("macvlan_dhcp_events", &[("event", "expired")]);
                     ctx.logger.log(
                         Level::Info,
                         "dhcp-expired",
@@ -434,9 +444,11 @@ impl Keeper {
                         ("lease_s", &renewed.lease_time.to_string()),
                     ],
                 );
+                crate::metrics::count("macvlan_dhcp_events", &[("event", "renewed")]);
                 self.save(ctx, id, Some(renewed));
             }
             Some(other) => {
+                crate::metrics::count("macvlan_dhcp_events", &[("event", "nak")]);
                 // A NAK (or an ACK for another address): the lease is over.
                 remove_address(netns, &ifname, &lease)?;
                 ctx.logger.log(
@@ -456,6 +468,7 @@ impl Keeper {
             None => {
                 // RFC 2131 §4.4.5: wait half the remaining time to T2 (or
                 // to the end of the lease) before asking again.
+                crate::metrics::count("macvlan_dhcp_events", &[("event", "renew_unanswered")]);
                 let left = stage_end.saturating_sub(now);
                 let retry = (left / 2).max(1).min(left.max(1));
                 self.retry_at
@@ -515,6 +528,7 @@ impl Keeper {
         let now = now();
         let lease = super::lease_from(&reply, now);
         super::configure(&mut container, link.index, &lease, now, id)?;
+        crate::metrics::count("macvlan_dhcp_events", &[("event", "acquired")]);
         ctx.logger.log(
             Level::Info,
             "dhcp-lease",
@@ -646,6 +660,7 @@ impl Keeper {
 /// Gives back the leases of a container whose namespace is gone, logging
 /// it (`event`) with the address and any error.
 fn release_gone(ctx: &Context, id: &str, record: &FlatRecord, address: &str, event: &str) {
+    crate::metrics::count("macvlan_dhcp_events", &[("event", "released")]);
     let error = super::release_stopped(ctx, id, record)
         .err()
         .map(|e| format!("{e:#}"));

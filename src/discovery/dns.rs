@@ -553,6 +553,7 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
         };
         let forwarding = forwarders.is_some() && clients.may_forward(ctx, peer.ip());
         let reply = answer(&request, &options.domain, forwarding, &Current(&snapshot));
+        count_query(&request, &reply);
         match (reply, &forwarders) {
             (Reply::Answer(message), _) => {
                 if let Some(bytes) = encode_within(message, udp_limit(&request)) {
@@ -569,6 +570,24 @@ pub fn serve(ctx: &Context, options: &DnsOptions) -> Result<()> {
             (Reply::Forward, None) | (Reply::Ignore, _) => {}
         }
     }
+}
+
+/// Counts a query by its type and what it got (an rcode, or forwarded).
+fn count_query(request: &Message, reply: &Reply) {
+    let qtype = request
+        .queries
+        .first()
+        .map(|q| q.query_type().to_string())
+        .unwrap_or_else(|| "none".into());
+    let rcode = match reply {
+        Reply::Answer(message) => format!("{:?}", message.metadata.response_code),
+        Reply::Forward => "forwarded".into(),
+        Reply::Ignore => return,
+    };
+    crate::metrics::count(
+        "macvlan_dns_queries",
+        &[("qtype", &qtype), ("rcode", &rcode)],
+    );
 }
 
 /// One TCP connection: length-prefixed queries answered in turn until the
@@ -596,7 +615,9 @@ fn serve_connection(
         let Ok(request) = Message::from_vec(&query) else {
             return;
         };
-        let response = match answer(&request, &options.domain, forwarding, &Current(snapshot)) {
+        let reply = answer(&request, &options.domain, forwarding, &Current(snapshot));
+        count_query(&request, &reply);
+        let response = match reply {
             Reply::Answer(message) => encode_within(message, usize::from(u16::MAX)),
             Reply::Forward => match options.others {
                 Others::Forward(upstream) => forward_tcp(upstream, &query).ok(),

@@ -110,6 +110,7 @@ impl Registrar {
         self.last
             .retain(|id, _| registrations.iter().any(|r| &r.container == id));
         if registrations.is_empty() {
+            crate::metrics::clear("macvlan_registrations");
             return Ok(0);
         }
         let lease = match self.lease {
@@ -148,8 +149,17 @@ impl Registrar {
                 .unwrap_or_else(|e| e.into_inner())
                 .unwrap_or(Health::Down("check panicked".into()))
         });
+        let (mut up, mut down) = (0, 0);
         for (registration, health) in registrations.iter().zip(results) {
             let id = &registration.container;
+            match &health {
+                Health::Up { .. } => up += 1,
+                Health::Down(_) => {
+                    down += 1;
+                    crate::metrics::count("macvlan_health_check_failures", &[]);
+                }
+                Health::Gone => {}
+            }
             let key = ctx.keys.service_endpoint(&registration.service, id);
             match &health {
                 Health::Gone => {
@@ -180,6 +190,8 @@ impl Registrar {
             }
             self.log_transition(ctx, registration, &health);
         }
+        crate::metrics::set("macvlan_registrations", &[("state", "up")], up);
+        crate::metrics::set("macvlan_registrations", &[("state", "down")], down);
         Ok(registrations.len())
     }
 
