@@ -219,6 +219,10 @@ impl Keeper {
     /// the wall clock when the keeper first sees the lease, the monotonic
     /// clock from then on.
     fn lease_now(&mut self, id: &str, obtained_at: u64) -> u64 {
+        // One anchor per attachment: a renewed lease replaces the old one's.
+        if !self.anchors.contains_key(&(id.to_string(), obtained_at)) {
+            self.anchors.retain(|(other, _), _| other != id);
+        }
         let anchor = *self
             .anchors
             .entry((id.to_string(), obtained_at))
@@ -716,4 +720,24 @@ fn store_lease(ctx: &Context, id: &str, lease: Option<DhcpLease>) -> Result<()> 
         true
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_keeps_its_own_time_and_one_anchor_per_attachment() {
+        let mut keeper = Keeper::default();
+        let wall = now();
+        // First seen 30 s into the lease: its time is the wall clock's.
+        let first = keeper.lease_now("a", wall - 30);
+        assert!((wall..=wall + 1).contains(&first), "{first} {wall}");
+        // Renewed: the old lease's anchor goes, the new one's starts now.
+        let renewed = keeper.lease_now("a", wall);
+        assert!((wall..=wall + 1).contains(&renewed));
+        keeper.lease_now("b", wall);
+        assert_eq!(keeper.anchors.len(), 2);
+        assert!(keeper.anchors.contains_key(&("a".to_string(), wall)));
+    }
 }
