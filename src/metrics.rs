@@ -13,15 +13,23 @@ use anyhow::{Context as _, Result};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Store request durations: 0.5 ms to about 4 s.
+fn store_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
 
 /// The metric families, by name.
 struct Metrics {
     registry: Registry,
     counters: Vec<(&'static str, Family<Labels, Counter>)>,
     gauges: Vec<(&'static str, Family<Labels, Gauge>)>,
+    store_seconds: Histograms,
     /// Sets the scrape-time gauges (from the store) just before encoding.
     refresh: Box<dyn Fn() + Send + Sync>,
 }
@@ -34,6 +42,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ("macvlan_health_check_failures", "Service health checks that failed"),
     ("macvlan_daemon_errors", "Rounds of a daemon thread that failed (store unreachable, say), by thread"),
     ("macvlan_dns_queries", "DNS queries answered, by query type and response code"),
+    ("macvlan_store_errors", "Store requests that failed, by operation"),
 ];
 const GAUGES: &[(&str, &str)] = &[
     (
@@ -74,12 +83,19 @@ pub fn serve(listen: SocketAddr, refresh: impl Fn() + Send + Sync + 'static) -> 
             (*name, family)
         })
         .collect();
+    let store_seconds = Histograms::new_with_constructor(store_histogram as fn() -> Histogram);
+    registry.register(
+        "macvlan_store_request_seconds",
+        "Store requests of this process, by operation",
+        store_seconds.clone(),
+    );
     let listener =
         TcpListener::bind(listen).with_context(|| format!("listen on {listen} (--metrics)"))?;
     let _ = METRICS.set(Metrics {
         registry,
         counters,
         gauges,
+        store_seconds,
         refresh: Box::new(refresh),
     });
     std::thread::Builder::new()
@@ -153,6 +169,57 @@ pub fn clear(name: &str) {
         if let Some((_, family)) = metrics.gauges.iter().find(|(n, _)| *n == name) {
             family.clear();
         }
+    }
+}
+
+/// Whether this process serves metrics (then its store is `Metered`).
+pub fn enabled() -> bool {
+    METRICS.get().is_some()
+}
+
+/// A store whose requests are timed and whose failures are counted.
+pub struct Metered(pub Box<dyn crate::store::Store>);
+
+fn observe<T>(
+    op: &str,
+    request: impl FnOnce() -> crate::store::Result<T>,
+) -> crate::store::Result<T> {
+    let started = std::time::Instant::now();
+    let result = request();
+    if let Some(metrics) = METRICS.get() {
+        metrics
+            .store_seconds
+            .get_or_create(&labels(&[("op", op)]))
+            .observe(started.elapsed().as_secs_f64());
+    }
+    if result.is_err() {
+        count("macvlan_store_errors", &[("op", op)]);
+    }
+    result
+}
+
+impl crate::store::Store for Metered {
+    fn get(&self, key: &str) -> crate::store::Result<Option<String>> {
+        observe("get", || self.0.get(key))
+    }
+    fn list(&self, prefix: &str) -> crate::store::Result<Vec<(String, String)>> {
+        observe("list", || self.0.list(prefix))
+    }
+    fn transaction(
+        &self,
+        compares: &[crate::store::Compare],
+        ops: &[crate::store::Op],
+    ) -> crate::store::Result<bool> {
+        observe("transaction", || self.0.transaction(compares, ops))
+    }
+    fn grant_lease(&self, ttl: Duration) -> crate::store::Result<crate::store::LeaseId> {
+        observe("grant_lease", || self.0.grant_lease(ttl))
+    }
+    fn keep_alive(&self, lease: crate::store::LeaseId) -> crate::store::Result<bool> {
+        observe("keep_alive", || self.0.keep_alive(lease))
+    }
+    fn revoke_lease(&self, lease: crate::store::LeaseId) -> crate::store::Result<()> {
+        observe("revoke_lease", || self.0.revoke_lease(lease))
     }
 }
 

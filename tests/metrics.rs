@@ -175,6 +175,24 @@ fn the_daemon_and_the_responder_export_what_happened() {
         None
     );
 
+    // The daemon's store requests are timed (SQLite: the list of records
+    // every round), and none failed.
+    let lists = now
+        .samples
+        .iter()
+        .find(|s| s.metric == "macvlan_store_request_seconds" && s.labels.get("op") == Some("list"))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.last().map(|b| b.count).unwrap_or(0.0)
+            }
+            _ => 0.0,
+        });
+    assert!(lists.unwrap_or(0.0) >= 1.0, "{lists:?}");
+    assert!(!now
+        .samples
+        .iter()
+        .any(|s| s.metric == "macvlan_store_errors_total"));
+
     // The server goes away: the next renewal goes unanswered, and says so.
     drop(server);
     wait_for(

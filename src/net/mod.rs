@@ -70,6 +70,12 @@ impl Context {
             return Ok(store.as_ref());
         }
         let store = store::open(&self.config)?;
+        // Timed only in processes that serve metrics (never a hook).
+        let store: Box<dyn Store> = if crate::metrics::enabled() {
+            Box::new(crate::metrics::Metered(store))
+        } else {
+            store
+        };
         let identity = crate::migrate::Identity {
             host_id: &self.host_id,
             host_name: &self.host,
