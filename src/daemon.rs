@@ -239,10 +239,18 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
     let registrar_busy = Arc::new(AtomicU64::new(0));
     let keeper_busy = Arc::new(AtomicU64::new(0));
     let interval = ttl / 3;
+    // Each thread has a store connection of its own, opened here one after
+    // the other: two first opens at once can meet SQLite's lock while one
+    // of them checks the schema ("database is locked", seen in CI). A store
+    // that cannot be opened now is opened by the thread's first round.
+    let registrar_ctx = Context::new(config.clone(), ctx.logger.clone())?;
+    let keeper_ctx = Context::new(config.clone(), ctx.logger.clone())?;
+    let _ = registrar_ctx.store();
+    let _ = keeper_ctx.store();
     let mut registrar = Registrar::default();
     let registrar_thread = spawn_loop(
         "registrar",
-        Context::new(config.clone(), ctx.logger.clone())?,
+        registrar_ctx,
         registrar_busy.clone(),
         epoch,
         interval,
@@ -255,7 +263,7 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
     let mut keeper = Keeper::default();
     let keeper_thread = spawn_loop(
         "dhcp-keeper",
-        Context::new(config.clone(), ctx.logger.clone())?,
+        keeper_ctx,
         keeper_busy.clone(),
         epoch,
         interval,

@@ -375,6 +375,23 @@ mod tests {
     }
 
     #[test]
+    fn many_first_openers_of_a_new_file_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("fresh.db");
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let openers: Vec<_> = (0..16)
+                    .map(|_| scope.spawn(|| SqliteStore::open(&path).map(|_| ())))
+                    .collect();
+                openers.into_iter().map(|o| o.join().unwrap()).collect()
+            });
+            for result in results {
+                assert!(result.is_ok(), "round {round}: {result:?}");
+            }
+        }
+    }
+
+    #[test]
     fn opens_a_file_written_before_leases() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
