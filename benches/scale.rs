@@ -245,18 +245,7 @@ fn main() {
         .map(|t| t.trim().to_string())
         .unwrap_or_else(|_| "?".into());
     let lab = Lab::new(&["h1"]);
-    common::must(
-        "ip",
-        &[
-            "-n",
-            &lab.ns("gw"),
-            "addr",
-            "add",
-            "198.18.0.1/16",
-            "dev",
-            "lan0",
-        ],
-    );
+    lab.add_host_address("gw", "198.18.0.1/16");
     let work = lab.dir.path().join("scale");
     std::fs::create_dir_all(&work).unwrap();
     let host_ns = std::fs::File::open(format!("/run/netns/{}", lab.ns("h1"))).unwrap();

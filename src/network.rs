@@ -478,9 +478,15 @@ pub fn list_all(store: &dyn Store, keys: &Keys) -> Result<(Vec<Network>, Vec<Net
 }
 
 pub fn load(store: &dyn Store, keys: &Keys, name: &str) -> Result<Network> {
+    Ok(load_stored(store, keys, name)?.0)
+}
+
+/// The network and its record as stored, which a claim's transaction
+/// compares (so that none lands once `network rm` has begun).
+pub fn load_stored(store: &dyn Store, keys: &Keys, name: &str) -> Result<(Network, String)> {
     let key = keys.network(name);
     match store.get(&key)? {
-        Some(text) => parse(name, &key, &text),
+        Some(text) => Ok((parse(name, &key, &text)?, text)),
         None => {
             let known: Vec<String> = list(store, keys)?.into_iter().map(|n| n.name).collect();
             Err(NetworkError::NotFound {
@@ -1067,11 +1073,13 @@ fn free_addresses(
 /// restart), else the lowest free one of the range. Every attempt is one
 /// create-if-absent of the address keys, which also checks that no ad-hoc
 /// claim holds them; a lost race moves on to another free address.
+/// `(network, stored)`: the network and the record it was read from
+/// ([`load_stored`]).
 pub fn claim(
     store: &dyn Store,
     keys: &Keys,
     record_id: &str,
-    network: &Network,
+    (network, stored): (&Network, &str),
     requested: Requested,
     reserved: Reserved<'_>,
     record: &FlatRecord,
@@ -1102,16 +1110,11 @@ pub fn claim(
             }
         }
     }
-    // The network as stored now: every claim's transaction finds it
-    // unchanged, so none lands after `network rm` has begun.
+    // `stored` is the record `network` was read from: the claim's
+    // transaction finds it unchanged, so none lands after `network rm`
+    // has begun.
     let network_key = keys.network(&network.name);
-    let stored = store
-        .get(&network_key)?
-        .ok_or_else(|| NetworkError::NotFound {
-            name: network.name.clone(),
-            known: "(removed meanwhile)".into(),
-        })?;
-    if parse(&network.name, &network_key, &stored)?.removing {
+    if network.removing {
         return Err(NetworkError::Removing(network.name.clone()));
     }
     let other_pool = |address: IpAddr| vec![keys.address(crate::ipam::ADHOC_POOL, address)];
@@ -1211,7 +1214,7 @@ pub fn claim(
             record_id,
             &wanted,
             &written,
-            Some((&network_key, &stored)),
+            Some((&network_key, stored)),
         ) {
             Ok(claim) => return Ok(Claimed { claim, v4, v6 }),
             Err(IpamError::Changed(key)) if key == network_key => {
@@ -1355,7 +1358,7 @@ mod tests {
             store,
             keys,
             id,
-            network,
+            (network, &serde_json::to_string(network).unwrap()),
             Requested {
                 v4: requested.map(|r| r.parse().unwrap()),
                 v6: None,
@@ -1455,7 +1458,7 @@ mod tests {
                 &store,
                 &keys,
                 &format!("c{}", got.len()),
-                &network,
+                (&network, &serde_json::to_string(&network).unwrap()),
                 Requested::default(),
                 Reserved {
                     v4: &reserved,
@@ -1494,7 +1497,7 @@ mod tests {
             &store,
             &keys,
             "x",
-            &network,
+            (&network, &serde_json::to_string(&network).unwrap()),
             Requested {
                 v4: Some("192.0.2.4".parse().unwrap()),
                 v6: None,
@@ -1638,7 +1641,7 @@ mod tests {
                 &store,
                 &keys,
                 id,
-                &network,
+                (&network, &serde_json::to_string(&network).unwrap()),
                 Requested {
                     v4: None,
                     v6: v6.map(|a| a.parse().unwrap()),

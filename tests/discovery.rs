@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{as_strs, flat_env, text, wait_for, Lab, DAEMON_IDLE_EXIT_S, DISCOVERY_TTL_S};
@@ -29,33 +28,6 @@ fn lookup(lab: &Lab, host: &str, name: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// Another lab process killed on drop (a DNS responder, a daemon).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `macvlan --config <host's> ARGS` started in `node`'s namespace.
-fn spawn_macvlan(lab: &Lab, node: &str, config_host: &str, args: &[&str]) -> Server {
-    Server(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.ns(node)))
-            .arg(common::MACVLAN)
-            .arg("--config")
-            .arg(lab.config_path(config_host))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start macvlan"),
-    )
 }
 
 fn ttl() -> Duration {
@@ -148,8 +120,7 @@ fn several_containers_serve_one_name_and_dns_answers_a_and_srv() {
     });
 
     // The responder in the gateway's namespace, reading this host's store.
-    let _dns = spawn_macvlan(
-        &lab,
+    let _dns = lab.spawn_macvlan(
         "gw",
         "hA",
         &["dns", "--listen", "192.0.2.1:53", "--domain", "lab"],
@@ -330,14 +301,14 @@ fn a_registrar_restart_loses_no_registration() {
     eprintln!("endpoint expired {gone:?} after the registrar was killed");
 
     // A daemon started as systemd would: the registration survived in the store.
-    let daemon = spawn_macvlan(&lab, "hA", "hA", &["daemon"]);
+    let daemon = lab.spawn_macvlan("hA", "hA", &["daemon"]);
     wait_for(Duration::from_secs(10), "taken over", || {
         !lookup(&lab, "hA", "keep").is_empty()
     });
 
     // A restart within the TTL: the endpoint never disappears.
     drop(daemon);
-    let _next = spawn_macvlan(&lab, "hA", "hA", &["daemon"]);
+    let _next = lab.spawn_macvlan("hA", "hA", &["daemon"]);
     let watch = Instant::now();
     while watch.elapsed() < ttl() * 2 {
         assert!(
@@ -365,8 +336,7 @@ fn webapp_on_host_a_is_fetched_by_name_from_host_b() {
         "192.0.2.80/24",
         &["DISCOVER=true", "PORT=8000", "SERVICE=webapp"],
     );
-    let _dns = spawn_macvlan(
-        &lab,
+    let _dns = lab.spawn_macvlan(
         "gw",
         "hA",
         &["dns", "--listen", "192.0.2.1:53", "--domain", "lab"],

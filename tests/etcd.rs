@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::etcd::EtcdCluster;
@@ -16,15 +15,6 @@ const TIMEOUT_S: u64 = 2;
 
 fn etcd_section() -> String {
     format!("[etcd]\ntimeout = \"{TIMEOUT_S}s\"\n")
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -73,19 +63,11 @@ fn flat_addresses_are_unique_across_hosts_sharing_a_cluster() {
 
 /// `macvlan dns` for zone `lab` on 192.0.2.1:53 in the gateway's
 /// namespace, with `host`'s configuration (so it reads the cluster).
-fn responder(lab: &Lab, host: &str) -> Server {
-    Server(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.ns("gw")))
-            .arg(common::MACVLAN)
-            .arg("--config")
-            .arg(lab.config_path(host))
-            .args(["dns", "--listen", "192.0.2.1:53", "--domain", "lab"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+fn responder(lab: &Lab, host: &str) -> common::Spawned {
+    lab.spawn_macvlan(
+        "gw",
+        host,
+        &["dns", "--listen", "192.0.2.1:53", "--domain", "lab"],
     )
 }
 

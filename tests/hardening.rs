@@ -244,30 +244,6 @@ const WEB_ENV: [&str; 7] = [
     "SERVICE=web",
 ];
 
-/// A process in a lab namespace, killed on drop (stopped by its pid).
-struct Spawned(std::process::Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_in(lab: &Lab, node: &str, program: &str, args: &[&str]) -> Spawned {
-    Spawned(
-        std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.ns(node)))
-            .arg(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
 /// `dig` from the gateway's namespace with source address `from`; the
 /// whole output.
 fn dig_from(lab: &Lab, from: &str, args: &[&str]) -> String {
@@ -300,24 +276,12 @@ fn query_bytes(name: &str, id: u16) -> Vec<u8> {
 fn dns_forwards_only_for_served_clients_and_outlives_a_query_flood() {
     let lab = Lab::new(&["hA"]);
     lab.create_lan("hA", &[]);
-    common::must(
-        "ip",
-        &[
-            "-n",
-            &lab.ns("gw"),
-            "addr",
-            "add",
-            "198.51.100.1/24",
-            "dev",
-            UPLINK,
-        ],
-    );
+    lab.add_host_address("gw", "198.51.100.1/24");
     // The upstream: dnsmasq on port 5353 of the gateway, one name of its own.
     let dir = lab.dir.path().join("upstream");
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("pid");
-    let _upstream = spawn_in(
-        &lab,
+    let _upstream = lab.spawn(
         "gw",
         "dnsmasq",
         &[
@@ -349,7 +313,7 @@ fn dns_forwards_only_for_served_clients_and_outlives_a_query_flood() {
             "192.0.2.1:5353",
         ];
         args.extend_from_slice(extra);
-        let responder = spawn_in(&lab, "gw", common::MACVLAN, &args);
+        let responder = lab.spawn("gw", common::MACVLAN, &args);
         let started = std::time::Instant::now();
         while !dig_from(&lab, "192.0.2.1", &["nothing.lab"]).contains("status: NXDOMAIN") {
             assert!(started.elapsed() < Duration::from_secs(10), "no responder");
@@ -535,7 +499,7 @@ fn unit_capabilities(unit: &str) -> String {
 
 /// `macvlan ARGS` in `node`'s namespace with exactly the capabilities
 /// packaged `unit` grants.
-fn spawn_as_unit(lab: &Lab, node: &str, unit: &str, args: &[&str]) -> Spawned {
+fn spawn_as_unit(lab: &Lab, node: &str, unit: &str, args: &[&str]) -> common::Spawned {
     let bounding = format!("--bounding-set={}", unit_capabilities(unit));
     let config = lab.config_path("hA");
     let mut all = vec![
@@ -546,7 +510,7 @@ fn spawn_as_unit(lab: &Lab, node: &str, unit: &str, args: &[&str]) -> Spawned {
         config.to_str().unwrap(),
     ];
     all.extend_from_slice(args);
-    spawn_in(lab, node, "setpriv", &all)
+    lab.spawn(node, "setpriv", &all)
 }
 
 #[test]
@@ -818,8 +782,7 @@ fn sixty_endpoints_fit_udp_with_tc_edns_and_tcp_and_tcp_is_bounded() {
     use macvlan_runc::store::Store as _;
     assert!(store.transaction(&[], &ops).unwrap());
     let config = lab.config_path("hA");
-    let _responder = spawn_in(
-        &lab,
+    let _responder = lab.spawn(
         "gw",
         common::MACVLAN,
         &[

@@ -854,16 +854,6 @@ fn dhcpv6_without_a_server_fails_within_the_timeout_and_leaves_nothing() {
     );
 }
 
-/// The DNS responder, killed on drop.
-struct Responder(std::process::Child);
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `dig +short ARGS` from the gateway's namespace against the responder.
 fn dig(lab: &Lab, args: &[&str]) -> String {
     let netns = format!("--net=/run/netns/{}", lab.ns("gw"));
@@ -938,18 +928,11 @@ fn dns_answers_aaaa_and_ptr_and_health_checks_use_the_endpoints_family() {
     let six = text(&lab.macvlan("hA", &["lookup", "six"]));
     assert!(six.contains("[2001:db8:2::2]:8000"), "{six}");
 
-    let responder = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.ns("gw")))
-        .arg(common::MACVLAN)
-        .arg("--config")
-        .arg(lab.config_path("hA"))
-        .args(["dns", "--listen", "192.0.2.1:53", "--domain", "lab"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _responder = Responder(responder);
+    let _responder = lab.spawn_macvlan(
+        "gw",
+        "hA",
+        &["dns", "--listen", "192.0.2.1:53", "--domain", "lab"],
+    );
     common::wait_for(
         std::time::Duration::from_secs(10),
         "the responder answers",

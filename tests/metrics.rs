@@ -4,36 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::dhcp_server::Dnsmasq;
 use common::{text, wait_for, Lab};
-
-struct Spawned(Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_macvlan(lab: &Lab, node: &str, args: &[&str]) -> Spawned {
-    Spawned(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.ns(node)))
-            .arg(common::MACVLAN)
-            .arg("--config")
-            .arg(lab.config_path("hA"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
 
 /// A scrape of `url` from `node`'s namespace, parsed.
 fn scrape(lab: &Lab, node: &str, url: &str) -> prometheus_parse::Scrape {
@@ -70,7 +44,7 @@ fn the_daemon_and_the_responder_export_what_happened() {
     let server = Dnsmasq::start(&lab, "metrics", &["--no-ping", "--dhcp-option=option:T1,3"]);
     std::fs::write(lab.rootfs.join("www/index.html"), "up\n").unwrap();
     let daemon_url = "http://127.0.0.1:9641/metrics";
-    let _daemon = spawn_macvlan(&lab, "hA", &["daemon", "--metrics", "127.0.0.1:9641"]);
+    let _daemon = lab.spawn_macvlan("hA", "hA", &["daemon", "--metrics", "127.0.0.1:9641"]);
     wait_for(Duration::from_secs(5), "the daemon's metrics", || {
         let netns = format!("--net=/run/netns/{}", lab.ns("hA"));
         common::run("nsenter", &[&netns, "curl", "-sf", daemon_url])
@@ -229,9 +203,9 @@ fn the_daemon_and_the_responder_export_what_happened() {
     );
 
     // The responder counts queries by type and response code.
-    let _dns = spawn_macvlan(
-        &lab,
+    let _dns = lab.spawn_macvlan(
         "gw",
+        "hA",
         &[
             "dns",
             "--listen",

@@ -39,6 +39,27 @@ pub struct Story {
     pub refused: Vec<Refusal>,
 }
 
+/// Whether `reply` answers a REQUEST for `address`: a NAK, or an ACK of
+/// that address that passes `rules` (a failing one is noted in `refused`).
+fn answers(
+    reply: &Reply,
+    address: Ipv4Addr,
+    rules: &LeaseRules,
+    refused: &mut Vec<Refusal>,
+) -> bool {
+    match reply.kind {
+        ReplyKind::Nak => true,
+        ReplyKind::Ack if reply.address == address => match rules.check(reply) {
+            Ok(()) => true,
+            Err(refusal) => {
+                note(refused, refusal);
+                false
+            }
+        },
+        _ => false,
+    }
+}
+
 /// Keeps `refusal` unless an equal one is kept already (servers retransmit).
 fn note(refused: &mut Vec<Refusal>, refusal: Refusal) {
     if !refused.contains(&refusal) {
@@ -166,20 +187,7 @@ pub fn acquire(
         // Only the chosen server may acknowledge or refuse the request.
         let refused = &mut story.refused;
         let answer = requesting.transact(xid, Ipv4Addr::BROADCAST, &request, deadline, |r| {
-            if r.server != offer.server {
-                return false;
-            }
-            match r.kind {
-                ReplyKind::Nak => true,
-                ReplyKind::Ack if r.address == offer.address => match rules.check(r) {
-                    Ok(()) => true,
-                    Err(refusal) => {
-                        note(refused, refusal);
-                        false
-                    }
-                },
-                _ => false,
-            }
+            r.server == offer.server && answers(r, offer.address, rules, refused)
         })?;
         let Some(mut ack) = answer else {
             if !story.refused.is_empty() {
@@ -247,20 +255,7 @@ pub fn renew(
         sent: 0,
     }
     .transact(xid, to, &request, until, |r| {
-        if from.is_some_and(|server| r.server != server) {
-            return false;
-        }
-        match r.kind {
-            ReplyKind::Nak => true,
-            ReplyKind::Ack if r.address == address => match rules.check(r) {
-                Ok(()) => true,
-                Err(refusal) => {
-                    note(refused, refusal);
-                    false
-                }
-            },
-            _ => false,
-        }
+        from.is_none_or(|server| r.server == server) && answers(r, address, rules, refused)
     })?;
     Ok(reply.map(|mut reply| {
         rules::order_timers(&mut reply);

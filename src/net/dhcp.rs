@@ -234,6 +234,7 @@ impl Driver for DhcpDriver<'_> {
         Ok(HostFacts {
             parent,
             network: None,
+            network_record: None,
             reserved,
             reserved6: Vec::new(),
             networks,

@@ -220,6 +220,7 @@ impl Driver for FlatDriver<'_> {
         Ok(HostFacts {
             parent,
             network: None,
+            network_record: None,
             reserved,
             reserved6,
             networks,

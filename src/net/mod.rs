@@ -383,8 +383,10 @@ impl Timings {
 pub struct HostFacts {
     /// The host's interface the network uses.
     pub parent: crate::netlink::Link,
-    /// The operator's network, for requests that name one.
+    /// The operator's network, for requests that name one…
     pub network: Option<crate::network::Network>,
+    /// …and its record as read, which the address claim compares.
+    pub network_record: Option<String>,
     /// This host's own addresses on the parent: never a container's.
     pub reserved: Vec<std::net::Ipv4Addr>,
     pub reserved6: Vec<std::net::Ipv6Addr>,

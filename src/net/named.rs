@@ -29,7 +29,8 @@ impl Driver for NamedDriver<'_> {
     fn validate(&self, ctx: &Context, host: &mut Netlink) -> Result<HostFacts> {
         let name = self.named.name.as_str();
         let invalid = || format!("invalid {}", self.setting());
-        let network = network::load(ctx.store()?, &ctx.keys, name).with_context(invalid)?;
+        let (network, record) =
+            network::load_stored(ctx.store()?, &ctx.keys, name).with_context(invalid)?;
         let policy = &ctx.config.policy;
         if !policy.network_allowed(name) {
             bail!(
@@ -109,6 +110,7 @@ impl Driver for NamedDriver<'_> {
         Ok(HostFacts {
             parent,
             network: Some(network),
+            network_record: Some(record),
             reserved,
             reserved6,
             networks: Vec::new(),
@@ -179,11 +181,15 @@ impl Driver for NamedDriver<'_> {
             name: network.name.clone(),
             id,
         });
+        let stored = facts
+            .network_record
+            .as_deref()
+            .context("the network's record was not read")?;
         let claimed = network::claim(
             ctx.store()?,
             &ctx.keys,
             &target.container_id,
-            network,
+            (network, stored),
             network::Requested {
                 v4: self.named.address.map(|(a, _)| a),
                 v6: self.named.address6.map(|(a, _)| a),

@@ -170,7 +170,11 @@ pub fn write(place: &Place, lease: &DhcpLease) -> Result<Option<Written>> {
     file.read_to_string(&mut before)
         .with_context(|| format!("read {what}"))?;
     let existed = file.metadata()?.len() > 0 || !before.is_empty();
-    replace_contents(&mut file, &contents(lease)).with_context(|| format!("write {what}"))?;
+    if let Err(e) = replace_contents(&mut file, &contents(lease)) {
+        // Leave nothing half-written behind.
+        let _ = replace_contents(&mut file, &before);
+        return Err(e).with_context(|| format!("write {what}"));
+    }
     Ok(Some(Written {
         place: place.clone(),
         original: existed.then_some(before),

@@ -329,7 +329,8 @@ pub fn allocate_concurrently(
                 let config = macvlan_runc::config::Config::load(&config_path, true).unwrap();
                 let keys = macvlan_runc::store::Keys::new(&config.store_prefix);
                 let store = macvlan_runc::store::open(&config).expect("connect to etcd");
-                let vlan = macvlan_runc::network::load(store.as_ref(), &keys, network).unwrap();
+                let (vlan, stored) =
+                    macvlan_runc::network::load_stored(store.as_ref(), &keys, network).unwrap();
                 loop {
                     let n = next.fetch_add(1, Ordering::SeqCst);
                     if n >= total {
@@ -345,7 +346,7 @@ pub fn allocate_concurrently(
                             store.as_ref(),
                             &keys,
                             &id,
-                            &vlan,
+                            (&vlan, &stored),
                             Default::default(),
                             Default::default(),
                             &record,

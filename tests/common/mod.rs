@@ -570,6 +570,30 @@ impl Lab {
         self.start(host, id, &bundle).unwrap();
     }
 
+    /// `program ARGS` started in `node`'s namespace, killed on drop.
+    pub fn spawn(&self, node: &str, program: &str, args: &[&str]) -> Spawned {
+        Spawned(
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", self.ns(node)))
+                .arg(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {program}: {e}")),
+        )
+    }
+
+    /// `macvlan --config <config_host's> ARGS` started in `node`'s
+    /// namespace (a daemon, a DNS responder), killed on drop.
+    pub fn spawn_macvlan(&self, node: &str, config_host: &str, args: &[&str]) -> Spawned {
+        let config = self.config_path(config_host);
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.spawn(node, MACVLAN, &all)
+    }
+
     /// `macvlan ARGS` as [`Lab::macvlan`], with `env` set.
     pub fn macvlan_env(&self, host: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
         let netns = format!("--net=/run/netns/{}", self.ns(host));
@@ -637,8 +661,8 @@ impl Lab {
         .expect("the record");
     }
 
-    /// Gives lab host `host` its own address (CIDR) on its uplink, the
-    /// parent of its containers.
+    /// Gives lab node `host` (a lab host, or `gw`) an address (CIDR) on its
+    /// uplink — for a host, the parent of its containers.
     pub fn add_host_address(&self, host: &str, cidr: &str) {
         must(
             "ip",
@@ -776,6 +800,17 @@ fn namespace_inode(path: &str) -> u64 {
 }
 
 /// A process with a network namespace of its own, killed on drop.
+/// A process the test started in a lab namespace, killed by its pid on
+/// drop (also on panic).
+pub struct Spawned(pub std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct NetnsProcess {
     child: std::process::Child,
 }
