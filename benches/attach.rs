@@ -295,6 +295,16 @@ fn main() {
         ),
     )
     .unwrap();
+    if let Some(baseline) = &baseline {
+        let status = Command::new(baseline)
+            .args(["--config", baseline_config.to_str().unwrap()])
+            .args(["network", "create", "bench", "--parent", "lan0"])
+            .args(["--subnet", "198.18.64.0/18", "--gateway", "198.18.64.1"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "baseline: network create");
+    }
     let bundle = work.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::write(
@@ -341,6 +351,9 @@ fn main() {
     let mut host_access_attach = Series::default();
     let mut network_poststop = Series::default();
     let mut base_attach = Series::default();
+    let mut base_network_attach = Series::default();
+    let mut base_network_poststop = Series::default();
+    let mut base_noop = Series::default();
     let mut ours_attach = Series::default();
     let mut ours_poststop = Series::default();
     let mut ours_detach = Series::default();
@@ -451,12 +464,16 @@ fn main() {
             command.arg(format!("net-{i}"));
             timed(command, "");
         };
-        let run_base = |attach: &mut Series| {
-            attach.push(base_hook(
-                "createRuntime",
-                &base_state("creating", Some(base.id())),
-            ));
-            base_hook("poststop", &base_state("stopped", None));
+        // The baseline binary: the same ad-hoc and network requests, and a
+        // container asking for nothing.
+        let base_named_state = |status: &str, pid: Option<u32>| {
+            serde_json::json!({
+                "ociVersion": "1.0.2", "id": format!("base-net-{i}"), "status": status, "pid": pid,
+                "bundle": bundle, "annotations": {"macvlan.network": "bench"}
+            })
+            .to_string()
+        };
+        let base_detach = |id: String| {
             let mut command = Command::new(baseline.as_ref().expect("--baseline"));
             command.args([
                 "--config",
@@ -464,16 +481,42 @@ fn main() {
                 "detach",
                 "--id",
             ]);
-            command.arg(format!("base-{i}"));
+            command.arg(id);
             timed(command, "");
+        };
+        let run_base = |attach: &mut Series,
+                        network_attach: &mut Series,
+                        network_poststop: &mut Series,
+                        noop: &mut Series| {
+            attach.push(base_hook(
+                "createRuntime",
+                &base_state("creating", Some(base.id())),
+            ));
+            base_hook("poststop", &base_state("stopped", None));
+            base_detach(format!("base-{i}"));
+            network_attach.push(base_hook(
+                "createRuntime",
+                &base_named_state("creating", Some(base.id())),
+            ));
+            network_poststop.push(base_hook("poststop", &base_named_state("stopped", None)));
+            base_detach(format!("base-net-{i}"));
+            noop.push(base_hook("createRuntime", &noop_state));
+        };
+        let mut run_base = || {
+            run_base(
+                &mut base_attach,
+                &mut base_network_attach,
+                &mut base_network_poststop,
+                &mut base_noop,
+            )
         };
         if i % 2 == 0 || baseline.is_none() {
             run_network(&mut network_attach, &mut network_poststop);
             if baseline.is_some() {
-                run_base(&mut base_attach);
+                run_base();
             }
         } else {
-            run_base(&mut base_attach);
+            run_base();
             run_network(&mut network_attach, &mut network_poststop);
         }
         // Dual stack and IPv4 only, side by side (who goes first alternates).
@@ -691,6 +734,62 @@ fn main() {
         our_cni_add.median().as_secs_f64() / cni_add.median().as_secs_f64(),
         our_cni_del.median().as_secs_f64() / cni_del.median().as_secs_f64()
     );
+    // Above the floor: what the hook costs beyond starting any process.
+    let above =
+        |series: &Series| (series.median().as_secs_f64() - floor.median().as_secs_f64()) * 1000.0;
+    let _ = writeln!(
+        report,
+        "\n## Above the process floor\n\nMedian minus the median of `/bin/true` in this run, in ms{}.\n",
+        if baseline.is_some() {
+            "; the baseline binary (--baseline) ran interleaved with this one"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        report,
+        "| operation | target | this binary |{}",
+        if baseline.is_some() {
+            " baseline |"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        report,
+        "|---|---:|---:|{}",
+        if baseline.is_some() { "---:|" } else { "" }
+    );
+    for (name, target, ours, theirs) in [
+        (
+            "attach (network, address allocated)",
+            1.0,
+            &network_attach,
+            &base_network_attach,
+        ),
+        (
+            "poststop (network)",
+            0.5,
+            &network_poststop,
+            &base_network_poststop,
+        ),
+        ("hook asking for nothing", 0.2, &ours_noop, &base_noop),
+    ] {
+        let verdict = if above(ours) <= target {
+            "met"
+        } else {
+            "missed"
+        };
+        let _ = write!(
+            report,
+            "| {name} | ≤ {target:.1} | {:.2} ({verdict}) |",
+            above(ours)
+        );
+        if baseline.is_some() {
+            let _ = write!(report, " {:.2} |", above(theirs));
+        }
+        let _ = writeln!(report);
+    }
     std::fs::write(out_dir.join("attach.md"), &report).unwrap();
     print!("{report}");
     drop(lab);

@@ -25,3 +25,4 @@ pub mod oci;
 pub mod record;
 pub mod request;
 pub mod store;
+pub mod tally;

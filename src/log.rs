@@ -8,6 +8,21 @@ use std::os::unix::net::UnixDatagram;
 
 use crate::config::LogTarget;
 
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks the start of `main`, from which the debug timings count.
+pub fn mark_start() {
+    STARTED.get_or_init(std::time::Instant::now);
+}
+
+/// Milliseconds since `mark_start` (0 where it was not called).
+pub fn since_start_ms() -> f64 {
+    STARTED
+        .get()
+        .map(|t| t.elapsed().as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Debug,
@@ -85,13 +100,19 @@ impl Logger {
         let result = match &self.target {
             LogTarget::Stderr => writeln!(std::io::stderr(), "{line}"),
             LogTarget::File(path) => {
-                if let Some(dir) = path.parent() {
-                    let _ = crate::files::create_dir(dir);
-                }
+                // The directory is made only when missing: every hook
+                // writes a few lines, each opened anew (rotation-safe).
+                let open = || crate::files::open_append(path, crate::files::LOG);
+                let file = match (open(), path.parent()) {
+                    (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let _ = crate::files::create_dir(dir);
+                        open()
+                    }
+                    (file, _) => file,
+                };
                 // One write() of a whole line with O_APPEND: lines from
                 // concurrent hooks do not interleave.
-                crate::files::open_append(path, crate::files::LOG)
-                    .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()))
+                file.and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()))
             }
             LogTarget::Syslog => {
                 // facility daemon (3)
@@ -125,6 +146,10 @@ mod tests {
         logger.log(Level::Debug, "hidden", &[]);
         let text = std::fs::read_to_string(path).unwrap();
         assert_eq!(text.lines().count(), 1);
+        // A log in a directory not made yet.
+        let deeper = dir.path().join("a/b/log");
+        Logger::new(LogTarget::File(deeper.clone()), false).log(Level::Info, "x", &[]);
+        assert!(std::fs::read_to_string(deeper).unwrap().contains("event=x"));
         assert!(
             text.contains("level=info event=attach container=c1 error=\"a b=\\\"c\\\"\""),
             "{text}"

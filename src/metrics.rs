@@ -30,8 +30,9 @@ struct Metrics {
     counters: Vec<(&'static str, Family<Labels, Counter>)>,
     gauges: Vec<(&'static str, Family<Labels, Gauge>)>,
     store_seconds: Histograms,
-    /// Sets the scrape-time gauges (from the store) just before encoding.
-    refresh: Box<dyn Fn() + Send + Sync>,
+    /// Sets the scrape-time gauges (from the store) just before encoding,
+    /// and returns families it renders itself (the hooks' tally).
+    refresh: Box<dyn Fn() -> String + Send + Sync>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -64,8 +65,11 @@ const GAUGES: &[(&str, &str)] = &[
 ];
 
 /// Starts serving the metrics on `listen`; `refresh` sets the gauges read
-/// at scrape time.
-pub fn serve(listen: SocketAddr, refresh: impl Fn() + Send + Sync + 'static) -> Result<()> {
+/// at scrape time and returns what it renders itself.
+pub fn serve(
+    listen: SocketAddr,
+    refresh: impl Fn() -> String + Send + Sync + 'static,
+) -> Result<()> {
     let mut registry = Registry::default();
     let counters = COUNTERS
         .iter()
@@ -131,9 +135,10 @@ pub fn render() -> String {
     let Some(metrics) = METRICS.get() else {
         return String::new();
     };
-    (metrics.refresh)();
+    let own = (metrics.refresh)();
     let mut text = String::new();
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &metrics.registry);
+    text.push_str(&own);
     text
 }
 
@@ -282,6 +287,7 @@ mod tests {
                 &[("type", "dhcp"), ("state", "running")],
                 2,
             );
+            "# TYPE own_family counter\nown_family_total 1\n".to_string()
         })
         .unwrap();
         count("macvlan_dhcp_events", &[("event", "renewed")]);
@@ -291,7 +297,8 @@ mod tests {
         assert!(
             text.contains("# TYPE macvlan_dhcp_events_total counter\n")
                 && text.contains("macvlan_dhcp_events_total{event=\"renewed\"} 2\n")
-                && text.contains("macvlan_records{type=\"dhcp\",state=\"running\"} 2\n"),
+                && text.contains("macvlan_records{type=\"dhcp\",state=\"running\"} 2\n")
+                && text.ends_with("own_family_total 1\n"),
             "{text}"
         );
     }

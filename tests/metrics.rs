@@ -202,6 +202,52 @@ fn the_daemon_and_the_responder_export_what_happened() {
         Some(1.0)
     );
 
+    // The hooks' tally: four attaches and one poststop, timed; then an
+    // attach refused at validation counted as a failure of that step.
+    let hooks = |scrape: &prometheus_parse::Scrape, operation: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "macvlan_hook_duration_seconds"
+                    && s.labels.get("operation") == Some(operation)
+            })
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(buckets) => {
+                    // Cumulative, and every attach here took under 30 s.
+                    assert!(
+                        buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                        "{buckets:?}"
+                    );
+                    buckets.last().map(|b| b.count).unwrap_or(0.0)
+                }
+                other => panic!("{other:?}"),
+            })
+    };
+    assert_eq!(hooks(&now, "attach"), Some(4.0));
+    assert_eq!(hooks(&now, "poststop"), Some(1.0));
+    assert_eq!(
+        value(
+            &now,
+            "macvlan_hook_failures_total",
+            &[("operation", "attach"), ("step", "validate")]
+        ),
+        None
+    );
+    let outside = lab.id("outside");
+    let bundle = lab.bundle("hA", &outside, &["NETWORK=lan", "IP=198.51.100.9"], &[]);
+    assert!(lab.start("hA", &outside, &bundle).is_err());
+    let now = scrape(&lab, "hA", daemon_url);
+    assert_eq!(hooks(&now, "attach"), Some(5.0));
+    assert_eq!(
+        value(
+            &now,
+            "macvlan_hook_failures_total",
+            &[("operation", "attach"), ("step", "validate")]
+        ),
+        Some(1.0)
+    );
+
     // The responder counts queries by type and response code.
     let _dns = lab.spawn_macvlan(
         "gw",

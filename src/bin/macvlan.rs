@@ -1,8 +1,7 @@
 //! `macvlan`: the OCI hook and the admin command line.
 
-use clap::Parser;
-
 fn main() {
+    macvlan_runc::log::mark_start();
     // Run by udhcpc as its script (`[dhcp] client = "udhcpc"`): argv[1] is
     // udhcpc's event, the lease is in the environment.
     if let Ok(container) = std::env::var(macvlan_runc::dhcp::external::SCRIPT_ENV) {
@@ -18,7 +17,7 @@ fn main() {
     if std::env::var_os("CNI_COMMAND").is_some() {
         std::process::exit(macvlan_runc::cni::main());
     }
-    let cli = macvlan_runc::cli::Cli::parse();
+    let cli = macvlan_runc::cli::Cli::from_args();
     if let Err(error) = macvlan_runc::cli::run(cli) {
         // One line: the whole context chain, outermost first.
         eprintln!("macvlan: {error:#}");

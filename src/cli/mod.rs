@@ -244,6 +244,59 @@ impl AttachArgs {
     }
 }
 
+impl Cli {
+    /// The command line, with the hook's own recognised without building
+    /// the parser for every verb: a runtime starts the hook once or twice
+    /// per container, and clap's parser for the whole command line was a
+    /// measurable part of its start (docs/hook-timing.md).
+    pub fn from_args() -> Cli {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        Cli::hook_only(&args, std::env::var_os("MACVLAN_CONFIG")).unwrap_or_else(Cli::parse)
+    }
+
+    /// `[--config PATH] [--debug] hook [STAGE]`, the global options in any
+    /// place; anything else (help, an unknown option, another verb) is
+    /// left to clap. `env_config` is MACVLAN_CONFIG.
+    fn hook_only(
+        args: &[std::ffi::OsString],
+        env_config: Option<std::ffi::OsString>,
+    ) -> Option<Cli> {
+        let mut config = None;
+        let mut debug = false;
+        let mut positional = Vec::new();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let text = arg.to_str()?;
+            // Given twice is clap's error to report.
+            if text == "--config" && config.is_none() {
+                config = Some(PathBuf::from(args.next()?));
+            } else if let Some(path) = text.strip_prefix("--config=").filter(|_| config.is_none()) {
+                config = Some(PathBuf::from(path));
+            } else if text == "--debug" && !debug {
+                debug = true;
+            } else if text.starts_with('-') {
+                return None;
+            } else {
+                positional.push(text);
+            }
+        }
+        let (verb, stage) = match positional.as_slice() {
+            [verb] => (*verb, None),
+            [verb, stage] => (*verb, Some(stage.to_string())),
+            _ => return None,
+        };
+        if verb != "hook" {
+            return None;
+        }
+        let config = config.or_else(|| env_config.filter(|v| !v.is_empty()).map(PathBuf::from));
+        Some(Cli {
+            config,
+            debug,
+            command: Command::Hook { stage },
+        })
+    }
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let (path, explicit) = match &cli.config {
         Some(path) => (path.clone(), true),
@@ -428,6 +481,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 crate::metrics::serve(listen, move || {
                     let ctx = scraper.lock().unwrap_or_else(|e| e.into_inner());
                     crate::metrics::refresh_from_store(&ctx);
+                    crate::tally::read(&crate::tally::path(&ctx.config)).to_prometheus()
                 })?;
             }
             crate::daemon::run(&ctx, exit_when_idle)
@@ -441,7 +495,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let ctx = net::Context::new(config, logger)?;
             if let Some(listen) = metrics {
-                crate::metrics::serve(listen, || {})?;
+                crate::metrics::serve(listen, String::new)?;
             }
             let forward_clients = if forward_clients.is_empty() {
                 discovery::dns::ForwardClients::Served
@@ -608,6 +662,7 @@ fn log_failure(logger: &Logger, event: &str, id: &str, error: &anyhow::Error) {
 
 fn run_hook(stage: Option<&str>, config: Config, logger: Logger) -> Result<()> {
     let started = Instant::now();
+    let startup_ms = crate::log::since_start_ms();
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -632,11 +687,77 @@ fn run_hook(stage: Option<&str>, config: Config, logger: Logger) -> Result<()> {
             ],
         );
     } else if debug {
+        // From main to the hook's start (arguments, configuration), the
+        // hook's own work, and from main to here.
         logger.log(
             Level::Debug,
             "hook",
-            &[("container", &id), ("stage", &stage_label)],
+            &[
+                ("container", &id),
+                ("stage", &stage_label),
+                ("startup_ms", &format!("{startup_ms:.2}")),
+                (
+                    "hook_ms",
+                    &format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                ),
+                ("main_ms", &format!("{:.2}", crate::log::since_start_ms())),
+            ],
         );
     }
     result.map_err(|e| e.context(format!("container {id}: {stage_label}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hook's short path gives what clap gives, and leaves to clap
+    /// whatever it does not fully understand.
+    #[test]
+    fn hook_command_lines_parse_as_clap_parses_them() {
+        let env = std::env::var_os("MACVLAN_CONFIG");
+        let taken = [
+            "hook",
+            "hook createRuntime",
+            "hook poststop",
+            "--config /etc/x.toml hook createRuntime",
+            "--config=/etc/x.toml hook",
+            "hook --config /etc/x.toml poststop",
+            "hook createRuntime --debug",
+            "--debug --config /a hook prestart",
+        ];
+        for line in taken {
+            let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+            let fast = Cli::hook_only(&args, env.clone()).unwrap_or_else(|| panic!("{line}"));
+            let clap = Cli::try_parse_from(std::iter::once("macvlan".into()).chain(args))
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(format!("{fast:?}"), format!("{clap:?}"), "{line}");
+        }
+        let left = [
+            "",
+            "hook --help",
+            "-h",
+            "hook -x",
+            "hook a b",
+            "ls",
+            "attach hook",
+            "--config",
+            "hook --version",
+            "--confi /x hook",
+            "--config /a --config /b hook",
+            "--config=/a hook --config /b",
+            "--debug hook --debug",
+        ];
+        for line in left {
+            let args: Vec<std::ffi::OsString> = line
+                .split(' ')
+                .filter(|a| !a.is_empty())
+                .map(Into::into)
+                .collect();
+            assert!(Cli::hook_only(&args, env.clone()).is_none(), "{line}");
+        }
+        let args: Vec<std::ffi::OsString> = vec!["hook".into()];
+        let from_env = Cli::hook_only(&args, Some("/etc/env.toml".into())).unwrap();
+        assert_eq!(from_env.config, Some(PathBuf::from("/etc/env.toml")));
+    }
 }

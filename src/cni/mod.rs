@@ -566,7 +566,11 @@ fn del(ctx: &Context, env: &Env, _conf: &NetConf) -> Result<(), CniError> {
     let netns = env.netns.as_ref().map(PathBuf::from).filter(|p| p.exists());
     let store = ctx.store().map_err(busy)?;
     crate::discovery::withdraw(store, &ctx.keys, &id).map_err(busy)?;
-    net::detach_one(ctx, &id, netns).map_err(|e| {
+    let started = std::time::Instant::now();
+    let result = net::detach_one(ctx, &id, netns);
+    let failed = result.as_ref().err().map(|_| "detach");
+    net::count(ctx, crate::tally::Operation::Detach, started, failed);
+    result.map_err(|e| {
         CniError::new(
             code::TRY_AGAIN_LATER,
             format!("container {container_id}: {e:#}"),

@@ -495,7 +495,14 @@ pub fn open_target_netns(target: &Target) -> Result<File> {
 pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Result<Vec<Attached>> {
     let started = Instant::now();
     let attachments = request.attachments();
-    let result = attach_inner(ctx, request, &attachments, target);
+    let mut step = String::new();
+    let result = attach_inner(ctx, request, &attachments, target, &mut step);
+    count(
+        ctx,
+        crate::tally::Operation::Attach,
+        started,
+        result.as_ref().err().map(|_| step.as_str()),
+    );
     let duration = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     // Failures are logged once, with their whole chain, by the caller.
     if let Ok(all) = &result {
@@ -526,15 +533,51 @@ pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Resul
     result
 }
 
+/// Counts an attach, poststop or detach in this host's tally (its
+/// duration, and the step that failed); a tally that cannot be written is
+/// logged, never the operation's failure.
+pub fn count(
+    ctx: &Context,
+    operation: crate::tally::Operation,
+    started: Instant,
+    failed: Option<&str>,
+) {
+    let path = crate::tally::path(&ctx.config);
+    if let Err(e) = crate::tally::record(&path, operation, started.elapsed(), failed) {
+        ctx.logger.log(
+            Level::Warn,
+            "tally",
+            &[
+                ("file", &path.display().to_string()),
+                ("error", &e.to_string()),
+            ],
+        );
+    }
+}
+
+/// `step` names what was being done when an error is returned: a step
+/// of the attach, or `setup_after_<step>` within a network type's setup.
 fn attach_inner(
     ctx: &Context,
     request: &NetworkRequest,
     attachments: &[NetworkRequest],
     target: &Target,
+    step: &mut String,
 ) -> Result<Vec<Attached>> {
     let mut timings = Timings::start();
+    let mut begin = |name: &str| {
+        step.clear();
+        step.push_str(name);
+    };
+    begin("privileges");
     check_privileges()?;
+    begin("namespace");
     let netns = open_target_netns(target)?;
+    timings.step("open_netns_ms");
+    begin("store");
+    ctx.store()?;
+    timings.step("store_open_ms");
+    begin("validate");
     let drivers: Vec<Box<dyn Driver + '_>> = attachments.iter().map(driver_for).collect();
     let mut host = Netlink::open().context("open netlink socket")?;
     let facts = drivers
@@ -543,10 +586,12 @@ fn attach_inner(
         .collect::<Result<Vec<HostFacts>>>()?;
     timings.step("validate_ms");
 
+    begin("enter_netns");
     let netns_path = target.netns_path();
     let container = Netlink::open_in_netns_file(&netns, &netns_path.display().to_string())
         .context("open netlink socket in the container's namespace")?;
     timings.step("enter_netns_ms");
+    let setup_from = timings.steps.len();
     let mut sockets = Sockets {
         host,
         container,
@@ -593,6 +638,16 @@ fn attach_inner(
             Ok(all)
         }
         Err(e) => {
+            // The last step the setup finished tells where it failed.
+            *step = match sockets
+                .timings
+                .steps
+                .get(setup_from..)
+                .and_then(|s| s.last())
+            {
+                Some((done, _)) => format!("setup_after_{}", done.trim_end_matches("_ms")),
+                None => "setup".to_string(),
+            };
             undo.run(ctx, &target.container_id, &mut sockets.container);
             Err(e)
         }
@@ -631,22 +686,39 @@ fn register_service(
 /// attachment's record.
 pub fn stopped(ctx: &Context, container_id: &str) -> Result<Option<FlatRecord>> {
     let started = Instant::now();
-    crate::discovery::withdraw(ctx.store()?, &ctx.keys, container_id)
+    let mut step = "store";
+    let result = stopped_inner(ctx, container_id, started, &mut step);
+    let failed = result.as_ref().err().map(|_| step);
+    count(ctx, crate::tally::Operation::Poststop, started, failed);
+    result
+}
+
+fn stopped_inner(
+    ctx: &Context,
+    container_id: &str,
+    started: Instant,
+    step: &mut &'static str,
+) -> Result<Option<FlatRecord>> {
+    let store = ctx.store()?;
+    *step = "withdraw";
+    crate::discovery::withdraw(store, &ctx.keys, container_id)
         .context("withdraw the service registration")?;
     let mut first = None;
     for slot in 0..=crate::request::MAX_NETWORKS {
         let id = crate::request::record_id(container_id, slot);
-        let record =
-            ipam::mark_stopped(ctx.store()?, &ctx.keys, &id).context("mark record stopped")?;
+        *step = "mark_stopped";
+        let record = ipam::mark_stopped(store, &ctx.keys, &id).context("mark record stopped")?;
         let Some(record) = record else { break };
         crate::failpoint::check("poststop-marked")?;
         host_access::remove_route(ctx, &id, &record);
+        *step = "restore_resolv";
         put_back_resolv(ctx, &id, &record)?;
         if record.lease.is_some()
             || record.lease6.is_some()
             || record.client_pid.is_some()
             || record.lease_pending
         {
+            *step = "dhcp_release";
             crate::dhcp::release_stopped(ctx, &id, &record)?;
         }
         log_detach(ctx, &id, &record, record.state.as_str(), started);
@@ -672,6 +744,15 @@ fn put_back_resolv(ctx: &Context, id: &str, record: &FlatRecord) -> Result<()> {
 /// namespace and releases the records and addresses of every attachment
 /// of the container. Returns the records released.
 pub fn detach(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Vec<FlatRecord>> {
+    let started = Instant::now();
+    let result = detach_all(ctx, container_id, pid);
+    // detach_one's errors say which step; the tally keeps one label.
+    let failed = result.as_ref().err().map(|_| "detach");
+    count(ctx, crate::tally::Operation::Detach, started, failed);
+    result
+}
+
+fn detach_all(ctx: &Context, container_id: &str, pid: Option<u32>) -> Result<Vec<FlatRecord>> {
     let container_id = crate::request::container_of(container_id);
     let mut released = Vec::new();
     crate::discovery::withdraw(ctx.store()?, &ctx.keys, container_id)

@@ -42,31 +42,40 @@ impl SqliteStore {
             location: format!("sqlite://{}", path.display()),
             message,
         };
-        if let Some(dir) = path.parent() {
-            crate::files::create_dir(dir)
-                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-        }
         // Created 0600 before SQLite opens it (SQLite gives the WAL and
         // shared-memory files the database's mode); another opener may
-        // have won the race, which is fine.
+        // have won the race, which is fine. Its directory is made only
+        // when missing.
         use std::os::unix::fs::OpenOptionsExt;
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(crate::files::PRIVATE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(crate::files::PRIVATE)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        };
+        let created = match (create(), path.parent()) {
+            (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::files::create_dir(dir)
+                    .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+                create()
+            }
+            (created, _) => created,
+        };
+        let in_wal_mode = match created {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => in_wal_mode(path),
             Err(e) => return Err(fail(format!("cannot create {}: {e}", path.display()))),
-        }
-        let connection = Connection::open(path).map_err(|e| fail(explain(&e)))?;
+        };
+        let at =
+            |step: &'static str| move |e: rusqlite::Error| fail(format!("{step}: {}", explain(&e)));
+        let connection = Connection::open(path).map_err(at("open"))?;
         // Many hooks start at once (32 containers in parallel is a test):
         // wait for the lock instead of failing with SQLITE_BUSY.
         connection
-            .busy_timeout(Duration::from_secs(10))
-            .map_err(|e| fail(explain(&e)))?;
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(at("set the busy timeout"))?;
         // Every hook is a short-lived process. By default the last
         // connection to close checkpoints the WAL (two fsyncs) and deletes
         // it, and the next hook recreates it: milliseconds per container.
@@ -79,18 +88,22 @@ impl SqliteStore {
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
                 true,
             )
-            .map_err(|e| fail(explain(&e)))?;
+            .map_err(at("keep the WAL at close"))?;
+        // WAL mode is kept in the file; asking for it again costs a hook
+        // about 0.1 ms (docs/hook-timing.md), so only a file not yet in it.
+        if !in_wal_mode {
+            set_wal_mode(&connection).map_err(at("set WAL mode"))?;
+        }
         connection
             .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = NORMAL;
+                "PRAGMA synchronous = NORMAL;
                  PRAGMA wal_autocheckpoint = 32;",
             )
-            .map_err(|e| fail(explain(&e)))?;
+            .map_err(at("set synchronous and checkpoint"))?;
         let version = |c: &Connection| -> rusqlite::Result<u32> {
             c.query_row("PRAGMA user_version", [], |row| row.get(0))
         };
-        let found = version(&connection).map_err(|e| fail(explain(&e)))?;
+        let found = version(&connection).map_err(at("read the file format"))?;
         if found > FILE_FORMAT {
             return Err(fail(format!(
                 "written by a newer macvlan-runc (file format {found}; this one knows up to {FILE_FORMAT}): upgrade macvlan-runc on this host"
@@ -140,6 +153,51 @@ impl SqliteStore {
             message: explain(&e),
         }
     }
+}
+
+/// How long a connection waits for another's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Puts the file in WAL mode. That takes the file's exclusive lock, and
+/// SQLite answers SQLITE_BUSY at once, without its busy handler, while
+/// another connection holds a read lock: several first openers of a new
+/// file (a daemon's threads, hooks starting together) met "database is
+/// locked" here. So wait for it as the busy handler would.
+fn set_wal_mode(connection: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match connection.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        }) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(mode) if !mode.eq_ignore_ascii_case("wal") => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("the file stays in journal mode {mode:?}, not WAL")),
+                ))
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+/// Whether the database file's header says WAL mode: its read and write
+/// format versions (bytes 18 and 19) are 2 (sqlite.org/fileformat.html).
+/// Anything unreadable counts as no, and the pragma decides.
+fn in_wal_mode(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok()
+        && header.starts_with(b"SQLite format 3\0")
+        && header[18] == 2
+        && header[19] == 2
 }
 
 /// Milliseconds since the epoch: lease expiry must hold across processes
@@ -391,6 +449,38 @@ mod tests {
         }
     }
 
+    /// The case behind "set WAL mode: database is locked": two first
+    /// openers put one file in WAL mode at the same instant; each holds a
+    /// read lock and wants the exclusive one, and SQLite fails one at once.
+    #[test]
+    fn two_connections_put_one_file_in_wal_mode_together() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..200 {
+            let path = dir.path().join(format!("{round}.db"));
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch("CREATE TABLE t (x)")
+                .unwrap();
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let both: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let connection = Connection::open(&path).unwrap();
+                            connection.busy_timeout(BUSY_TIMEOUT).unwrap();
+                            barrier.wait();
+                            set_wal_mode(&connection)
+                        })
+                    })
+                    .collect();
+                both.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            for result in results {
+                assert!(result.is_ok(), "round {round}: {result:?}");
+            }
+        }
+    }
+
     #[test]
     fn opens_a_file_written_before_leases() {
         let dir = tempfile::tempdir().unwrap();
@@ -404,6 +494,33 @@ mod tests {
         drop(old);
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.get("/k").unwrap().as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn a_file_is_put_in_wal_mode_once_and_found_in_it_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollback.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        assert!(!in_wal_mode(&path));
+        drop(SqliteStore::open(&path).unwrap());
+        assert!(in_wal_mode(&path));
+        let store = SqliteStore::open(&path).unwrap();
+        let mode: String = store
+            .connection
+            .lock()
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // A new file too, and a file that is no database is no WAL file.
+        let new = dir.path().join("new.db");
+        drop(SqliteStore::open(&new).unwrap());
+        assert!(in_wal_mode(&new));
+        std::fs::write(dir.path().join("junk"), b"SQLite format 2").unwrap();
+        assert!(!in_wal_mode(&dir.path().join("junk")));
     }
 
     #[test]
