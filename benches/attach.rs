@@ -289,21 +289,57 @@ fn main() {
     std::fs::write(
         &baseline_config,
         format!(
-            "store = \"sqlite://{}\"\nlog = \"{}\"\n",
+            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n",
             work.path().join("baseline.db").display(),
             work.path().join("baseline.log").display()
         ),
     )
     .unwrap();
+    // The baseline's store gets as many networks as this one's (an attach
+    // reads them), its `bench` a pool of the same size.
     if let Some(baseline) = &baseline {
-        let status = Command::new(baseline)
-            .args(["--config", baseline_config.to_str().unwrap()])
-            .args(["network", "create", "bench", "--parent", "lan0"])
-            .args(["--subnet", "198.18.64.0/18", "--gateway", "198.18.64.1"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "baseline: network create");
+        for (name, args) in [
+            (
+                "bench",
+                &["--subnet", "198.18.64.0/24", "--gateway", "198.18.64.1"][..],
+            ),
+            (
+                "bench-ha",
+                &[
+                    "--subnet",
+                    "198.18.65.0/24",
+                    "--gateway",
+                    "198.18.65.1",
+                    "--host-access",
+                ],
+            ),
+            (
+                "bench6",
+                &[
+                    "--subnet",
+                    "198.18.128.0/17",
+                    "--subnet6",
+                    "2001:db8:1b::/64",
+                ],
+            ),
+            (
+                "slaac6",
+                &["--ipv6", "slaac", "--subnet6", "2001:db8:1d::/64"],
+            ),
+            (
+                "dhcp6",
+                &["--ipv6", "dhcpv6", "--subnet6", "2001:db8:1e::/64"],
+            ),
+        ] {
+            let status = Command::new(baseline)
+                .args(["--config", baseline_config.to_str().unwrap()])
+                .args(["network", "create", name, "--parent", "lan0"])
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "baseline: network create {name}");
+        }
     }
     let bundle = work.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
@@ -488,12 +524,9 @@ fn main() {
                         network_attach: &mut Series,
                         network_poststop: &mut Series,
                         noop: &mut Series| {
-            attach.push(base_hook(
-                "createRuntime",
-                &base_state("creating", Some(base.id())),
-            ));
-            base_hook("poststop", &base_state("stopped", None));
-            base_detach(format!("base-{i}"));
+            // The network request first, as in run_network: what ran just
+            // before (a detach, whose link deletion holds the kernel's
+            // RTNL lock for a while) is the same for both binaries.
             network_attach.push(base_hook(
                 "createRuntime",
                 &base_named_state("creating", Some(base.id())),
@@ -501,6 +534,12 @@ fn main() {
             network_poststop.push(base_hook("poststop", &base_named_state("stopped", None)));
             base_detach(format!("base-net-{i}"));
             noop.push(base_hook("createRuntime", &noop_state));
+            attach.push(base_hook(
+                "createRuntime",
+                &base_state("creating", Some(base.id())),
+            ));
+            base_hook("poststop", &base_state("stopped", None));
+            base_detach(format!("base-{i}"));
         };
         let mut run_base = || {
             run_base(

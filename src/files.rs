@@ -62,6 +62,19 @@ pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens (creating it 0600) a small state file for reading and writing in
+/// place, not through a link.
+pub fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(PRIVATE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Opens (creating with `mode`) a lock file, not through a link.
 pub fn open_lock(path: &Path) -> io::Result<File> {
     OpenOptions::new()

@@ -212,6 +212,17 @@ fn now_ms() -> i64 {
 /// A key is visible while it has no lease or its lease has not expired.
 const LIVE: &str = "(lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_ms > :now))";
 
+/// The live value at `key`. Statements are prepared once per connection:
+/// an attach makes about ten reads (docs/hook-timing.md).
+fn get_live(connection: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    connection
+        .prepare_cached(&format!("SELECT value FROM kv WHERE key = :key AND {LIVE}"))?
+        .query_row(named_params! {":key": key, ":now": now_ms()}, |row| {
+            row.get(0)
+        })
+        .optional()
+}
+
 /// Deletes expired leases and their keys.
 fn purge_expired(connection: &Connection) -> rusqlite::Result<()> {
     let now = now_ms();
@@ -234,14 +245,7 @@ fn prefix_end(prefix: &str) -> String {
 impl Store for SqliteStore {
     fn get(&self, key: &str) -> Result<Option<String>> {
         let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        connection
-            .query_row(
-                &format!("SELECT value FROM kv WHERE key = :key AND {LIVE}"),
-                named_params! {":key": key, ":now": now_ms()},
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| self.error(e))
+        get_live(&connection, key).map_err(|e| self.error(e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, String)>> {
@@ -271,25 +275,19 @@ impl Store for SqliteStore {
                 Compare::Absent(key) => (key, None),
                 Compare::Equals(key, value) => (key, Some(value)),
             };
-            let actual: Option<String> = transaction
-                .query_row(
-                    &format!("SELECT value FROM kv WHERE key = :key AND {LIVE}"),
-                    named_params! {":key": key, ":now": now_ms()},
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| self.error(e))?;
+            let actual = get_live(&transaction, key).map_err(|e| self.error(e))?;
             if actual.as_ref() != expected {
                 return Ok(false);
             }
         }
         for op in ops {
             match op {
-                Op::Put(key, value) => transaction.execute(
-                    "INSERT INTO kv (key, value, lease) VALUES (?1, ?2, NULL)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, lease = NULL",
-                    params![key, value],
-                ),
+                Op::Put(key, value) => transaction
+                    .prepare_cached(
+                        "INSERT INTO kv (key, value, lease) VALUES (?1, ?2, NULL)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value, lease = NULL",
+                    )
+                    .and_then(|mut put| put.execute(params![key, value])),
                 Op::PutWithLease(key, value, lease) => {
                     let live: bool = transaction
                         .query_row(
@@ -308,9 +306,9 @@ impl Store for SqliteStore {
                         params![key, value, lease.0],
                     )
                 }
-                Op::Delete(key) => {
-                    transaction.execute("DELETE FROM kv WHERE key = ?1", params![key])
-                }
+                Op::Delete(key) => transaction
+                    .prepare_cached("DELETE FROM kv WHERE key = ?1")
+                    .and_then(|mut delete| delete.execute(params![key])),
             }
             .map_err(|e| self.error(e))?;
         }
