@@ -5,8 +5,11 @@
 //! `cargo bench --bench attach -- [--containers N] [--out DIR] [--baseline
 //! BIN]` (default 200 containers, `bench-results/`), as root. Two requests
 //! are timed: ad hoc with a static address (the thesis's), and naming a
-//! network with the address allocated from its range. `--baseline` times an
-//! older `macvlan` binary's ad-hoc attach in the same run, side by side.
+//! network with the address allocated from its range. `--baseline BIN`
+//! runs a before/after block each round: the same ad-hoc attach, network
+//! attach, poststop and no-op hook for this binary and BIN, alternately,
+//! each with a store of the same networks; the report ends with both above
+//! the `/bin/true` floor.
 //! IPv6: a dual-stack network's attach beside the IPv4-only one, the CNI
 //! plugin with static IPv6 (host-local), and the time to an address by
 //! SLAAC and by DHCPv6 against dnsmasq on the lab gateway.
@@ -50,6 +53,15 @@ fn container() -> Child {
     let _ = child.kill();
     let _ = child.wait();
     panic!("unshare did not create a namespace");
+}
+
+/// One binary's part of the before/after comparison.
+#[derive(Default)]
+struct Block {
+    adhoc: Series,
+    network: Series,
+    poststop: Series,
+    noop: Series,
 }
 
 struct Lab {
@@ -378,18 +390,11 @@ fn main() {
     let our_cni =
         |verb: &str, id: &str, pid: u32| support::cni(MACVLAN, verb, id, pid, &our_cni_conf);
 
-    let base_hook = |stage: &str, state: &str| {
-        let mut command = Command::new(baseline.as_ref().expect("--baseline"));
-        command.args(["--config", baseline_config.to_str().unwrap(), "hook", stage]);
-        timed(command, state)
-    };
     let mut network_attach = Series::default();
     let mut host_access_attach = Series::default();
     let mut network_poststop = Series::default();
-    let mut base_attach = Series::default();
-    let mut base_network_attach = Series::default();
-    let mut base_network_poststop = Series::default();
-    let mut base_noop = Series::default();
+    let mut ours_block = Block::default();
+    let mut base_block = Block::default();
     let mut ours_attach = Series::default();
     let mut ours_poststop = Series::default();
     let mut ours_detach = Series::default();
@@ -429,7 +434,6 @@ fn main() {
         .to_string();
         let mut named = container();
         let mut reachable = container();
-        let mut base = container();
         let network_state = |status: &str, pid: Option<u32>| {
             serde_json::json!({
                 "ociVersion": "1.0.2", "id": format!("net-{i}"), "status": status, "pid": pid,
@@ -441,14 +445,6 @@ fn main() {
             serde_json::json!({
                 "ociVersion": "1.0.2", "id": format!("ha-{i}"), "status": status, "pid": pid,
                 "bundle": bundle, "annotations": {"macvlan.network": "bench-ha"}
-            })
-            .to_string()
-        };
-        let base_state = |status: &str, pid: Option<u32>| {
-            serde_json::json!({
-                "ociVersion": "1.0.2", "id": format!("base-{i}"), "status": status, "pid": pid,
-                "bundle": bundle,
-                "annotations": {"macvlan.type": "flat", "macvlan.host-interface": "lan0", "macvlan.ip": ip}
             })
             .to_string()
         };
@@ -500,64 +496,64 @@ fn main() {
             command.arg(format!("net-{i}"));
             timed(command, "");
         };
-        // The baseline binary: the same ad-hoc and network requests, and a
-        // container asking for nothing.
-        let base_named_state = |status: &str, pid: Option<u32>| {
-            serde_json::json!({
-                "ociVersion": "1.0.2", "id": format!("base-net-{i}"), "status": status, "pid": pid,
-                "bundle": bundle, "annotations": {"macvlan.network": "bench"}
-            })
-            .to_string()
-        };
-        let base_detach = |id: String| {
-            let mut command = Command::new(baseline.as_ref().expect("--baseline"));
-            command.args([
-                "--config",
-                baseline_config.to_str().unwrap(),
-                "detach",
-                "--id",
-            ]);
-            command.arg(id);
-            timed(command, "");
-        };
-        let run_base = |attach: &mut Series,
-                        network_attach: &mut Series,
-                        network_poststop: &mut Series,
-                        noop: &mut Series| {
-            // The network request first, as in run_network: what ran just
-            // before (a detach, whose link deletion holds the kernel's
-            // RTNL lock for a while) is the same for both binaries.
-            network_attach.push(base_hook(
-                "createRuntime",
-                &base_named_state("creating", Some(base.id())),
-            ));
-            network_poststop.push(base_hook("poststop", &base_named_state("stopped", None)));
-            base_detach(format!("base-net-{i}"));
-            noop.push(base_hook("createRuntime", &noop_state));
-            attach.push(base_hook(
-                "createRuntime",
-                &base_state("creating", Some(base.id())),
-            ));
-            base_hook("poststop", &base_state("stopped", None));
-            base_detach(format!("base-{i}"));
-        };
-        let mut run_base = || {
-            run_base(
-                &mut base_attach,
-                &mut base_network_attach,
-                &mut base_network_poststop,
-                &mut base_noop,
-            )
-        };
-        if i % 2 == 0 || baseline.is_none() {
-            run_network(&mut network_attach, &mut network_poststop);
-            if baseline.is_some() {
-                run_base();
+        // Before/after: the same block of steps for this binary and the
+        // baseline (--baseline), each with a container of its own, who goes
+        // first alternating. An attach right after a detach or a killed
+        // namespace waits for the kernel's cleanup (it holds the RTNL
+        // lock), so both binaries must meet the same sequence.
+        let run_block = |binary: &Path, config: &Path, tag: &str, out: &mut Block| {
+            let run = |args: &[&str], stdin: &str| {
+                let mut command = Command::new(binary);
+                command
+                    .args(["--config", config.to_str().unwrap()])
+                    .args(args);
+                timed(command, stdin)
+            };
+            let state =
+                |id: &str, status: &str, pid: Option<u32>, annotations: serde_json::Value| {
+                    serde_json::json!({
+                        "ociVersion": "1.0.2", "id": id, "status": status, "pid": pid,
+                        "bundle": bundle, "annotations": annotations
+                    })
+                    .to_string()
+                };
+            let mut process = container();
+            let adhoc = serde_json::json!({"macvlan.type": "flat", "macvlan.host-interface": "lan0", "macvlan.ip": ip});
+            let named = serde_json::json!({"macvlan.network": "bench"});
+            for (kind, annotations) in [("adhoc", adhoc), ("net", named)] {
+                let id = format!("{tag}-{kind}-{i}");
+                let attach = run(
+                    &["hook", "createRuntime"],
+                    &state(&id, "creating", Some(process.id()), annotations.clone()),
+                );
+                let poststop = run(
+                    &["hook", "poststop"],
+                    &state(&id, "stopped", None, annotations),
+                );
+                run(&["detach", "--id", &id], "");
+                if kind == "adhoc" {
+                    out.adhoc.push(attach);
+                } else {
+                    out.network.push(attach);
+                    out.poststop.push(poststop);
+                }
             }
-        } else {
-            run_base();
-            run_network(&mut network_attach, &mut network_poststop);
+            out.noop.push(run(&["hook", "createRuntime"], &noop_state));
+            let _ = process.kill();
+            let _ = process.wait();
+        };
+        if let Some(baseline) = &baseline {
+            let ours = |block: &mut Block| run_block(Path::new(MACVLAN), &config, "block", block);
+            let theirs = |block: &mut Block| run_block(baseline, &baseline_config, "block", block);
+            if i % 2 == 0 {
+                ours(&mut ours_block);
+                theirs(&mut base_block);
+            } else {
+                theirs(&mut base_block);
+                ours(&mut ours_block);
+            }
         }
+        run_network(&mut network_attach, &mut network_poststop);
         // Dual stack and IPv4 only, side by side (who goes first alternates).
         let mut dual = container();
         let dual_state = |status: &str, pid: Option<u32>| {
@@ -589,13 +585,7 @@ fn main() {
         timed(command, "");
         ours_noop.push(hook("createRuntime", &noop_state));
         floor.push(timed(Command::new("/bin/true"), ""));
-        for child in [
-            &mut ours,
-            &mut theirs,
-            &mut named,
-            &mut reachable,
-            &mut base,
-        ] {
+        for child in [&mut ours, &mut theirs, &mut named, &mut reachable] {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -672,10 +662,40 @@ fn main() {
         ),
     ];
     if baseline.is_some() {
-        rows.push((
-            "baseline binary: createRuntime, ad-hoc, static",
-            &base_attach,
-        ));
+        rows.extend([
+            (
+                "before/after block, this binary: createRuntime, ad-hoc, static",
+                &ours_block.adhoc,
+            ),
+            (
+                "before/after block, baseline binary: createRuntime, ad-hoc, static",
+                &base_block.adhoc,
+            ),
+            (
+                "before/after block, this binary: createRuntime, network",
+                &ours_block.network,
+            ),
+            (
+                "before/after block, baseline binary: createRuntime, network",
+                &base_block.network,
+            ),
+            (
+                "before/after block, this binary: poststop, network",
+                &ours_block.poststop,
+            ),
+            (
+                "before/after block, baseline binary: poststop, network",
+                &base_block.poststop,
+            ),
+            (
+                "before/after block, this binary: asking for nothing",
+                &ours_block.noop,
+            ),
+            (
+                "before/after block, baseline binary: asking for nothing",
+                &base_block.noop,
+            ),
+        ]);
     }
     for (name, series) in rows.into_iter().chain([
         (
@@ -749,10 +769,10 @@ fn main() {
     if baseline.is_some() {
         let _ = writeln!(
             report,
-            "Against the baseline binary's ad-hoc attach in this run: ad-hoc **{:.3}**, network **{:.3}** \
-             (target: neither above 1.10).",
-            ours_attach.median().as_secs_f64() / base_attach.median().as_secs_f64(),
-            network_attach.median().as_secs_f64() / base_attach.median().as_secs_f64()
+            "Against the baseline binary in the before/after block (the same steps in the same order): \
+             ad-hoc **{:.3}**, network **{:.3}** (target: neither above 1.10).",
+            ours_block.adhoc.median().as_secs_f64() / base_block.adhoc.median().as_secs_f64(),
+            ours_block.network.median().as_secs_f64() / base_block.network.median().as_secs_f64()
         );
     }
     let _ = writeln!(
@@ -780,7 +800,7 @@ fn main() {
         report,
         "\n## Above the process floor\n\nMedian minus the median of `/bin/true` in this run, in ms{}.\n",
         if baseline.is_some() {
-            "; the baseline binary (--baseline) ran interleaved with this one"
+            "; with --baseline, both columns from the before/after block, where the two binaries ran the same steps alternately"
         } else {
             ""
         }
@@ -799,20 +819,31 @@ fn main() {
         "|---|---:|---:|{}",
         if baseline.is_some() { "---:|" } else { "" }
     );
+    // With a baseline, both columns come from the before/after block.
+    let (ours, theirs) = if baseline.is_some() {
+        (&ours_block, &base_block)
+    } else {
+        (&base_block, &base_block)
+    };
+    let (ours_network, ours_poststop_network, ours_nothing) = if baseline.is_some() {
+        (&ours.network, &ours.poststop, &ours.noop)
+    } else {
+        (&network_attach, &network_poststop, &ours_noop)
+    };
     for (name, target, ours, theirs) in [
         (
             "attach (network, address allocated)",
             1.0,
-            &network_attach,
-            &base_network_attach,
+            ours_network,
+            &theirs.network,
         ),
         (
             "poststop (network)",
             0.5,
-            &network_poststop,
-            &base_network_poststop,
+            ours_poststop_network,
+            &theirs.poststop,
         ),
-        ("hook asking for nothing", 0.2, &ours_noop, &base_noop),
+        ("hook asking for nothing", 0.2, ours_nothing, &theirs.noop),
     ] {
         let verdict = if above(ours) <= target {
             "met"
