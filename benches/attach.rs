@@ -543,8 +543,10 @@ fn main() {
             let _ = process.wait();
         };
         if let Some(baseline) = &baseline {
-            let ours = |block: &mut Block| run_block(Path::new(MACVLAN), &config, "block", block);
-            let theirs = |block: &mut Block| run_block(baseline, &baseline_config, "block", block);
+            // Ids of their own: the MAC follows from the id, and the kernel
+            // frees a deleted link's MAC a while after the deletion.
+            let ours = |block: &mut Block| run_block(Path::new(MACVLAN), &config, "new", block);
+            let theirs = |block: &mut Block| run_block(baseline, &baseline_config, "old", block);
             if i % 2 == 0 {
                 ours(&mut ours_block);
                 theirs(&mut base_block);
