@@ -542,9 +542,6 @@ pub fn count(
     started: Instant,
     failed: Option<&str>,
 ) {
-    if std::env::var_os("NO_TALLY").is_some() {
-        return;
-    }
     let path = crate::tally::path(&ctx.config);
     if let Err(e) = crate::tally::record(&path, operation, started.elapsed(), failed) {
         ctx.logger.log(
