@@ -849,16 +849,12 @@ fn main() {
         if baseline.is_some() { "---:|" } else { "" }
     );
     // With a baseline, both columns come from the before/after block.
-    let (ours, theirs) = if baseline.is_some() {
-        (&ours_block, &base_block)
-    } else {
-        (&base_block, &base_block)
-    };
     let (ours_network, ours_poststop_network, ours_nothing) = if baseline.is_some() {
-        (&ours.network, &ours.poststop, &ours.noop)
+        (&ours_block.network, &ours_block.poststop, &ours_block.noop)
     } else {
         (&network_attach, &network_poststop, &ours_noop)
     };
+    let theirs = &base_block;
     for (name, target, ours, theirs) in [
         (
             "attach (network, address allocated)",

@@ -45,7 +45,7 @@ fn open_lock(config: &Config) -> Result<File> {
     let dir = &config.daemon.runtime_dir;
     crate::files::create_dir(dir).with_context(|| format!("create {}", dir.display()))?;
     let path = lock_path(config);
-    crate::files::open_lock(&path).with_context(|| format!("open {}", path.display()))
+    crate::files::open_private(&path).with_context(|| format!("open {}", path.display()))
 }
 
 /// Takes the daemon's lock without waiting; `false` when a daemon holds it.
@@ -239,18 +239,10 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
     let registrar_busy = Arc::new(AtomicU64::new(0));
     let keeper_busy = Arc::new(AtomicU64::new(0));
     let interval = ttl / 3;
-    // Each thread has a store connection of its own, opened here one after
-    // the other: two first opens at once can meet SQLite's lock while one
-    // of them checks the schema ("database is locked", seen in CI). A store
-    // that cannot be opened now is opened by the thread's first round.
-    let registrar_ctx = Context::new(config.clone(), ctx.logger.clone())?;
-    let keeper_ctx = Context::new(config.clone(), ctx.logger.clone())?;
-    let _ = registrar_ctx.store();
-    let _ = keeper_ctx.store();
     let mut registrar = Registrar::default();
     let registrar_thread = spawn_loop(
         "registrar",
-        registrar_ctx,
+        Context::new(config.clone(), ctx.logger.clone())?,
         registrar_busy.clone(),
         epoch,
         interval,
@@ -263,7 +255,7 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
     let mut keeper = Keeper::default();
     let keeper_thread = spawn_loop(
         "dhcp-keeper",
-        keeper_ctx,
+        Context::new(config.clone(), ctx.logger.clone())?,
         keeper_busy.clone(),
         epoch,
         interval,

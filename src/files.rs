@@ -62,8 +62,8 @@ pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
-/// Opens (creating it 0600) a small state file for reading and writing in
-/// place, not through a link.
+/// Opens (creating it 0600) a lock or a small state file for reading and
+/// writing in place, not through a link.
 pub fn open_private(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
@@ -75,15 +75,17 @@ pub fn open_private(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Opens (creating with `mode`) a lock file, not through a link.
-pub fn open_lock(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(PRIVATE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+/// Runs `create`, which makes a file at `path`; when that fails because
+/// the file's directory is missing, makes the directory (0750) and runs it
+/// once more. Short-lived processes (every hook) skip the mkdir then.
+pub fn in_dir<T>(path: &Path, create: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match (create(), path.parent()) {
+        (Err(e), Some(dir)) if e.kind() == io::ErrorKind::NotFound => {
+            create_dir(dir)?;
+            create()
+        }
+        (result, _) => result,
+    }
 }
 
 /// Replaces `path` with `contents` through a new file beside it (named

@@ -102,14 +102,9 @@ impl Logger {
             LogTarget::File(path) => {
                 // The directory is made only when missing: every hook
                 // writes a few lines, each opened anew (rotation-safe).
-                let open = || crate::files::open_append(path, crate::files::LOG);
-                let file = match (open(), path.parent()) {
-                    (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let _ = crate::files::create_dir(dir);
-                        open()
-                    }
-                    (file, _) => file,
-                };
+                let file = crate::files::in_dir(path, || {
+                    crate::files::open_append(path, crate::files::LOG)
+                });
                 // One write() of a whole line with O_APPEND: lines from
                 // concurrent hooks do not interleave.
                 file.and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()))

@@ -206,15 +206,7 @@ pub fn record(
 ) -> std::io::Result<()> {
     use std::io::Read;
     use std::os::unix::fs::FileExt;
-    let file = match crate::files::open_private(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                crate::files::create_dir(dir)?;
-            }
-            crate::files::open_private(path)?
-        }
-        other => other?,
-    };
+    let file = crate::files::in_dir(path, || crate::files::open_private(path))?;
     let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, errno)| std::io::Error::from(errno))?;
     let mut text = String::new();

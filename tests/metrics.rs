@@ -224,29 +224,22 @@ fn the_daemon_and_the_responder_export_what_happened() {
                 other => panic!("{other:?}"),
             })
     };
+    let refused = |scrape: &prometheus_parse::Scrape| {
+        value(
+            scrape,
+            "macvlan_hook_failures_total",
+            &[("operation", "attach"), ("step", "validate")],
+        )
+    };
     assert_eq!(hooks(&now, "attach"), Some(4.0));
     assert_eq!(hooks(&now, "poststop"), Some(1.0));
-    assert_eq!(
-        value(
-            &now,
-            "macvlan_hook_failures_total",
-            &[("operation", "attach"), ("step", "validate")]
-        ),
-        None
-    );
+    assert_eq!(refused(&now), None);
     let outside = lab.id("outside");
     let bundle = lab.bundle("hA", &outside, &["NETWORK=lan", "IP=198.51.100.9"], &[]);
     assert!(lab.start("hA", &outside, &bundle).is_err());
     let now = scrape(&lab, "hA", daemon_url);
     assert_eq!(hooks(&now, "attach"), Some(5.0));
-    assert_eq!(
-        value(
-            &now,
-            "macvlan_hook_failures_total",
-            &[("operation", "attach"), ("step", "validate")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(refused(&now), Some(1.0));
 
     // The responder counts queries by type and response code.
     let _dns = lab.spawn_macvlan(

@@ -55,15 +55,7 @@ impl SqliteStore {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
         };
-        let created = match (create(), path.parent()) {
-            (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::files::create_dir(dir)
-                    .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-                create()
-            }
-            (created, _) => created,
-        };
-        let in_wal_mode = match created {
+        let in_wal_mode = match crate::files::in_dir(path, create) {
             Ok(_) => false,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => in_wal_mode(path),
             Err(e) => return Err(fail(format!("cannot create {}: {e}", path.display()))),
@@ -430,18 +422,20 @@ mod tests {
         assert_eq!(store.get("/plain").unwrap().as_deref(), Some("v"));
     }
 
+    /// `work`'s results on `n` threads started together.
+    fn at_once<T: Send>(n: usize, work: impl Fn() -> T + Sync) -> Vec<T> {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..n).map(|_| scope.spawn(&work)).collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        })
+    }
+
     #[test]
     fn many_first_openers_of_a_new_file_all_succeed() {
         for round in 0..20 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("fresh.db");
-            let results: Vec<_> = std::thread::scope(|scope| {
-                let openers: Vec<_> = (0..16)
-                    .map(|_| scope.spawn(|| SqliteStore::open(&path).map(|_| ())))
-                    .collect();
-                openers.into_iter().map(|o| o.join().unwrap()).collect()
-            });
-            for result in results {
+            for result in at_once(16, || SqliteStore::open(&path).map(|_| ())) {
                 assert!(result.is_ok(), "round {round}: {result:?}");
             }
         }
@@ -460,20 +454,12 @@ mod tests {
                 .execute_batch("CREATE TABLE t (x)")
                 .unwrap();
             let barrier = std::sync::Barrier::new(2);
-            let results: Vec<_> = std::thread::scope(|scope| {
-                let both: Vec<_> = (0..2)
-                    .map(|_| {
-                        scope.spawn(|| {
-                            let connection = Connection::open(&path).unwrap();
-                            connection.busy_timeout(BUSY_TIMEOUT).unwrap();
-                            barrier.wait();
-                            set_wal_mode(&connection)
-                        })
-                    })
-                    .collect();
-                both.into_iter().map(|t| t.join().unwrap()).collect()
-            });
-            for result in results {
+            for result in at_once(2, || {
+                let connection = Connection::open(&path).unwrap();
+                connection.busy_timeout(BUSY_TIMEOUT).unwrap();
+                barrier.wait();
+                set_wal_mode(&connection)
+            }) {
                 assert!(result.is_ok(), "round {round}: {result:?}");
             }
         }
