@@ -5,11 +5,12 @@
 //! `cargo bench --bench attach -- [--containers N] [--out DIR] [--baseline
 //! BIN]` (default 200 containers, `bench-results/`), as root. Two requests
 //! are timed: ad hoc with a static address (the thesis's), and naming a
-//! network with the address allocated from its range. `--baseline BIN`
-//! runs a before/after block each round: the same ad-hoc attach, network
-//! attach, poststop and no-op hook for this binary and BIN, alternately,
-//! each with a store of the same networks; the report ends with both above
-//! the `/bin/true` floor.
+//! network with the address allocated from its range. Each round also runs
+//! a block — the same ad-hoc attach, network attach, poststop and no-op
+//! hook — for this binary doing the work itself, for the same with a
+//! running `macvlan daemon` taking the hooks over, and with `--baseline BIN`
+//! for BIN, in turn, each with a store of the same networks; the report
+//! ends with them above the `/bin/true` floor.
 //! IPv6: a dual-stack network's attach beside the IPv4-only one, the CNI
 //! plugin with static IPv6 (host-local), and the time to an address by
 //! SLAAC and by DHCPv6 against dnsmasq on the lab gateway.
@@ -354,6 +355,80 @@ fn main() {
             assert!(status.success(), "baseline: network create {name}");
         }
     }
+    // The same binary with a running daemon taking the hooks over
+    // (`[daemon] serve_hooks`, the default): a store and a runtime
+    // directory of its own, the same networks.
+    let served_config = work.path().join("served.toml");
+    std::fs::write(
+        &served_config,
+        format!(
+            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n\
+             [daemon]\nruntime_dir = \"{}\"\n",
+            work.path().join("served.db").display(),
+            work.path().join("served.log").display(),
+            work.path().join("served").display()
+        ),
+    )
+    .unwrap();
+    for (name, args) in [
+        (
+            "bench",
+            &["--subnet", "198.18.66.0/24", "--gateway", "198.18.66.1"][..],
+        ),
+        (
+            "bench-ha",
+            &[
+                "--subnet",
+                "198.18.67.0/24",
+                "--gateway",
+                "198.18.67.1",
+                "--host-access",
+            ],
+        ),
+        (
+            "bench6",
+            &[
+                "--subnet",
+                "198.19.128.0/17",
+                "--subnet6",
+                "2001:db8:2b::/64",
+            ],
+        ),
+        (
+            "slaac6",
+            &["--ipv6", "slaac", "--subnet6", "2001:db8:2d::/64"],
+        ),
+        (
+            "dhcp6",
+            &["--ipv6", "dhcpv6", "--subnet6", "2001:db8:2e::/64"],
+        ),
+    ] {
+        let status = Command::new(MACVLAN)
+            .args(["--config", served_config.to_str().unwrap()])
+            .args(["network", "create", name, "--parent", "lan0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "served: network create {name}");
+    }
+    let served_daemon = Server(
+        Command::new(MACVLAN)
+            .args(["--config", served_config.to_str().unwrap(), "daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("macvlan daemon"),
+    );
+    let socket = work.path().join("served/hooks.sock");
+    let waited = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the daemon's socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let bundle = work.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::write(
@@ -395,6 +470,7 @@ fn main() {
     let mut host_access_attach = Series::default();
     let mut network_poststop = Series::default();
     let mut ours_block = Block::default();
+    let mut served_block = Block::default();
     let mut base_block = Block::default();
     let mut ours_attach = Series::default();
     let mut ours_poststop = Series::default();
@@ -557,17 +633,20 @@ fn main() {
             let _ = process.kill();
             let _ = process.wait();
         };
-        if let Some(baseline) = &baseline {
-            // Ids of their own: the MAC follows from the id, and the kernel
-            // frees a deleted link's MAC a while after the deletion.
-            let ours = |block: &mut Block| run_block(Path::new(MACVLAN), &config, "new", block);
-            let theirs = |block: &mut Block| run_block(baseline, &baseline_config, "old", block);
-            if i % 2 == 0 {
-                ours(&mut ours_block);
-                theirs(&mut base_block);
-            } else {
-                theirs(&mut base_block);
-                ours(&mut ours_block);
+        // Ids of their own: the MAC follows from the id, and the kernel
+        // frees a deleted link's MAC a while after the deletion. This binary
+        // alone, the same served by its daemon, and the baseline, rotating.
+        let ways = if baseline.is_some() { 3 } else { 2 };
+        for way in (0..ways).map(|n| (n + i) % ways) {
+            match way {
+                0 => run_block(Path::new(MACVLAN), &config, "new", &mut ours_block),
+                1 => run_block(Path::new(MACVLAN), &served_config, "srv", &mut served_block),
+                _ => run_block(
+                    baseline.as_deref().unwrap(),
+                    &baseline_config,
+                    "old",
+                    &mut base_block,
+                ),
             }
         }
         run_network(&mut network_attach, &mut network_poststop);
@@ -685,38 +764,56 @@ fn main() {
             &host_access_attach,
         ),
     ];
+    rows.extend([
+        (
+            "block, this binary alone: createRuntime, ad-hoc, static",
+            &ours_block.adhoc,
+        ),
+        (
+            "block, served by the daemon: createRuntime, ad-hoc, static",
+            &served_block.adhoc,
+        ),
+        (
+            "block, this binary alone: createRuntime, network",
+            &ours_block.network,
+        ),
+        (
+            "block, served by the daemon: createRuntime, network",
+            &served_block.network,
+        ),
+        (
+            "block, this binary alone: poststop, network",
+            &ours_block.poststop,
+        ),
+        (
+            "block, served by the daemon: poststop, network",
+            &served_block.poststop,
+        ),
+        (
+            "block, this binary alone: asking for nothing",
+            &ours_block.noop,
+        ),
+        (
+            "block, served by the daemon: asking for nothing",
+            &served_block.noop,
+        ),
+    ]);
     if baseline.is_some() {
         rows.extend([
             (
-                "before/after block, this binary: createRuntime, ad-hoc, static",
-                &ours_block.adhoc,
-            ),
-            (
-                "before/after block, baseline binary: createRuntime, ad-hoc, static",
+                "block, baseline binary: createRuntime, ad-hoc, static",
                 &base_block.adhoc,
             ),
             (
-                "before/after block, this binary: createRuntime, network",
-                &ours_block.network,
-            ),
-            (
-                "before/after block, baseline binary: createRuntime, network",
+                "block, baseline binary: createRuntime, network",
                 &base_block.network,
             ),
             (
-                "before/after block, this binary: poststop, network",
-                &ours_block.poststop,
-            ),
-            (
-                "before/after block, baseline binary: poststop, network",
+                "block, baseline binary: poststop, network",
                 &base_block.poststop,
             ),
             (
-                "before/after block, this binary: asking for nothing",
-                &ours_block.noop,
-            ),
-            (
-                "before/after block, baseline binary: asking for nothing",
+                "block, baseline binary: asking for nothing",
                 &base_block.noop,
             ),
         ]);
@@ -827,16 +924,18 @@ fn main() {
         |series: &Series| (series.median().as_secs_f64() - floor.median().as_secs_f64()) * 1000.0;
     let _ = writeln!(
         report,
-        "\n## Above the process floor\n\nMedian minus the median of `/bin/true` in this run, in ms{}.\n",
+        "\n## Above the process floor\n\nMedian minus the median of `/bin/true` in this run, in ms, \
+         from the block where each way ran the same steps in turn: the hook doing the work \
+         itself, the hook handing it to a running `macvlan daemon` (`[daemon] serve_hooks`){}.\n",
         if baseline.is_some() {
-            "; with --baseline, both columns from the before/after block, where the two binaries ran the same steps alternately"
+            ", and the baseline binary"
         } else {
             ""
         }
     );
     let _ = writeln!(
         report,
-        "| operation | target | this binary |{}",
+        "| operation | target | hook alone | served by the daemon |{}",
         if baseline.is_some() {
             " baseline |"
         } else {
@@ -845,43 +944,31 @@ fn main() {
     );
     let _ = writeln!(
         report,
-        "|---|---:|---:|{}",
+        "|---|---:|---:|---:|{}",
         if baseline.is_some() { "---:|" } else { "" }
     );
-    // With a baseline, both columns come from the before/after block.
-    let (ours_network, ours_poststop_network, ours_nothing) = if baseline.is_some() {
-        (&ours_block.network, &ours_block.poststop, &ours_block.noop)
-    } else {
-        (&network_attach, &network_poststop, &ours_noop)
+    let verdict = |series: &Series, target: f64| {
+        let above = above(series);
+        let verdict = if above <= target { "met" } else { "missed" };
+        format!("{above:.2} ({verdict})")
     };
-    let theirs = &base_block;
-    for (name, target, ours, theirs) in [
+    for (name, target, pick) in [
         (
             "attach (network, address allocated)",
             1.0,
-            ours_network,
-            &theirs.network,
+            (|b: &Block| &b.network) as fn(&Block) -> &Series,
         ),
-        (
-            "poststop (network)",
-            0.5,
-            ours_poststop_network,
-            &theirs.poststop,
-        ),
-        ("hook asking for nothing", 0.2, ours_nothing, &theirs.noop),
+        ("poststop (network)", 0.5, |b: &Block| &b.poststop),
+        ("hook asking for nothing", 0.2, |b: &Block| &b.noop),
     ] {
-        let verdict = if above(ours) <= target {
-            "met"
-        } else {
-            "missed"
-        };
         let _ = write!(
             report,
-            "| {name} | ≤ {target:.1} | {:.2} ({verdict}) |",
-            above(ours)
+            "| {name} | ≤ {target:.1} | {} | {} |",
+            verdict(pick(&ours_block), target),
+            verdict(pick(&served_block), target)
         );
         if baseline.is_some() {
-            let _ = write!(report, " {:.2} |", above(theirs));
+            let _ = write!(report, " {:.2} |", above(pick(&base_block)));
         }
         let _ = writeln!(report);
     }
@@ -895,5 +982,6 @@ fn main() {
     );
     std::fs::write(out_dir.join("attach.md"), &report).unwrap();
     print!("{report}");
+    drop(served_daemon);
     drop(lab);
 }

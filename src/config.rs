@@ -169,6 +169,9 @@ pub struct DaemonConfig {
     /// A daemon started on demand by a hook exits after this long with
     /// nothing to do (a daemon started by systemd keeps running).
     pub idle_exit: std::time::Duration,
+    /// Whether the daemon takes hooks over from the hook processes
+    /// (`<runtime_dir>/hooks.sock`, issue 17): its store and code are warm.
+    pub serve_hooks: bool,
 }
 
 impl Default for DaemonConfig {
@@ -176,6 +179,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             runtime_dir: PathBuf::from("/run/macvlan-runc"),
             idle_exit: std::time::Duration::from_secs(60),
+            serve_hooks: true,
         }
     }
 }
@@ -369,6 +373,7 @@ struct RawEtcd {
 struct RawDaemon {
     runtime_dir: Option<String>,
     idle_exit: Option<String>,
+    serve_hooks: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -579,6 +584,9 @@ impl Config {
             }
             if let Some(idle) = daemon.idle_exit {
                 config.daemon.idle_exit = parse_duration("daemon.idle_exit", &idle, "60s")?;
+            }
+            if let Some(serve) = daemon.serve_hooks {
+                config.daemon.serve_hooks = serve;
             }
         }
         if let Some(etcd) = raw.etcd {

@@ -1,10 +1,11 @@
 //! `macvlan daemon`: one per host, holding a lock in the runtime directory.
-//! Two threads that share nothing but the stop flag — the registrar
+//! Threads that share nothing but the stop flag — the registrar
 //! ([`crate::discovery::registrar`]) and the DHCP lease keeper
 //! ([`crate::dhcp::keeper`]), each with its own store connection — so a
 //! silent DHCP server (seconds per renewal) cannot let the registrar's
-//! store lease lapse and drop every service from DNS (issue 16). Started on
-//! demand by hooks and `gc`, or by systemd.
+//! store lease lapse and drop every service from DNS (issue 16); and the
+//! hooks handed over ([`crate::oci::handoff`], issue 17). Started on demand
+//! by hooks and `gc`, or by systemd.
 
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
@@ -22,6 +23,7 @@ use crate::dhcp::keeper::Keeper;
 use crate::discovery::registrar::{Registrar, WAITING_INTERVAL};
 use crate::log::Level;
 use crate::net::Context;
+use crate::oci::handoff::Listener;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -179,6 +181,44 @@ fn spawn_loop(
         .with_context(|| format!("start the {name} thread"))
 }
 
+/// Starts taking hooks over on `<runtime_dir>/hooks.sock`, when the
+/// configuration asks for it. A socket that cannot be made leaves the
+/// hooks to work alone, and the daemon's other work goes on.
+fn serve_hooks(
+    ctx: &Context,
+    busy: Arc<AtomicU64>,
+    epoch: Instant,
+) -> Option<(Arc<Listener>, std::thread::JoinHandle<()>)> {
+    if !crate::oci::handoff::served(&ctx.config) {
+        return None;
+    }
+    let started = Listener::bind(&ctx.config).and_then(|listener| {
+        let listener = Arc::new(listener);
+        let serving = listener.clone();
+        let config = ctx.config.clone();
+        let logger = ctx.logger.clone();
+        std::thread::Builder::new()
+            .name("hooks".into())
+            .spawn(move || {
+                let busy = move || busy.store(millis_since(epoch), Ordering::SeqCst);
+                serving.serve(&config, &logger, &busy);
+            })
+            .map(|thread| (listener, thread))
+            .context("start the hooks thread")
+    });
+    match started {
+        Ok(started) => Some(started),
+        Err(e) => {
+            ctx.logger.log(
+                Level::Error,
+                "daemon-start",
+                &[("error", &format!("{e:#}; hooks do their work alone"))],
+            );
+            None
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT, or, with `exit_when_idle`, until
 /// both threads have had nothing to do for the configured idle time.
 pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
@@ -264,6 +304,8 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
             Err(e) => (Err(e), None),
         },
     )?;
+    let hooks_busy = Arc::new(AtomicU64::new(0));
+    let hooks = serve_hooks(ctx, hooks_busy.clone(), epoch);
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
         if registrar_thread.is_finished() || keeper_thread.is_finished() {
@@ -279,11 +321,17 @@ pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
         let idle = millis_since(epoch).saturating_sub(
             registrar_busy
                 .load(Ordering::SeqCst)
-                .max(keeper_busy.load(Ordering::SeqCst)),
+                .max(keeper_busy.load(Ordering::SeqCst))
+                .max(hooks_busy.load(Ordering::SeqCst)),
         );
         if exit_when_idle && Duration::from_millis(idle) >= config.daemon.idle_exit {
             STOP.store(true, Ordering::SeqCst);
         }
+    }
+    // Hooks taken are finished and answered before the daemon goes.
+    if let Some((listener, thread)) = hooks {
+        listener.shut();
+        let _ = thread.join();
     }
     let _ = registrar_thread.join();
     let _ = keeper_thread.join();

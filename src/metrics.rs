@@ -204,6 +204,9 @@ fn observe<T>(
 }
 
 impl crate::store::Store for Metered {
+    fn still_current(&self) -> bool {
+        self.0.still_current()
+    }
     fn get(&self, key: &str) -> crate::store::Result<Option<String>> {
         observe("get", || self.0.get(key))
     }

@@ -559,6 +559,16 @@ fn the_daemon_and_the_responder_work_with_exactly_their_units_capabilities() {
     });
     assert!(!lab.log("hA").contains("level=error"), "{}", lab.log("hA"));
     assert!(!server.leases().is_empty());
+    // The daemon did the attaches (issue 17's hand-off) with this set.
+    for id in [&dhcp, &web] {
+        assert!(
+            lab.log("hA").lines().any(|l| l.contains("event=attach ")
+                && l.contains(&format!("container={id} "))
+                && l.contains(" by=daemon")),
+            "{}",
+            lab.log("hA")
+        );
+    }
 
     // The responder with its unit's one capability answers on port 53.
     let _responder = spawn_as_unit(

@@ -41,6 +41,9 @@ pub struct Context {
     pub host: String,
     /// This host's identity, which decides whose a record is.
     pub host_id: String,
+    /// The daemon does a hook's work ([`crate::oci::handoff`]): said in
+    /// the attach and detach lines.
+    pub by_daemon: bool,
 }
 
 impl Context {
@@ -60,6 +63,7 @@ impl Context {
             logger,
             host,
             host_id,
+            by_daemon: false,
         })
     }
 
@@ -87,6 +91,12 @@ impl Context {
             self.logger.log(Level::Warn, "migrate", &[("note", &note)]);
         }
         Ok(self.store.get_or_init(|| store).as_ref())
+    }
+
+    /// Whether the store, if open, still reaches the store's files (see
+    /// [`Store::still_current`]): a daemon reopens it otherwise.
+    pub fn store_is_current(&self) -> bool {
+        self.store.get().is_none_or(|store| store.still_current())
     }
 
     /// Whether a record is this host's (by host id; records from before host
@@ -345,6 +355,8 @@ pub struct Sockets {
     pub container: Netlink,
     /// The container's namespace, kept open for IFLA_NET_NS_FD.
     pub netns: File,
+    /// A thread inside it, for the work a socket cannot do (sysctls).
+    pub worker: crate::netns::Worker,
     /// Step timings, logged with `--debug`.
     pub timings: Timings,
 }
@@ -527,6 +539,9 @@ pub fn attach(ctx: &Context, request: &NetworkRequest, target: &Target) -> Resul
                 ("pid", pid.as_str()),
                 ("duration_ms", duration.as_str()),
             ]);
+            if ctx.by_daemon {
+                fields.push(("by", "daemon"));
+            }
             ctx.logger.log(Level::Info, "attach", &fields);
         }
     }
@@ -588,7 +603,11 @@ fn attach_inner(
 
     begin("enter_netns");
     let netns_path = target.netns_path();
-    let container = Netlink::open_in_netns_file(&netns, &netns_path.display().to_string())
+    let worker = crate::netns::Worker::enter(&netns, "netns")
+        .with_context(|| format!("enter {}", netns_path.display()))?;
+    let opened = worker.run(Netlink::open).map_err(anyhow::Error::from);
+    let container = opened
+        .and_then(|socket| socket.map_err(anyhow::Error::from))
         .context("open netlink socket in the container's namespace")?;
     timings.step("enter_netns_ms");
     let setup_from = timings.steps.len();
@@ -596,6 +615,7 @@ fn attach_inner(
         host,
         container,
         netns,
+        worker,
         timings,
     };
     let mut undo = Rollback::default();
@@ -834,6 +854,9 @@ fn log_detach(
         ("state", state),
         ("duration_ms", duration.as_str()),
     ]);
+    if ctx.by_daemon {
+        fields.push(("by", "daemon"));
+    }
     ctx.logger.log(Level::Info, "detach", &fields);
 }
 

@@ -1,14 +1,13 @@
 //! `macvlan hook <stage>`: dispatches an OCI hook invocation to attach
 //! (createRuntime) or mark-stopped (poststop).
 
-use std::path::Path;
-
 use anyhow::{bail, Context as _, Result};
 
+use super::handoff::{self, Offered};
 use super::{BundleConfig, NetnsSpec, State};
 use crate::config::Config;
 use crate::log::{Level, Logger};
-use crate::net::{self, Target};
+use crate::net::{self, Context, Target};
 use crate::request::{self, Settings};
 
 /// The hook stages this program acts on.
@@ -30,6 +29,15 @@ impl Stage {
         }
     }
 
+    /// The stage's name in the spec (the hand-off to the daemon sends it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::CreateRuntime => "createRuntime",
+            Stage::Poststop => "poststop",
+            Stage::Ignored => "ignored",
+        }
+    }
+
     /// For hooks.d entries that run one command at every stage: the stage
     /// follows from the state's status.
     pub fn from_status(status: &str) -> Stage {
@@ -41,88 +49,182 @@ impl Stage {
     }
 }
 
-/// Runs the hook for a parsed state. The caller adds the container id to errors.
+/// What a createRuntime hook is to do, decided from the state, the
+/// bundle and the policy before anything is touched.
+enum Plan {
+    /// The container asks for nothing.
+    Nothing,
+    /// It joins a namespace another container owns (the path).
+    Skip(String),
+    Shape(request::ShapingRequest, Target),
+    Attach(Box<request::NetworkRequest>, Target),
+}
+
+/// Who did a hook's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    ThisProcess,
+    /// A running `macvlan daemon`, handed the state ([`super::handoff`]).
+    Daemon,
+}
+
+impl Worker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Worker::ThisProcess => "hook",
+            Worker::Daemon => "daemon",
+        }
+    }
+}
+
+/// Runs the hook for a parsed state (`text`: as read, for the daemon):
+/// hands it to a running daemon when one serves hooks, else does the work
+/// here. The caller adds the container id to errors.
 pub fn run_state(
     stage_name: Option<&str>,
     state: State,
+    text: &str,
     config: Config,
     logger: &Logger,
-) -> Result<()> {
+) -> (Worker, Result<()>) {
     let stage = match stage_name {
         Some(name) => Stage::from_name(name),
         None => Stage::from_status(&state.status),
     };
     match stage {
-        Stage::Ignored => Ok(()),
+        Stage::Ignored => (Worker::ThisProcess, Ok(())),
         Stage::Poststop => {
-            // A failing poststop would fail the runtime's delete, and the
-            // container could not be cleaned up: say what went wrong and
-            // succeed; the record stays as it was for `macvlan gc`.
-            let stopped = net::Context::new(config, logger.clone())
-                .and_then(|ctx| net::stopped(&ctx, &state.id));
-            if let Err(e) = stopped {
-                logger.log(
-                    Level::Error,
-                    "poststop",
-                    &[
-                        ("container", state.id.as_str()),
-                        (
-                            "error",
-                            &format!("{e:#}; the record is left for macvlan gc to release"),
-                        ),
-                    ],
-                );
+            if let Offered::Done(result) = handoff::offer(&config, logger, stage, text, None) {
+                return (Worker::Daemon, result);
             }
-            Ok(())
+            let ctx = net::Context::new(config, logger.clone());
+            poststop(ctx, &state.id, logger);
+            (Worker::ThisProcess, Ok(()))
         }
-        Stage::CreateRuntime => create_runtime(state, config, logger),
+        Stage::CreateRuntime => {
+            let planned = (|| {
+                let bundle_path = state
+                    .bundle
+                    .clone()
+                    .context("the OCI state has no bundle path")?;
+                let (bundle_text, bundle) = BundleConfig::load(&bundle_path)?;
+                let plan = plan(&state, &bundle, &config)?;
+                anyhow::Ok((bundle_text, plan))
+            })();
+            let (bundle_text, plan) = match planned {
+                Ok(planned) => planned,
+                Err(e) => return (Worker::ThisProcess, Err(e)),
+            };
+            match plan {
+                Plan::Nothing => return (Worker::ThisProcess, Ok(())),
+                Plan::Skip(path) => {
+                    log_skip(logger, &state.id, &path);
+                    return (Worker::ThisProcess, Ok(()));
+                }
+                Plan::Shape(..) | Plan::Attach(..) => {}
+            }
+            if let Offered::Done(result) =
+                handoff::offer(&config, logger, stage, text, Some(&bundle_text))
+            {
+                return (Worker::Daemon, result);
+            }
+            let result =
+                net::Context::new(config, logger.clone()).and_then(|ctx| execute(&ctx, plan));
+            (Worker::ThisProcess, result)
+        }
     }
 }
 
-fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
-    let bundle_path = state
-        .bundle
-        .clone()
-        .context("the OCI state has no bundle path")?;
-    let bundle = BundleConfig::load(Path::new(&bundle_path))?;
+/// The daemon's side of a handed-over hook: the same work, with the
+/// daemon's context (its store already open).
+pub fn serve(stage: Stage, state: &State, bundle_text: Option<&str>, ctx: &Context) -> Result<()> {
+    match stage {
+        Stage::Ignored => Ok(()),
+        Stage::Poststop => {
+            poststop(Ok(ctx), &state.id, &ctx.logger);
+            Ok(())
+        }
+        Stage::CreateRuntime => {
+            let bundle_path = state
+                .bundle
+                .as_deref()
+                .context("the OCI state has no bundle path")?;
+            let text = bundle_text.context("the hook handed over no config.json")?;
+            let bundle = BundleConfig::from_text(bundle_path, text)?;
+            match plan(state, &bundle, &ctx.config)? {
+                Plan::Nothing => Ok(()),
+                Plan::Skip(path) => {
+                    log_skip(&ctx.logger, &state.id, &path);
+                    Ok(())
+                }
+                plan => execute(ctx, plan),
+            }
+        }
+    }
+}
+
+/// A failing poststop would fail the runtime's delete, and the container
+/// could not be cleaned up: say what went wrong and succeed; the record
+/// stays as it was for `macvlan gc`.
+fn poststop<C: std::borrow::Borrow<Context>>(ctx: Result<C>, id: &str, logger: &Logger) {
+    let stopped = ctx.and_then(|ctx| net::stopped(ctx.borrow(), id));
+    if let Err(e) = stopped {
+        logger.log(
+            Level::Error,
+            "poststop",
+            &[
+                ("container", id),
+                (
+                    "error",
+                    &format!("{e:#}; the record is left for macvlan gc to release"),
+                ),
+            ],
+        );
+    }
+}
+
+// `docker run --net container:X`, a podman pod's members, every
+// Kubernetes app container: the namespace is its owner's, configured
+// when the owner started. Configuring it again would replace the
+// owner's route, leave an ethN behind when the joiner stops, and
+// throttle the owner's interface.
+fn log_skip(logger: &Logger, id: &str, path: &str) {
+    logger.log(
+        Level::Info,
+        "skip",
+        &[
+            ("container", id),
+            ("netns", path),
+            (
+                "reason",
+                "joins an existing network namespace; only its owner is configured",
+            ),
+        ],
+    );
+}
+
+fn plan(state: &State, bundle: &BundleConfig, config: &Config) -> Result<Plan> {
     // The state's annotations are the config's, as the runtime saw them;
     // take both in case a runtime passes only one.
     let mut annotations = bundle.annotations.clone();
     annotations.extend(state.annotations.clone());
     let settings = Settings::collect(&annotations, &bundle.env, config.policy.allow_env)?;
     if settings.is_empty() {
-        return Ok(());
+        return Ok(Plan::Nothing);
     }
-    // `docker run --net container:X`, a podman pod's members, every
-    // Kubernetes app container: the namespace is its owner's, configured
-    // when the owner started. Configuring it again would replace the
-    // owner's route, leave an ethN behind when the joiner stops, and
-    // throttle the owner's interface.
     if let NetnsSpec::Path(path) = &bundle.netns {
-        logger.log(
-            Level::Info,
-            "skip",
-            &[
-                ("container", &state.id),
-                ("netns", path),
-                (
-                    "reason",
-                    "joins an existing network namespace; only its owner is configured",
-                ),
-            ],
-        );
-        return Ok(());
+        return Ok(Plan::Skip(path.clone()));
     }
+    let pid = || {
+        state
+            .pid
+            .context("the OCI state has no pid; createRuntime needs the container's init process")
+    };
     let Some(mut request) = request::parse(&state.id, &settings, &config.policy)? else {
-        let Some(shaping) = request::parse_shaping(&state.id, &settings)? else {
-            return Ok(());
-        };
-        let pid = state.pid.context(
-            "the OCI state has no pid; createRuntime needs the container's init process",
-        )?;
-        let ctx = net::Context::new(config, logger.clone())?;
-        let target = Target::process(&state.id, pid);
-        return net::qos::shape(&ctx, &shaping, &target);
+        return Ok(match request::parse_shaping(&state.id, &settings)? {
+            Some(shaping) => Plan::Shape(shaping, Target::process(&state.id, pid()?)),
+            None => Plan::Nothing,
+        });
     };
     if let Some(discovery) = &mut request.discovery {
         discovery.service = Some(discovery.service_name(bundle.hostname.as_deref())?);
@@ -130,15 +232,18 @@ fn create_runtime(state: State, config: Config, logger: &Logger) -> Result<()> {
     if bundle.netns == NetnsSpec::Host {
         bail!("the container shares the host's network namespace (no \"network\" entry in linux.namespaces); a macvlan needs a namespace of its own");
     }
-    let pid = state
-        .pid
-        .context("the OCI state has no pid; createRuntime needs the container's init process")?;
-    let ctx = net::Context::new(config, logger.clone())?;
     let target = Target {
         hostname: bundle.hostname.clone(),
         resolv: bundle.resolv.clone(),
-        ..Target::process(&state.id, pid)
+        ..Target::process(&state.id, pid()?)
     };
-    net::attach(&ctx, &request, &target)?;
-    Ok(())
+    Ok(Plan::Attach(Box::new(request), target))
+}
+
+fn execute(ctx: &Context, plan: Plan) -> Result<()> {
+    match plan {
+        Plan::Nothing | Plan::Skip(_) => Ok(()),
+        Plan::Shape(shaping, target) => net::qos::shape(ctx, &shaping, &target),
+        Plan::Attach(request, target) => net::attach(ctx, &request, &target).map(|_| ()),
+    }
 }

@@ -1,6 +1,7 @@
 //! The OCI side: the state a runtime passes to hooks, the bundle's
 //! config.json, and the hook stages.
 
+pub mod handoff;
 pub mod hook;
 pub mod resolv;
 pub mod wrapper;
@@ -100,13 +101,22 @@ pub struct BundleConfig {
 }
 
 impl BundleConfig {
-    pub fn load(bundle: &Path) -> Result<BundleConfig, OciError> {
+    /// The bundle's config.json, as text (handed to the daemon as read)
+    /// and parsed.
+    pub fn load(bundle: &Path) -> Result<(String, BundleConfig), OciError> {
         let path = bundle.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| OciError::Bundle {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let mut config = BundleConfig::parse(&text).map_err(|message| OciError::Bundle {
+        let config = BundleConfig::from_text(bundle, &text)?;
+        Ok((text, config))
+    }
+
+    /// Parses the config.json of `bundle`, read as `text`.
+    pub fn from_text(bundle: &Path, text: &str) -> Result<BundleConfig, OciError> {
+        let path = bundle.join("config.json");
+        let mut config = BundleConfig::parse(text).map_err(|message| OciError::Bundle {
             path: path.display().to_string(),
             message,
         })?;

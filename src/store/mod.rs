@@ -57,6 +57,12 @@ pub trait Store: Send + Sync {
     fn keep_alive(&self, lease: LeaseId) -> Result<bool>;
     /// Ends the lease now, deleting its keys.
     fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
+    /// Whether this handle still reaches the store's files, for a process
+    /// that keeps one open (the daemon): a file replaced or its SQLite
+    /// side files removed under it is seen by a new handle, not this one.
+    fn still_current(&self) -> bool {
+        true
+    }
 }
 
 /// Opens the store the configuration names.

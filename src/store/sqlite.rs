@@ -17,6 +17,17 @@ pub const FILE_FORMAT: u32 = 1;
 pub struct SqliteStore {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// The database file and its shared-memory file as opened.
+    files: Option<[(u64, u64); 2]>,
+}
+
+/// The database file's and its `-shm` file's identities (device, inode).
+fn file_identities(path: &Path) -> Option<[(u64, u64); 2]> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    Some([id(path)?, id(Path::new(&shm))?])
 }
 
 /// SQLite's message, with what to do where the operator must act: a
@@ -131,11 +142,13 @@ impl SqliteStore {
             return Ok(SqliteStore {
                 path: path.to_path_buf(),
                 connection: Mutex::new(connection),
+                files: file_identities(path),
             });
         }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
+            files: file_identities(path),
         })
     }
 
@@ -235,6 +248,10 @@ fn prefix_end(prefix: &str) -> String {
 }
 
 impl Store for SqliteStore {
+    fn still_current(&self) -> bool {
+        self.files.is_some() && file_identities(&self.path) == self.files
+    }
+
     fn get(&self, key: &str) -> Result<Option<String>> {
         let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         get_live(&connection, key).map_err(|e| self.error(e))
@@ -350,6 +367,24 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handle_knows_when_its_files_were_replaced_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.still_current());
+        std::fs::remove_file(dir.path().join("state.db-shm")).unwrap();
+        assert!(!store.still_current());
+        // SQLite shares one shared-memory mapping per file in a process:
+        // a new handle makes a new -shm once the old handle is gone.
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.still_current());
+        std::fs::copy(&path, dir.path().join("copy.db")).unwrap();
+        std::fs::rename(dir.path().join("copy.db"), &path).unwrap();
+        assert!(!store.still_current());
+    }
 
     #[test]
     fn compare_and_apply() {

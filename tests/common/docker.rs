@@ -2,7 +2,7 @@
 //! data root, exec root, socket and containerd namespace, and macvlan-runc
 //! added as a runtime. Stopped by its process id in `Drop`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,18 +19,28 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts dockerd in `host`'s namespace and imports the busybox image.
     pub fn start(lab: &Lab, host: &str) -> Dockerd {
+        Dockerd::start_with(lab, host, &[])
+    }
+
+    /// As [`Dockerd::start`], with further `macvlan-runc` runtimes, each
+    /// with a config file of its own (`name`, config path).
+    pub fn start_with(lab: &Lab, host: &str, runtimes: &[(&str, &Path)]) -> Dockerd {
         let dir = lab.dir.path().join(format!("docker-{host}"));
         std::fs::create_dir_all(&dir).unwrap();
         let daemon_json = dir.join("daemon.json");
+        let mut all = serde_json::json!({"macvlan-runc": {
+            "path": MACVLAN_RUNC,
+            "runtimeArgs": ["--macvlan-config", lab.config_path(host)]
+        }});
+        for (name, config) in runtimes {
+            all[*name] = serde_json::json!({
+                "path": MACVLAN_RUNC,
+                "runtimeArgs": ["--macvlan-config", config]
+            });
+        }
         std::fs::write(
             &daemon_json,
-            serde_json::json!({
-                "runtimes": {"macvlan-runc": {
-                    "path": MACVLAN_RUNC,
-                    "runtimeArgs": ["--macvlan-config", lab.config_path(host)]
-                }}
-            })
-            .to_string(),
+            serde_json::json!({ "runtimes": all }).to_string(),
         )
         .unwrap();
         let socket = dir.join("docker.sock");
