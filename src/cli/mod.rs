@@ -671,7 +671,7 @@ fn run_hook(stage: Option<&str>, config: Config, logger: Logger) -> Result<()> {
     let id = state.id.clone();
     let stage_label = stage.unwrap_or(state.status.as_str()).to_string();
     let debug = config.debug;
-    let (worker, result) = crate::oci::hook::run_state(stage, state, &text, config, &logger);
+    let (done_by, result) = crate::oci::hook::run_state(stage, state, &text, config, &logger);
     if let Err(e) = &result {
         logger.log(
             Level::Error,
@@ -679,7 +679,7 @@ fn run_hook(stage: Option<&str>, config: Config, logger: Logger) -> Result<()> {
             &[
                 ("container", &id),
                 ("stage", &stage_label),
-                ("by", worker.as_str()),
+                ("by", done_by.as_str()),
                 (
                     "duration_ms",
                     &format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
@@ -696,7 +696,7 @@ fn run_hook(stage: Option<&str>, config: Config, logger: Logger) -> Result<()> {
             &[
                 ("container", &id),
                 ("stage", &stage_label),
-                ("by", worker.as_str()),
+                ("by", done_by.as_str()),
                 ("startup_ms", &format!("{startup_ms:.2}")),
                 (
                     "hook_ms",

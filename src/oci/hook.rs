@@ -60,19 +60,20 @@ enum Plan {
     Attach(Box<request::NetworkRequest>, Target),
 }
 
-/// Who did a hook's work.
+/// Who did a hook's work, for its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Worker {
-    ThisProcess,
+pub enum DoneBy {
+    /// The hook process itself.
+    Hook,
     /// A running `macvlan daemon`, handed the state ([`super::handoff`]).
     Daemon,
 }
 
-impl Worker {
+impl DoneBy {
     pub fn as_str(self) -> &'static str {
         match self {
-            Worker::ThisProcess => "hook",
-            Worker::Daemon => "daemon",
+            DoneBy::Hook => "hook",
+            DoneBy::Daemon => "daemon",
         }
     }
 }
@@ -86,20 +87,20 @@ pub fn run_state(
     text: &str,
     config: Config,
     logger: &Logger,
-) -> (Worker, Result<()>) {
+) -> (DoneBy, Result<()>) {
     let stage = match stage_name {
         Some(name) => Stage::from_name(name),
         None => Stage::from_status(&state.status),
     };
     match stage {
-        Stage::Ignored => (Worker::ThisProcess, Ok(())),
+        Stage::Ignored => (DoneBy::Hook, Ok(())),
         Stage::Poststop => {
             if let Offered::Done(result) = handoff::offer(&config, logger, stage, text, None) {
-                return (Worker::Daemon, result);
+                return (DoneBy::Daemon, result);
             }
             let ctx = net::Context::new(config, logger.clone());
             poststop(ctx, &state.id, logger);
-            (Worker::ThisProcess, Ok(()))
+            (DoneBy::Hook, Ok(()))
         }
         Stage::CreateRuntime => {
             let planned = (|| {
@@ -113,24 +114,24 @@ pub fn run_state(
             })();
             let (bundle_text, plan) = match planned {
                 Ok(planned) => planned,
-                Err(e) => return (Worker::ThisProcess, Err(e)),
+                Err(e) => return (DoneBy::Hook, Err(e)),
             };
             match plan {
-                Plan::Nothing => return (Worker::ThisProcess, Ok(())),
+                Plan::Nothing => return (DoneBy::Hook, Ok(())),
                 Plan::Skip(path) => {
                     log_skip(logger, &state.id, &path);
-                    return (Worker::ThisProcess, Ok(()));
+                    return (DoneBy::Hook, Ok(()));
                 }
                 Plan::Shape(..) | Plan::Attach(..) => {}
             }
             if let Offered::Done(result) =
                 handoff::offer(&config, logger, stage, text, Some(&bundle_text))
             {
-                return (Worker::Daemon, result);
+                return (DoneBy::Daemon, result);
             }
             let result =
                 net::Context::new(config, logger.clone()).and_then(|ctx| execute(&ctx, plan));
-            (Worker::ThisProcess, result)
+            (DoneBy::Hook, result)
         }
     }
 }

@@ -19,24 +19,33 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts dockerd in `host`'s namespace and imports the busybox image.
     pub fn start(lab: &Lab, host: &str) -> Dockerd {
-        Dockerd::start_with(lab, host, &[])
+        Dockerd::start_with(lab, host, &[], &[])
     }
 
-    /// As [`Dockerd::start`], with further `macvlan-runc` runtimes, each
-    /// with a config file of its own (`name`, config path).
-    pub fn start_with(lab: &Lab, host: &str, runtimes: &[(&str, &Path)]) -> Dockerd {
+    /// As [`Dockerd::start`], with further runtimes (name, a config file
+    /// passed as `runtimeArgs`, or none: the config from the environment)
+    /// and environment variables for dockerd (and the containerd it runs).
+    pub fn start_with(
+        lab: &Lab,
+        host: &str,
+        runtimes: &[(&str, Option<&Path>)],
+        env: &[(&str, &Path)],
+    ) -> Dockerd {
         let dir = lab.dir.path().join(format!("docker-{host}"));
         std::fs::create_dir_all(&dir).unwrap();
         let daemon_json = dir.join("daemon.json");
-        let mut all = serde_json::json!({"macvlan-runc": {
-            "path": MACVLAN_RUNC,
-            "runtimeArgs": ["--macvlan-config", lab.config_path(host)]
-        }});
-        for (name, config) in runtimes {
-            all[*name] = serde_json::json!({
+        let runtime = |config: Option<&Path>| match config {
+            Some(config) => serde_json::json!({
                 "path": MACVLAN_RUNC,
                 "runtimeArgs": ["--macvlan-config", config]
-            });
+            }),
+            None => serde_json::json!({ "path": MACVLAN_RUNC }),
+        };
+        let mut all = serde_json::json!({
+            "macvlan-runc": runtime(Some(&lab.config_path(host)))
+        });
+        for (name, config) in runtimes {
+            all[*name] = runtime(*config);
         }
         std::fs::write(
             &daemon_json,
@@ -46,6 +55,7 @@ impl Dockerd {
         let socket = dir.join("docker.sock");
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new("nsenter")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .arg(format!("--net=/run/netns/{}", lab.ns(host)))
             .arg("dockerd")
             .arg("--config-file")
