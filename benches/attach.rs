@@ -90,6 +90,69 @@ impl Drop for Lab {
     }
 }
 
+/// The main store's networks in another store (the baseline binary's, the
+/// daemon's), on other subnets: `bench` and `bench-ha` as 198.18.`v4`.0/24,
+/// `bench6` as `dual` with 2001:db8:`v6`::/64, `slaac6` and `dhcp6` as
+/// 2001:db8:`v6 + 2`:: and `v6 + 3`::.
+fn mirror_networks(binary: &Path, config: &Path, v4: [u8; 2], dual: &str, v6: u16) {
+    let prefix6 = |n: u16| format!("2001:db8:{n:x}::/64");
+    let flat = |third: u8| {
+        vec![
+            "--subnet".to_string(),
+            format!("198.18.{third}.0/24"),
+            "--gateway".to_string(),
+            format!("198.18.{third}.1"),
+        ]
+    };
+    let mut host_access = flat(v4[1]);
+    host_access.push("--host-access".into());
+    let networks = [
+        ("bench", flat(v4[0])),
+        ("bench-ha", host_access),
+        (
+            "bench6",
+            vec![
+                "--subnet".into(),
+                dual.into(),
+                "--subnet6".into(),
+                prefix6(v6),
+            ],
+        ),
+        (
+            "slaac6",
+            vec![
+                "--ipv6".into(),
+                "slaac".into(),
+                "--subnet6".into(),
+                prefix6(v6 + 2),
+            ],
+        ),
+        (
+            "dhcp6",
+            vec![
+                "--ipv6".into(),
+                "dhcpv6".into(),
+                "--subnet6".into(),
+                prefix6(v6 + 3),
+            ],
+        ),
+    ];
+    for (name, args) in networks {
+        let status = Command::new(binary)
+            .args(["--config", config.to_str().unwrap()])
+            .args(["network", "create", name, "--parent", "lan0"])
+            .args(&args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{}: network create {name}",
+            config.display()
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let baseline = support::argument(&args, "--baseline").map(PathBuf::from);
@@ -312,48 +375,13 @@ fn main() {
     // The baseline's store gets as many networks as this one's (an attach
     // reads them), its `bench` a pool of the same size.
     if let Some(baseline) = &baseline {
-        for (name, args) in [
-            (
-                "bench",
-                &["--subnet", "198.18.64.0/24", "--gateway", "198.18.64.1"][..],
-            ),
-            (
-                "bench-ha",
-                &[
-                    "--subnet",
-                    "198.18.65.0/24",
-                    "--gateway",
-                    "198.18.65.1",
-                    "--host-access",
-                ],
-            ),
-            (
-                "bench6",
-                &[
-                    "--subnet",
-                    "198.18.128.0/17",
-                    "--subnet6",
-                    "2001:db8:1b::/64",
-                ],
-            ),
-            (
-                "slaac6",
-                &["--ipv6", "slaac", "--subnet6", "2001:db8:1d::/64"],
-            ),
-            (
-                "dhcp6",
-                &["--ipv6", "dhcpv6", "--subnet6", "2001:db8:1e::/64"],
-            ),
-        ] {
-            let status = Command::new(baseline)
-                .args(["--config", baseline_config.to_str().unwrap()])
-                .args(["network", "create", name, "--parent", "lan0"])
-                .args(args)
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "baseline: network create {name}");
-        }
+        mirror_networks(
+            baseline,
+            &baseline_config,
+            [64, 65],
+            "198.18.128.0/17",
+            0x1b,
+        );
     }
     // The same binary with a running daemon taking the hooks over
     // (`[daemon] serve_hooks`, the default): a store and a runtime
@@ -370,48 +398,13 @@ fn main() {
         ),
     )
     .unwrap();
-    for (name, args) in [
-        (
-            "bench",
-            &["--subnet", "198.18.66.0/24", "--gateway", "198.18.66.1"][..],
-        ),
-        (
-            "bench-ha",
-            &[
-                "--subnet",
-                "198.18.67.0/24",
-                "--gateway",
-                "198.18.67.1",
-                "--host-access",
-            ],
-        ),
-        (
-            "bench6",
-            &[
-                "--subnet",
-                "198.19.128.0/17",
-                "--subnet6",
-                "2001:db8:2b::/64",
-            ],
-        ),
-        (
-            "slaac6",
-            &["--ipv6", "slaac", "--subnet6", "2001:db8:2d::/64"],
-        ),
-        (
-            "dhcp6",
-            &["--ipv6", "dhcpv6", "--subnet6", "2001:db8:2e::/64"],
-        ),
-    ] {
-        let status = Command::new(MACVLAN)
-            .args(["--config", served_config.to_str().unwrap()])
-            .args(["network", "create", name, "--parent", "lan0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "served: network create {name}");
-    }
+    mirror_networks(
+        Path::new(MACVLAN),
+        &served_config,
+        [66, 67],
+        "198.19.128.0/17",
+        0x2b,
+    );
     let served_daemon = Server(
         Command::new(MACVLAN)
             .args(["--config", served_config.to_str().unwrap(), "daemon"])

@@ -45,15 +45,7 @@ fn hooks_go_to_the_running_daemon_and_work_alone_without_it() {
 
     // Eight at once: a thread of the daemon each, an address each.
     let ids: Vec<String> = (0..8).map(|n| lab.id(&format!("d{n}"))).collect();
-    std::thread::scope(|scope| {
-        for id in &ids {
-            let lab = &lab;
-            scope.spawn(move || {
-                let bundle = lab.bundle("hA", id, &["NETWORK=lan"], &[]);
-                lab.start("hA", id, &bundle).unwrap();
-            });
-        }
-    });
+    lab.start_at_once("hA", &ids, &["NETWORK=lan"]);
     let mut addresses = BTreeSet::new();
     for id in &ids {
         let interfaces = lab.container_interfaces("hA", id);

@@ -188,15 +188,7 @@ fn sixteen_containers_at_once_share_one_host_device() {
     let lab = Lab::new(&["hA"]);
     lab.create_lan("hA", &["--ip-range", "192.0.2.64/27", "--host-access"]);
     let ids: Vec<String> = (0..16).map(|i| lab.id(&format!("p{i}"))).collect();
-    std::thread::scope(|scope| {
-        for id in &ids {
-            let lab = &lab;
-            scope.spawn(move || {
-                let bundle = lab.bundle("hA", id, &["NETWORK=lan"], &[]);
-                lab.start("hA", id, &bundle).unwrap();
-            });
-        }
-    });
+    lab.start_at_once("hA", &ids, &["NETWORK=lan"]);
     assert_eq!(mvh_devices(&lab, "hA"), 1, "{:?}", lab.links("hA"));
     let mut routes = host_routes(&lab, "hA");
     routes.sort();

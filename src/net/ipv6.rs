@@ -63,11 +63,11 @@ fn write(path: &str, value: &str) -> io::Result<()> {
 /// families announcing the interface's addresses when it comes up (a
 /// gratuitous ARP per `arp_notify`, an unsolicited neighbour advertisement
 /// per `ndisc_notify`, ip-sysctl.rst) so neighbours learn the MAC at once.
-pub fn prepare(worker: &crate::netns::Worker, ifname: &str, plan: &Plan) -> Result<Prepared> {
+pub fn prepare(netns: &File, ifname: &str, plan: &Plan) -> Result<Prepared> {
     let name = ifname.to_string();
     let plan = plan.clone();
     let on = plan != Plan::Off;
-    let prepared = worker.run(move || -> io::Result<Prepared> {
+    let prepared = crate::netns::on_this_thread(netns, move || -> io::Result<Prepared> {
         let ifname = name;
         write(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"), "1")?;
         let conf = format!("/proc/sys/net/ipv6/conf/{ifname}");

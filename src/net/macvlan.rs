@@ -180,7 +180,7 @@ pub fn create_interface(
         .context("find the new interface")?
         .with_context(|| format!("{ifname} vanished from the container's namespace"))?;
     // Before the link is up: no router advertisement may be taken first.
-    let prepared = super::ipv6::prepare(&sockets.worker, &ifname, ipv6)?;
+    let prepared = super::ipv6::prepare(&sockets.netns, &ifname, ipv6)?;
     if prepared.reenabled {
         ctx.logger.log(
             crate::log::Level::Info,

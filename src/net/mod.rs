@@ -355,8 +355,6 @@ pub struct Sockets {
     pub container: Netlink,
     /// The container's namespace, kept open for IFLA_NET_NS_FD.
     pub netns: File,
-    /// A thread inside it, for the work a socket cannot do (sysctls).
-    pub worker: crate::netns::Worker,
     /// Step timings, logged with `--debug`.
     pub timings: Timings,
 }
@@ -588,12 +586,6 @@ fn attach_inner(
     check_privileges()?;
     begin("namespace");
     let netns = open_target_netns(target)?;
-    let netns_path = target.netns_path();
-    // A thread enters the namespace and opens a socket there while this
-    // one opens the store and validates (issue 17: ~0.1 ms of an attach).
-    let worker = crate::netns::Worker::enter(&netns, "netns")
-        .with_context(|| format!("start a thread to enter {}", netns_path.display()))?;
-    let opening = worker.start(Netlink::open);
     timings.step("open_netns_ms");
     begin("store");
     ctx.store()?;
@@ -608,8 +600,8 @@ fn attach_inner(
     timings.step("validate_ms");
 
     begin("enter_netns");
-    let container = opening
-        .wait()
+    let netns_path = target.netns_path();
+    let container = crate::netns::on_this_thread(&netns, Netlink::open)
         .with_context(|| format!("enter {}", netns_path.display()))
         .and_then(|socket| socket.map_err(anyhow::Error::from))
         .context("open netlink socket in the container's namespace")?;
@@ -619,7 +611,6 @@ fn attach_inner(
         host,
         container,
         netns,
-        worker,
         timings,
     };
     let mut undo = Rollback::default();

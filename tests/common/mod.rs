@@ -458,6 +458,18 @@ impl Lab {
         bundle
     }
 
+    /// Starts containers `ids` on `host` all at once, each asking with `env`.
+    pub fn start_at_once(&self, host: &str, ids: &[String], env: &[&str]) {
+        std::thread::scope(|scope| {
+            for id in ids {
+                scope.spawn(move || {
+                    let bundle = self.bundle(host, id, env, &[]);
+                    self.start(host, id, &bundle).unwrap();
+                });
+            }
+        });
+    }
+
     /// Stops and deletes a container (poststop runs).
     pub fn stop(&self, host: &str, id: &str) {
         let out = self.runc(host, &["delete", "--force", id]);
