@@ -223,6 +223,51 @@ fn main() {
         report,
         "\nTargets (issue 17): no network asked ≤ 1.015 × `--net none`, a flat network ≤ 1.03 ×."
     );
+    // Who did the flat variants' attaches, and how long the work took
+    // (the attach line's duration_ms), from the host's log.
+    let log = lab.log("hA");
+    let attaches: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event=attach "))
+        .collect();
+    let served: Vec<f64> = attaches
+        .iter()
+        .filter(|l| l.contains(" by=daemon"))
+        .filter_map(|l| {
+            l.split("duration_ms=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut alone: Vec<f64> = attaches
+        .iter()
+        .filter(|l| !l.contains(" by=daemon"))
+        .filter_map(|l| {
+            l.split("duration_ms=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let median_of = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let mut served = served;
+    let _ = writeln!(
+        report,
+        "\nAttaches in the log: {} by the daemon (median {:.1} ms of work), {} by the hook itself \
+         (median {:.1} ms).",
+        served.len(),
+        median_of(&mut served),
+        alone.len(),
+        median_of(&mut alone)
+    );
     std::fs::write(out_dir.join("docker.md"), &report).unwrap();
     print!("{report}");
 }

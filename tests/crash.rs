@@ -256,3 +256,50 @@ fn a_dhcp_attach_and_stop_killed_at_any_step_are_repaired() {
         crashes.poststop_killed(step);
     }
 }
+
+/// A daemon that took a hook (issue 17's hand-off) and died mid-way: the
+/// start fails saying so, `gc` repairs what it left, and the next start,
+/// with no daemon, works alone.
+#[test]
+fn a_daemon_killed_during_a_handed_over_attach_is_repaired() {
+    let lab = Lab::new(&["hA"]);
+    lab.create_lan("hA", &[]);
+    let baseline = lab.store_keys("hA");
+    let config = lab.config_path("hA");
+    let daemon = common::Spawned(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.ns("hA")))
+            .args([
+                common::MACVLAN,
+                "--config",
+                config.to_str().unwrap(),
+                "daemon",
+            ])
+            .env("MACVLAN_FAILPOINT", "kill:after-create")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = lab.daemon_dir("hA").join("hooks.sock");
+    common::wait_for(
+        std::time::Duration::from_secs(5),
+        "the daemon's socket",
+        || socket.exists(),
+    );
+    let id = lab.id("handed");
+    let bundle = lab.bundle("hA", &id, &["NETWORK=lan", "IP=192.0.2.70"], &[]);
+    let error = lab.start("hA", &id, &bundle).unwrap_err();
+    assert!(
+        error.contains(&format!("container {id}: createRuntime"))
+            && error.contains("took the hook and ended without an answer"),
+        "{error}"
+    );
+    drop(daemon);
+    remove(&lab, &id);
+    gc_leaves_nothing(&lab, "daemon killed after-create", &baseline, None);
+    lab.start("hA", &id, &bundle).unwrap();
+    assert_eq!(address_of(&lab, &id), "192.0.2.70/24");
+    lab.stop("hA", &id);
+}
