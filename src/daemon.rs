@@ -220,7 +220,8 @@ fn serve_hooks(
 }
 
 /// Runs the daemon until SIGTERM/SIGINT, or, with `exit_when_idle`, until
-/// both threads have had nothing to do for the configured idle time.
+/// its threads (the hooks' too) have had nothing to do for the configured
+/// idle time.
 pub fn run(ctx: &Context, exit_when_idle: bool) -> Result<()> {
     let config = &ctx.config;
     let lock = open_lock(config)?;
