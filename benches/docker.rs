@@ -230,43 +230,32 @@ fn main() {
         .lines()
         .filter(|l| l.contains("event=attach "))
         .collect();
-    let served: Vec<f64> = attaches
-        .iter()
-        .filter(|l| l.contains(" by=daemon"))
-        .filter_map(|l| {
-            l.split("duration_ms=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    let mut alone: Vec<f64> = attaches
-        .iter()
-        .filter(|l| !l.contains(" by=daemon"))
-        .filter_map(|l| {
-            l.split("duration_ms=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    let median_of = |values: &mut Vec<f64>| {
+    let durations = |by_daemon: bool| -> Vec<f64> {
+        let mut values: Vec<f64> = attaches
+            .iter()
+            .filter(|l| l.contains(" by=daemon") == by_daemon)
+            .filter_map(|l| {
+                l.split("duration_ms=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
         values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        values
     };
-    let mut served = served;
+    let median_of = |values: &[f64]| values.get(values.len() / 2).copied().unwrap_or(f64::NAN);
+    let (served, alone) = (durations(true), durations(false));
     let _ = writeln!(
         report,
         "\nAttaches in the log: {} by the daemon (median {:.1} ms of work), {} by the hook itself \
          (median {:.1} ms).",
         served.len(),
-        median_of(&mut served),
+        median_of(&served),
         alone.len(),
-        median_of(&mut alone)
+        median_of(&alone)
     );
     std::fs::write(out_dir.join("docker.md"), &report).unwrap();
     print!("{report}");
