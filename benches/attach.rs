@@ -90,6 +90,42 @@ impl Drop for Lab {
     }
 }
 
+/// A config file `DIR/NAME.toml` for one way of running the hook: a store,
+/// a log and a runtime directory of its own, ad-hoc requests allowed, a
+/// daemon started on demand gone after 2 s idle.
+fn config_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n\
+             [daemon]\nruntime_dir = \"{}\"\nidle_exit = \"2s\"\n",
+            dir.join(format!("{name}.db")).display(),
+            dir.join(format!("{name}.log")).display(),
+            dir.join(format!("{name}-run")).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `BINARY --config CONFIG network create NAME --parent lan0 ARGS`, which
+/// must succeed.
+fn create_network<S: AsRef<std::ffi::OsStr>>(binary: &Path, config: &Path, name: &str, args: &[S]) {
+    let status = Command::new(binary)
+        .args(["--config", config.to_str().unwrap()])
+        .args(["network", "create", name, "--parent", "lan0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}: network create {name}",
+        config.display()
+    );
+}
+
 /// The main store's networks in another store (the baseline binary's, the
 /// daemon's), on other subnets: `bench` and `bench-ha` as 198.18.`v4`.0/24,
 /// `bench6` as `dual` with 2001:db8:`v6`::/64, `slaac6` and `dhcp6` as
@@ -138,18 +174,7 @@ fn mirror_networks(binary: &Path, config: &Path, v4: [u8; 2], dual: &str, v6: u1
         ),
     ];
     for (name, args) in networks {
-        let status = Command::new(binary)
-            .args(["--config", config.to_str().unwrap()])
-            .args(["network", "create", name, "--parent", "lan0"])
-            .args(&args)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "{}: network create {name}",
-            config.display()
-        );
+        create_network(binary, config, name, &args);
     }
 }
 
@@ -229,34 +254,9 @@ fn main() {
     nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 
     let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n\
-             [daemon]\nruntime_dir = \"{}\"\nidle_exit = \"2s\"\n",
-            work.path().join("state.db").display(),
-            work.path().join("macvlan.log").display(),
-            work.path().join("daemon").display()
-        ),
-    )
-    .unwrap();
-    let create = |name: &str, args: &[&str]| {
-        let status = Command::new(MACVLAN)
-            .args([
-                "--config",
-                config.to_str().unwrap(),
-                "network",
-                "create",
-                name,
-            ])
-            .args(["--parent", "lan0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "network create {name}");
-    };
+    let config = config_file(work.path(), "main");
+    let create =
+        |name: &str, args: &[&str]| create_network(Path::new(MACVLAN), &config, name, args);
     // Dual stack beside the IPv4-only `bench`; SLAAC and DHCPv6 served by
     // dnsmasq on the gateway (router advertisements for both prefixes,
     // autonomous for d::, managed for e::).
@@ -319,59 +319,23 @@ fn main() {
             .expect("dnsmasq (dnsmasq-base)"),
     );
     // The network containers name: allocation from its range.
-    let status = Command::new(MACVLAN)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "network",
-            "create",
-            "bench",
-        ])
-        .args([
-            "--parent",
-            "lan0",
-            "--subnet",
-            "198.51.100.0/24",
-            "--gateway",
-            "198.51.100.1",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "network create");
+    create(
+        "bench",
+        &["--subnet", "198.51.100.0/24", "--gateway", "198.51.100.1"],
+    );
     // The same with host access: a host-side device and a /32 route.
-    let status = Command::new(MACVLAN)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "network",
-            "create",
-            "bench-ha",
-        ])
-        .args([
-            "--parent",
-            "lan0",
+    create(
+        "bench-ha",
+        &[
             "--subnet",
             "192.0.2.0/24",
             "--gateway",
             "192.0.2.1",
-        ])
-        .arg("--host-access")
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "network create --host-access");
+            "--host-access",
+        ],
+    );
     // The baseline binary keeps its own store (its format may be older).
-    let baseline_config = work.path().join("baseline.toml");
-    std::fs::write(
-        &baseline_config,
-        format!(
-            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n",
-            work.path().join("baseline.db").display(),
-            work.path().join("baseline.log").display()
-        ),
-    )
-    .unwrap();
+    let baseline_config = config_file(work.path(), "baseline");
     // The baseline's store gets as many networks as this one's (an attach
     // reads them), its `bench` a pool of the same size.
     if let Some(baseline) = &baseline {
@@ -386,18 +350,7 @@ fn main() {
     // The same binary with a running daemon taking the hooks over
     // (`[daemon] serve_hooks`, the default): a store and a runtime
     // directory of its own, the same networks.
-    let served_config = work.path().join("served.toml");
-    std::fs::write(
-        &served_config,
-        format!(
-            "store = \"sqlite://{}\"\nlog = \"{}\"\n[policy]\nallow_adhoc = true\n\
-             [daemon]\nruntime_dir = \"{}\"\n",
-            work.path().join("served.db").display(),
-            work.path().join("served.log").display(),
-            work.path().join("served").display()
-        ),
-    )
-    .unwrap();
+    let served_config = config_file(work.path(), "served");
     mirror_networks(
         Path::new(MACVLAN),
         &served_config,
@@ -413,7 +366,7 @@ fn main() {
             .spawn()
             .expect("macvlan daemon"),
     );
-    let socket = work.path().join("served/hooks.sock");
+    let socket = work.path().join("served-run/hooks.sock");
     let waited = std::time::Instant::now();
     while !socket.exists() {
         assert!(
@@ -716,7 +669,7 @@ fn main() {
         let _ = six.wait();
     }
     // The lease keeper the DHCPv6 attaches started: stopped by its pid.
-    if let Ok(pid) = std::fs::read_to_string(work.path().join("daemon/daemon.pid")) {
+    if let Ok(pid) = std::fs::read_to_string(work.path().join("main-run/daemon.pid")) {
         if let Ok(pid) = pid.trim().parse::<i32>() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

@@ -150,8 +150,10 @@ fn spawn_loop(
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
+            let mut ctx = ctx;
             let mut last_error: Option<String> = None;
             while !STOP.load(Ordering::SeqCst) {
+                ctx.refresh_store();
                 let (result, due) = round(&ctx);
                 match result {
                     Ok(0) => {}

@@ -93,10 +93,14 @@ impl Context {
         Ok(self.store.get_or_init(|| store).as_ref())
     }
 
-    /// Whether the store, if open, still reaches the store's files (see
-    /// [`Store::still_current`]): a daemon reopens it otherwise.
-    pub fn store_is_current(&self) -> bool {
-        self.store.get().is_none_or(|store| store.still_current())
+    /// Closes the store if it no longer reaches the store's files (see
+    /// [`Store::still_current`]: a file replaced or damaged under a
+    /// long-lived process), so that the next use opens it anew and meets
+    /// what a new process would. For the daemon's contexts, before each use.
+    pub fn refresh_store(&mut self) {
+        if self.store.get().is_some_and(|store| !store.still_current()) {
+            self.store = std::cell::OnceCell::new();
+        }
     }
 
     /// Whether a record is this host's (by host id; records from before host

@@ -334,16 +334,16 @@ impl<'a> Server<'a> {
             // The hook is gone, and will not count on this daemon.
             return;
         }
-        // A store file replaced or damaged under the daemon is met by a
-        // new handle, as a hook of its own would meet it.
         let context = self
             .contexts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .filter(Context::store_is_current);
+            .pop();
         let context = match context {
-            Some(context) => Ok(context),
+            Some(mut context) => {
+                context.refresh_store();
+                Ok(context)
+            }
             None => Context::new(self.config.clone(), self.logger.clone()).map(|mut ctx| {
                 ctx.by_daemon = true;
                 ctx

@@ -56,6 +56,11 @@ enum Plan {
     Nothing,
     /// It joins a namespace another container owns (the path).
     Skip(String),
+    Work(Box<Work>),
+}
+
+/// The work a createRuntime hook does, in this process or the daemon.
+enum Work {
     Shape(request::ShapingRequest, Target),
     Attach(Box<request::NetworkRequest>, Target),
 }
@@ -109,28 +114,21 @@ pub fn run_state(
                     .clone()
                     .context("the OCI state has no bundle path")?;
                 let (bundle_text, bundle) = BundleConfig::load(&bundle_path)?;
-                let plan = plan(&state, &bundle, &config)?;
-                anyhow::Ok((bundle_text, plan))
+                let work = work_to_do(&state, &bundle, &config, logger)?;
+                anyhow::Ok(work.map(|work| (bundle_text, work)))
             })();
-            let (bundle_text, plan) = match planned {
-                Ok(planned) => planned,
+            let (bundle_text, work) = match planned {
+                Ok(Some(planned)) => planned,
+                Ok(None) => return (DoneBy::Hook, Ok(())),
                 Err(e) => return (DoneBy::Hook, Err(e)),
             };
-            match plan {
-                Plan::Nothing => return (DoneBy::Hook, Ok(())),
-                Plan::Skip(path) => {
-                    log_skip(logger, &state.id, &path);
-                    return (DoneBy::Hook, Ok(()));
-                }
-                Plan::Shape(..) | Plan::Attach(..) => {}
-            }
             if let Offered::Done(result) =
                 handoff::offer(&config, logger, stage, text, Some(&bundle_text))
             {
                 return (DoneBy::Daemon, result);
             }
             let result =
-                net::Context::new(config, logger.clone()).and_then(|ctx| execute(&ctx, plan));
+                net::Context::new(config, logger.clone()).and_then(|ctx| execute(&ctx, work));
             (DoneBy::Hook, result)
         }
     }
@@ -152,13 +150,9 @@ pub fn serve(stage: Stage, state: &State, bundle_text: Option<&str>, ctx: &Conte
                 .context("the OCI state has no bundle path")?;
             let text = bundle_text.context("the hook handed over no config.json")?;
             let bundle = BundleConfig::from_text(bundle_path, text)?;
-            match plan(state, &bundle, &ctx.config)? {
-                Plan::Nothing => Ok(()),
-                Plan::Skip(path) => {
-                    log_skip(&ctx.logger, &state.id, &path);
-                    Ok(())
-                }
-                plan => execute(ctx, plan),
+            match work_to_do(state, &bundle, &ctx.config, &ctx.logger)? {
+                Some(work) => execute(ctx, work),
+                None => Ok(()),
             }
         }
     }
@@ -223,7 +217,10 @@ fn plan(state: &State, bundle: &BundleConfig, config: &Config) -> Result<Plan> {
     };
     let Some(mut request) = request::parse(&state.id, &settings, &config.policy)? else {
         return Ok(match request::parse_shaping(&state.id, &settings)? {
-            Some(shaping) => Plan::Shape(shaping, Target::process(&state.id, pid()?)),
+            Some(shaping) => Plan::Work(Box::new(Work::Shape(
+                shaping,
+                Target::process(&state.id, pid()?),
+            ))),
             None => Plan::Nothing,
         });
     };
@@ -238,13 +235,32 @@ fn plan(state: &State, bundle: &BundleConfig, config: &Config) -> Result<Plan> {
         resolv: bundle.resolv.clone(),
         ..Target::process(&state.id, pid()?)
     };
-    Ok(Plan::Attach(Box::new(request), target))
+    Ok(Plan::Work(Box::new(Work::Attach(
+        Box::new(request),
+        target,
+    ))))
 }
 
-fn execute(ctx: &Context, plan: Plan) -> Result<()> {
-    match plan {
-        Plan::Nothing | Plan::Skip(_) => Ok(()),
-        Plan::Shape(shaping, target) => net::qos::shape(ctx, &shaping, &target),
-        Plan::Attach(request, target) => net::attach(ctx, &request, &target).map(|_| ()),
+/// The plan's work, if any: a joined namespace is logged and left alone.
+fn work_to_do(
+    state: &State,
+    bundle: &BundleConfig,
+    config: &Config,
+    logger: &Logger,
+) -> Result<Option<Work>> {
+    Ok(match plan(state, bundle, config)? {
+        Plan::Nothing => None,
+        Plan::Skip(path) => {
+            log_skip(logger, &state.id, &path);
+            None
+        }
+        Plan::Work(work) => Some(*work),
+    })
+}
+
+fn execute(ctx: &Context, work: Work) -> Result<()> {
+    match work {
+        Work::Shape(shaping, target) => net::qos::shape(ctx, &shaping, &target),
+        Work::Attach(request, target) => net::attach(ctx, &request, &target).map(|_| ()),
     }
 }
