@@ -114,3 +114,93 @@ fn wrapper_errors_reach_the_runtime_log_as_json() {
         "{line}"
     );
 }
+
+/// Runs the wrapper with `config` and a runtime that writes what it was
+/// given: its arguments, MACVLAN_RUNC_WRAPPED, and its blocked and ignored
+/// signals (the wrapper runs with SIGPIPE ignored and SIGUSR1 blocked).
+fn recorded_call(lab: &Lab, config: &std::path::Path, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = unsafe {
+        std::process::Command::new(common::MACVLAN_RUNC)
+            .arg("--macvlan-config")
+            .arg(config)
+            .args(args)
+            .env("PATH", lab.dir.path())
+            .pre_exec(|| {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            })
+            .output()
+            .unwrap()
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn pass_through_calls_reach_runc_as_the_full_wrapper_passes_them() {
+    // Runtime calls other than create/run are passed on from the wrapper's
+    // entry point, before the C library starts, when the config file is
+    // plain (src/oci/passthrough.rs); a config it does not follow goes the
+    // full way. Both must give runc the same.
+    let lab = Lab::new(&["hA"]);
+    let recorder = lab.dir.path().join("recorder");
+    std::fs::write(
+        &recorder,
+        "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" \"wrapped=$MACVLAN_RUNC_WRAPPED\"\n\
+         while read -r k v; do case $k in SigBlk:|SigIgn:) echo \"$k $v\";; esac; done \
+         < /proc/$$/status\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &recorder,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let plain = lab.dir.path().join("plain.toml");
+    std::fs::write(&plain, "# found on PATH\nruntime = \"recorder\"\n").unwrap();
+    // The same runtime, spelled with an escape the fast reader leaves alone.
+    let escaped = lab.dir.path().join("escaped.toml");
+    std::fs::write(&escaped, "runtime = \"rec\\u006Frder\"\n").unwrap();
+
+    let args = [
+        "--root",
+        "/r",
+        "--log-format=json",
+        "delete",
+        "--force",
+        "id 1",
+    ];
+    let fast = recorded_call(&lab, &plain, &args);
+    let full = recorded_call(&lab, &escaped, &args);
+    assert_eq!(fast, full);
+    let lines: Vec<&str> = fast.lines().collect();
+    assert_eq!(lines[0], recorder.to_str().unwrap());
+    assert_eq!(lines[1..7], args);
+    assert_eq!(lines[7], "wrapped=1");
+    // SIGUSR1 still blocked (bit 10), SIGPIPE no longer ignored (bit 13),
+    // read by the shell itself (it blocks signals around what it forks).
+    assert!(fast.contains("SigBlk: 0000000000000200"), "{fast}");
+    let ignored = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("SigIgn: "))
+        .unwrap();
+    assert_eq!(
+        u64::from_str_radix(ignored, 16).unwrap() & (1 << 12),
+        0,
+        "{fast}"
+    );
+
+    // A runtime that is not there: the full wrapper's error, from both.
+    std::fs::write(&plain, "runtime = \"/nonexistent/runc\"\n").unwrap();
+    let out = common::run(
+        common::MACVLAN_RUNC,
+        &["--macvlan-config", plain.to_str().unwrap(), "start", "x"],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("/nonexistent/runc"), "{}", text(&out));
+}

@@ -3,6 +3,7 @@
 
 pub mod handoff;
 pub mod hook;
+pub mod passthrough;
 pub mod resolv;
 pub mod wrapper;
 
