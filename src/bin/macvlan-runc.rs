@@ -111,6 +111,7 @@ fn run(invocation: &Invocation) -> Result<std::convert::Infallible> {
 /// The process's entry point (`build.rs` links it with `--entry`): the fast
 /// path first, then glibc's `_start` with the stack pointer and `rdx` (the
 /// dynamic loader's finalizer, zero in a static binary) as it found them.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[unsafe(naked)]
 #[no_mangle]
 unsafe extern "C" fn macvlan_runc_entry() -> ! {
@@ -128,6 +129,7 @@ unsafe extern "C" fn macvlan_runc_entry() -> ! {
     )
 }
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 extern "C" {
     /// The C library's entry point (crt1.o).
     fn _start() -> !;
@@ -137,6 +139,7 @@ extern "C" {
 /// `macvlan_runc::oci::passthrough` for what may and may not be used here.
 /// Returns when the call is not a plain pass-through or anything fails;
 /// `main` then does (or reports) the same through the full path.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod fast {
     use core::mem::MaybeUninit;
     use core::ptr::write_volatile;
