@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 use macvlan_runc::config::{Config, DEFAULT_CONFIG_PATH};
+use macvlan_runc::oci::passthrough::DEFAULT_PATH;
 use macvlan_runc::oci::wrapper::{json_log_line, parse_invocation, prepare_bundle, Invocation};
 
 /// Set for the real runc, so that a runtime path pointing back at the
@@ -56,8 +57,7 @@ fn resolve(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
-    let path = std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
@@ -145,7 +145,9 @@ mod fast {
     use core::ptr::write_volatile;
 
     use macvlan_runc::config::DEFAULT_CONFIG_PATH;
-    use macvlan_runc::oci::passthrough::{begins_env, own_value, pass_through, runtime, Toml};
+    use macvlan_runc::oci::passthrough::{
+        begins_env, own_value, pass_through, runtime, Toml, DEFAULT_PATH,
+    };
 
     const MAX_ARGS: usize = 256;
     const MAX_ENV: usize = 1024;
@@ -247,6 +249,30 @@ mod fast {
             && st.assume_init_ref().st_mode & libc::S_IFMT == libc::S_IFREG
     }
 
+    /// runc's path, as the full wrapper finds it: as given if it has a
+    /// slash, else the first regular file of that name on `PATH`.
+    unsafe fn find_program(
+        name: &[u8],
+        path_var: Option<&[u8]>,
+        buf: &mut [MaybeUninit<u8>; MAX_PATH],
+    ) -> Option<*const u8> {
+        if name.contains(&b'/') {
+            return join(buf, &[name]);
+        }
+        let dirs = path_var.unwrap_or(DEFAULT_PATH.as_bytes());
+        for dir in dirs.split(|b| *b == b':') {
+            let candidate = if dir.is_empty() {
+                join(buf, &[name])?
+            } else {
+                join(buf, &[dir, b"/", name])?
+            };
+            if is_file(candidate) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
     pub unsafe extern "C" fn exec_runc(sp: *const usize) {
         let argc = *sp;
         let argv = sp.add(1) as *const *const u8;
@@ -315,35 +341,9 @@ mod fast {
             Toml::Unsure => return,
         };
 
-        // runc's path: as given if it has a slash, else the first regular
-        // file of that name on PATH.
         let mut path = [const { MaybeUninit::<u8>::uninit() }; MAX_PATH];
-        let program = if name.contains(&b'/') {
-            match join(&mut path, &[name]) {
-                Some(p) => p,
-                None => return,
-            }
-        } else {
-            let dirs =
-                path_var.unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-            let mut found = None;
-            for dir in dirs.split(|b| *b == b':') {
-                let Some(candidate) = (if dir.is_empty() {
-                    join(&mut path, &[name])
-                } else {
-                    join(&mut path, &[dir, b"/", name])
-                }) else {
-                    return;
-                };
-                if is_file(candidate) {
-                    found = Some(candidate);
-                    break;
-                }
-            }
-            match found {
-                Some(p) => p,
-                None => return,
-            }
+        let Some(program) = find_program(name, path_var, &mut path) else {
+            return;
         };
 
         // runc's argv: its path, then the command line without our option.
@@ -351,10 +351,8 @@ mod fast {
         new_argv[0].write(program);
         let mut n = 1;
         for i in 0..argc - 1 {
-            if let Some(own) = call.own {
-                if i >= own.at && i < own.at + own.count {
-                    continue;
-                }
+            if call.own.is_some_and(|own| own.args().contains(&i)) {
+                continue;
             }
             write_volatile(
                 new_argv.as_mut_ptr().add(n) as *mut *const u8,

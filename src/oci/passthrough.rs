@@ -66,13 +66,19 @@ fn split_flag(arg: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     Some((body, None))
 }
 
-/// The wrapper's own option, as in [`super::wrapper`].
-fn is_own_option(name: &[u8]) -> bool {
+/// The search path `execvp` uses when `PATH` is not set (both paths of
+/// the wrapper look runc up with it).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The wrapper's own option, `--macvlan-config PATH`, removed before runc
+/// sees the command line.
+pub fn is_own_option(name: &[u8]) -> bool {
     same(name, b"macvlan-config")
 }
 
-/// runc's global options that take a value (runc 1.1 `runc --help`).
-fn takes_value(name: &[u8]) -> bool {
+/// Whether a global option takes a value: ours, or one of runc's (runc 1.1
+/// `runc --help`). Both the full wrapper's parser and this one ask here.
+pub fn takes_value(name: &[u8]) -> bool {
     is_own_option(name)
         || same(name, b"root")
         || same(name, b"log")
@@ -86,17 +92,23 @@ fn takes_value(name: &[u8]) -> bool {
 pub struct Call {
     /// The index of the subcommand.
     pub subcommand: usize,
-    /// `--macvlan-config`: the index of the option and how many arguments it
-    /// takes (1 with `=value`, 2 with the value apart), and the value's index.
+    /// Where `--macvlan-config` is, if given.
     pub own: Option<OwnOption>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnOption {
+    /// The option's index.
     pub at: usize,
-    pub count: usize,
     /// Where the value is: the argument `at + 1`, or inline after `=`.
     pub separate: bool,
+}
+
+impl OwnOption {
+    /// The arguments it takes: the option, and its value when apart.
+    pub fn args(&self) -> core::ops::Range<usize> {
+        self.at..self.at + if self.separate { 2 } else { 1 }
+    }
 }
 
 /// A pass-through call: one whose subcommand is neither `create` nor `run`,
@@ -121,11 +133,7 @@ pub fn pass_through(args: &[&[u8]]) -> Option<Call> {
             if own.is_some() || (separate && i + 1 >= args.len()) {
                 return None;
             }
-            own = Some(OwnOption {
-                at: i,
-                count: if separate { 2 } else { 1 },
-                separate,
-            });
+            own = Some(OwnOption { at: i, separate });
         }
         i += if separate { 2 } else { 1 };
     }
@@ -306,7 +314,7 @@ mod tests {
             );
             let mut kept: Vec<String> = line.split_whitespace().map(String::from).collect();
             if let Some(own) = found.own {
-                kept.drain(own.at..own.at + own.count);
+                kept.drain(own.args());
             }
             assert_eq!(kept, full.runc_args, "{line}");
             if let Some(own) = found.own {
@@ -321,7 +329,7 @@ mod tests {
             let shift = found
                 .own
                 .filter(|o| o.at < found.subcommand)
-                .map_or(0, |o| o.count);
+                .map_or(0, |o| o.args().len());
             assert_eq!(Some(found.subcommand - shift), full.subcommand, "{line}");
         }
     }

@@ -7,12 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
+use crate::oci::passthrough;
 use crate::request::Field;
-
-/// runc's global options that take a value (runc 1.1 `runc --help`).
-const GLOBAL_WITH_VALUE: [&str; 5] = ["root", "log", "log-format", "criu", "rootless"];
-/// The wrapper's own option, removed before runc sees the command line.
-const OWN_CONFIG_OPTION: &str = "macvlan-config";
 
 /// What the wrapper needs to know about one runc command line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -55,7 +51,7 @@ pub fn parse_invocation(args: &[String]) -> Invocation {
             invocation.runc_args.extend(args[i..].iter().cloned());
             return invocation;
         };
-        let takes_value = name == OWN_CONFIG_OPTION || GLOBAL_WITH_VALUE.contains(&name);
+        let takes_value = passthrough::takes_value(name.as_bytes());
         let value = match (takes_value, inline) {
             (false, _) => None,
             (true, Some(value)) => Some(value.to_string()),
@@ -64,19 +60,18 @@ pub fn parse_invocation(args: &[String]) -> Invocation {
                 args.get(i).cloned()
             }
         };
-        match name {
-            OWN_CONFIG_OPTION => invocation.config = value.map(PathBuf::from),
-            _ => {
-                match name {
-                    "log" => invocation.log = value.clone().map(PathBuf::from),
-                    "log-format" => invocation.log_format_json = value.as_deref() == Some("json"),
-                    _ => {}
-                }
-                invocation.runc_args.push(arg.clone());
-                if takes_value && inline.is_none() {
-                    if let Some(value) = value {
-                        invocation.runc_args.push(value);
-                    }
+        if passthrough::is_own_option(name.as_bytes()) {
+            invocation.config = value.map(PathBuf::from);
+        } else {
+            match name {
+                "log" => invocation.log = value.clone().map(PathBuf::from),
+                "log-format" => invocation.log_format_json = value.as_deref() == Some("json"),
+                _ => {}
+            }
+            invocation.runc_args.push(arg.clone());
+            if takes_value && inline.is_none() {
+                if let Some(value) = value {
+                    invocation.runc_args.push(value);
                 }
             }
         }
