@@ -1,6 +1,6 @@
-//! Links `macvlan-runc` with its own entry point, which passes runtime calls
-//! other than create/run to runc before the C library starts (issue 17;
-//! `src/oci/passthrough.rs`).
+//! Links `macvlan-runc` and `macvlan` with entry points of their own, which
+//! pass runtime calls other than create/run to runc and hand hooks to the
+//! daemon before the C library starts (issue 17; `src/early.rs`).
 
 fn main() {
     // The entry point is x86_64 Linux assembly; elsewhere the wrapper
@@ -9,6 +9,7 @@ fn main() {
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if arch == "x86_64" && os == "linux" {
         println!("cargo:rustc-link-arg-bin=macvlan-runc=-Wl,--entry=macvlan_runc_entry");
+        println!("cargo:rustc-link-arg-bin=macvlan=-Wl,--entry=macvlan_entry");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use crate::cidr::Ipv4Cidr;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/macvlan-runc/config.toml";
+/// Where the daemon keeps its lock, pid file and hooks socket by default.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/macvlan-runc";
 pub const DEFAULT_STORE: &str = "sqlite:///var/lib/macvlan-runc/state.db";
 pub const DEFAULT_LOG: &str = "/var/log/macvlan-runc.log";
 
@@ -177,7 +179,7 @@ pub struct DaemonConfig {
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
-            runtime_dir: PathBuf::from("/run/macvlan-runc"),
+            runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
             idle_exit: std::time::Duration::from_secs(60),
             serve_hooks: true,
         }

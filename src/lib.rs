@@ -9,6 +9,8 @@ pub mod daemon;
 pub mod dhcp;
 pub mod discovery;
 pub mod doctor;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod early;
 pub mod failpoint;
 pub mod files;
 pub mod gc;

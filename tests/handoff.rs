@@ -1,6 +1,8 @@
 //! Hooks handed to the running daemon (issue 17): the daemon does their
 //! work and says so (`by=daemon`), refuses what a hook refuses with the
 //! same message, and a hook whose daemon is gone, or declines, works alone.
+//! Without `debug`, `macvlan hook` offers itself from its entry point,
+//! before the C library (src/bin/macvlan.rs); with it, from `main`.
 
 mod common;
 
@@ -31,10 +33,8 @@ fn by_daemon(lab: &Lab, name: &str, id: &str) -> bool {
 fn hooks_go_to_the_running_daemon_and_work_alone_without_it() {
     let lab = Lab::new(&["hA"]);
     lab.create_lan("hA", &[]);
-    // The hooks' own lines say who did the work.
     let config = lab.config_path("hA");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("debug = true\n{text}")).unwrap();
     let socket = lab.daemon_dir("hA").join("hooks.sock");
     let daemon = lab.spawn_macvlan("hA", "hA", &["daemon"]);
     common::wait_for(Duration::from_secs(5), "the daemon's socket", || {
@@ -53,7 +53,6 @@ fn hooks_go_to_the_running_daemon_and_work_alone_without_it() {
         assert_eq!(eth0.2.len(), 1, "{interfaces:?}");
         addresses.insert(eth0.2[0].clone());
         assert!(by_daemon(&lab, "attach", id), "{}", lab.log("hA"));
-        assert!(events(&lab, "hook", id)[0].contains(" by=daemon "));
     }
     assert_eq!(addresses.len(), 8, "{addresses:?}");
     assert!(lab.ping("hA", &ids[0], common::GATEWAY));
@@ -72,13 +71,52 @@ fn hooks_go_to_the_running_daemon_and_work_alone_without_it() {
     assert!(events(&lab, "attach", &outside).is_empty());
     assert!(!lab.store_keys("hA").iter().any(|k| k.contains(&outside)));
 
+    // The early path sends the state alone: the daemon reads config.json.
+    // A config file broken since the daemon read it stops the full hook
+    // (it reads the file) but not the early path, which reads only
+    // `debug` and `runtime_dir` and leaves the rest to the daemon.
+    std::fs::write(&config, format!("{text}[nosuchtable]\nx = 1\n")).unwrap();
+    let early = lab.id("early");
+    let bundle = lab.bundle("hA", &early, &["NETWORK=lan"], &[]);
+    lab.start("hA", &early, &bundle).unwrap();
+    assert!(by_daemon(&lab, "attach", &early), "{}", lab.log("hA"));
+    lab.stop("hA", &early);
+    assert!(by_daemon(&lab, "detach", &early), "{}", lab.log("hA"));
+
+    // A state above what the early path holds (64 KiB) goes back on stdin,
+    // read and unread parts, and the full hook hands it over.
+    std::fs::write(&config, &text).unwrap();
+    let big = lab.id("big");
+    let filler = "x".repeat(80 * 1024);
+    let bundle = lab.bundle(
+        "hA",
+        &big,
+        &["NETWORK=lan"],
+        &[("org.example.filler", &filler)],
+    );
+    lab.start("hA", &big, &bundle).unwrap();
+    assert!(by_daemon(&lab, "attach", &big), "{}", lab.log("hA"));
+    lab.stop("hA", &big);
+
+    // With `debug`, the full hook offers itself and logs its timing line.
+    let debug = format!("debug = true\n{text}");
+    std::fs::write(&config, &debug).unwrap();
+    let logged = lab.id("logged");
+    let bundle = lab.bundle("hA", &logged, &["NETWORK=lan"], &[]);
+    lab.start("hA", &logged, &bundle).unwrap();
+    assert!(by_daemon(&lab, "attach", &logged));
+    assert!(events(&lab, "hook", &logged)[0].contains(" by=daemon "));
+    lab.stop("hA", &logged);
+    std::fs::write(&config, &text).unwrap();
+
     // Their poststops are the daemon's too.
     for id in &ids {
         lab.stop("hA", id);
         assert!(by_daemon(&lab, "detach", id), "{}", lab.log("hA"));
     }
     let records = lab.records("hA");
-    assert_eq!(records.len(), 8, "{records:?}");
+    // The eight, and early, big and logged.
+    assert_eq!(records.len(), 11, "{records:?}");
     assert!(
         records.iter().all(|r| r["state"] == "stopped"),
         "{records:?}"
@@ -94,11 +132,11 @@ fn hooks_go_to_the_running_daemon_and_work_alone_without_it() {
     let bundle = lab.bundle("hA", &alone, &["NETWORK=lan"], &[]);
     lab.start("hA", &alone, &bundle).unwrap();
     assert!(!by_daemon(&lab, "attach", &alone));
-    assert!(events(&lab, "hook", &alone)[0].contains(" by=hook "));
     lab.stop("hA", &alone);
     assert!(!by_daemon(&lab, "detach", &alone));
 
-    // A daemon read from another config file declines: the hook works alone.
+    // A daemon read from another config file declines: the hook works
+    // alone, its state put back on stdin by the early path.
     let other = lab.dir.path().join("other.toml");
     std::fs::copy(&config, &other).unwrap();
     let _other = lab.spawn(
@@ -110,6 +148,14 @@ fn hooks_go_to_the_running_daemon_and_work_alone_without_it() {
         lab.daemon_pid("hA").is_some()
     });
     let declined = lab.id("declined");
+    let bundle = lab.bundle("hA", &declined, &["NETWORK=lan"], &[]);
+    lab.start("hA", &declined, &bundle).unwrap();
+    assert!(!by_daemon(&lab, "attach", &declined));
+    lab.stop("hA", &declined);
+    assert!(!by_daemon(&lab, "detach", &declined));
+    // With `debug`, the full hook logs why.
+    std::fs::write(&config, &debug).unwrap();
+    let declined = lab.id("declined-debug");
     let bundle = lab.bundle("hA", &declined, &["NETWORK=lan"], &[]);
     lab.start("hA", &declined, &bundle).unwrap();
     assert!(!by_daemon(&lab, "attach", &declined));

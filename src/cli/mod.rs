@@ -762,4 +762,55 @@ mod tests {
         let from_env = Cli::hook_only(&args, Some("/etc/env.toml".into())).unwrap();
         assert_eq!(from_env.config, Some(PathBuf::from("/etc/env.toml")));
     }
+
+    /// The hook's early path (before the C library) reads the same command
+    /// lines as `hook_only`, and leaves `--debug` and what it leaves to
+    /// clap to the full path.
+    #[test]
+    fn the_early_hook_reads_what_hook_only_reads() {
+        use crate::oci::passthrough::hook_call;
+        for line in [
+            "hook",
+            "hook createRuntime",
+            "--config /etc/x.toml hook createRuntime",
+            "--config=/etc/x.toml hook",
+            "hook --config /etc/x.toml poststop",
+            "hook createRuntime --debug",
+            "hook --help",
+            "hook a b",
+            "attach hook",
+            "--config",
+            "--config /a --config /b hook",
+            "--config= hook",
+            "hook poststop\u{e9}",
+        ] {
+            let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            let early = hook_call(&args);
+            let os: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+            let full = Cli::hook_only(&os, None);
+            match (early, full) {
+                (Some(early), Some(full)) => {
+                    let Command::Hook { stage } = full.command else {
+                        panic!("{line}")
+                    };
+                    let utf8 = |b: &[u8]| std::str::from_utf8(b).unwrap().to_string();
+                    assert_eq!(
+                        early.config.map(|c| PathBuf::from(utf8(c))),
+                        full.config,
+                        "{line}"
+                    );
+                    assert_eq!(early.stage.map(utf8), stage, "{line}");
+                    assert!(!full.debug, "{line}");
+                }
+                (None, Some(full)) => assert!(
+                    full.debug
+                        || full.config.as_deref() == Some(std::path::Path::new(""))
+                        || !line.is_ascii(),
+                    "{line}"
+                ),
+                (Some(_), None) => panic!("{line}: the early path takes what the full one leaves"),
+                (None, None) => {}
+            }
+        }
+    }
 }

@@ -10,8 +10,16 @@
 //! acts only once `taken` is written, so a hook that meets a closed
 //! connection before it knows nothing was done and may do it itself; after
 //! `taken`, a lost connection is a failed hook whose leftovers are `gc`'s.
+//!
+//! `macvlan hook` offers itself from its entry point, before the C library
+//! starts (`src/bin/macvlan.rs`): it sends the state as read and no
+//! config.json (the daemon reads it, sharing the hook's mount namespace),
+//! exits when the answer is `taken` and `done`, and otherwise starts the
+//! full hook with the state back on stdin — with [`ANSWER_ENV`] set to the
+//! answer once the daemon took the hook, so that it is reported here
+//! ([`relayed`]) and never done twice.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -30,7 +38,11 @@ use crate::log::{Level, Logger};
 use crate::net::Context;
 
 /// The exchange's version; a daemon declines any other.
-const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Set by the hook's early path for the full hook when the daemon took
+/// the hook: `ERRNO ANSWER`, how reading the answer ended (0: the end of
+/// the stream) and the daemon's answer as read.
+pub const ANSWER_ENV: &str = "MACVLAN_HOOK_ANSWER";
 /// A state and a config.json are a few KiB; anything near this is not one.
 const LIMIT: u64 = 8 << 20;
 /// How long each side waits for the other's request or `taken`: the
@@ -51,8 +63,9 @@ pub fn served(config: &Config) -> bool {
 #[derive(Serialize, Deserialize)]
 struct Request {
     version: u32,
-    /// The stage's name, as the hook was given it or took it from the state.
-    stage: String,
+    /// The stage's name as the hook was given it; none: the state's status
+    /// says.
+    stage: Option<String>,
     /// The configuration file the hook read: the daemon must have read
     /// the same.
     config: Option<PathBuf>,
@@ -62,7 +75,8 @@ struct Request {
     namespaces: [(u64, u64); 2],
     /// The OCI state, as the runtime wrote it.
     state: String,
-    /// The bundle's config.json (createRuntime).
+    /// The bundle's config.json (createRuntime), if the hook read it; the
+    /// daemon reads it otherwise.
     bundle: Option<String>,
 }
 
@@ -103,7 +117,7 @@ pub fn offer(
     };
     let request = Request {
         version: VERSION,
-        stage: stage.name().to_string(),
+        stage: Some(stage.name().to_string()),
         config: config.source.clone(),
         namespaces,
         state: state.to_string(),
@@ -116,68 +130,133 @@ pub fn offer(
     if (&stream).write_all(&bytes).is_err() || stream.shutdown(std::net::Shutdown::Write).is_err() {
         return Offered::NotServed;
     }
+    let (answer, end) = read_answer(&stream);
+    judge(&path, &answer, end, logger)
+}
+
+/// The daemon's answer as it comes, until the stream ends (`None`) or
+/// fails: `taken` within [`TAKE_TIMEOUT`], then as long as the work takes
+/// (the runtime's hook timeout bounds it).
+fn read_answer(stream: &UnixStream) -> (Vec<u8>, Option<std::io::Error>) {
     let _ = stream.set_read_timeout(Some(TAKE_TIMEOUT));
-    let mut reader = BufReader::new(&stream);
-    let mut first = String::new();
-    match reader.read_line(&mut first) {
-        Ok(_) if first.trim_end() == "taken" => {}
-        Ok(_) if first.starts_with("declined ") => {
-            logger.log(
-                Level::Debug,
-                "hook-handoff",
-                &[
-                    ("socket", &path.display().to_string()),
-                    ("declined", first["declined ".len()..].trim_end()),
-                ],
-            );
-            return Offered::NotServed;
-        }
-        // Closed before taking it (a daemon stopping, say): nothing done.
-        Ok(0) => return Offered::NotServed,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Offered::NotServed,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            // It may still take it: doing the work here too could do it twice.
-            return Offered::Done(Err(anyhow!(
-                "the daemon at {} did not take the hook within {}s; is it stuck? (`[daemon] serve_hooks = false` makes hooks work alone)",
-                path.display(),
-                TAKE_TIMEOUT.as_secs()
-            )));
-        }
-        Ok(_) => {
-            return Offered::Done(Err(anyhow!(
-                "the daemon at {} answered {:?}, expected \"taken\" or \"declined\"",
-                path.display(),
-                first.trim_end()
-            )))
-        }
-        Err(e) => {
-            return Offered::Done(Err(
-                anyhow!(e).context(format!("read the daemon's answer from {}", path.display()))
-            ))
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => return (answer, None),
+            Ok(n) => {
+                let before = answer.contains(&b'\n');
+                answer.extend_from_slice(&chunk[..n]);
+                if !before && answer.contains(&b'\n') {
+                    let _ = stream.set_read_timeout(None);
+                }
+                if answer.len() as u64 > LIMIT {
+                    return (answer, None);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (answer, Some(e)),
         }
     }
-    // Taken: the work may take as long as a DHCP exchange; the runtime's
-    // hook timeout bounds it.
-    let _ = stream.set_read_timeout(None);
-    let mut answer = String::new();
-    let read = reader.read_line(&mut answer);
-    Offered::Done(match (read, answer.trim_end()) {
-        (Ok(_), "done") => Ok(()),
-        (Ok(_), line) if line.starts_with("failed ") => Err(anyhow!("{}", &line["failed ".len()..])),
-        (read, _) => Err(anyhow!(
-            "the daemon at {} took the hook and ended without an answer ({}); what it set up is left for `macvlan gc`",
-            path.display(),
-            match read {
-                Err(e) => e.to_string(),
-                Ok(_) => "connection closed".to_string(),
+}
+
+/// What an answer (and how reading it ended) comes to: the hook's result
+/// once `taken`, or nothing done.
+fn judge(path: &Path, answer: &[u8], end: Option<std::io::Error>, logger: &Logger) -> Offered {
+    let text = String::from_utf8_lossy(answer);
+    let (first, rest, whole) = match text.split_once('\n') {
+        Some((first, rest)) => (first, rest, true),
+        None => (&text[..], "", false),
+    };
+    if !whole {
+        match &end {
+            // Closed before taking it (a daemon stopping, say): nothing done.
+            None if first.is_empty() => return Offered::NotServed,
+            None => {}
+            Some(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Offered::NotServed
             }
-        )),
-    })
+            Some(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // It may still take it: doing the work here too could do it twice.
+                return Offered::Done(Err(anyhow!(
+                    "the daemon at {} did not take the hook within {}s; is it stuck? (`[daemon] serve_hooks = false` makes hooks work alone)",
+                    path.display(),
+                    TAKE_TIMEOUT.as_secs()
+                )));
+            }
+            Some(e) => {
+                return Offered::Done(Err(anyhow!(e.to_string())
+                    .context(format!("read the daemon's answer from {}", path.display()))))
+            }
+        }
+    }
+    let first = first.trim_end();
+    if let Some(reason) = first.strip_prefix("declined ") {
+        logger.log(
+            Level::Debug,
+            "hook-handoff",
+            &[
+                ("socket", &path.display().to_string()),
+                ("declined", reason),
+            ],
+        );
+        return Offered::NotServed;
+    }
+    if first != "taken" {
+        return Offered::Done(Err(anyhow!(
+            "the daemon at {} answered {:?}, expected \"taken\" or \"declined\"",
+            path.display(),
+            first
+        )));
+    }
+    let (second, complete) = match rest.split_once('\n') {
+        Some((line, _)) => (line, true),
+        None => (rest, false),
+    };
+    let second = second.trim_end();
+    match (&end, complete) {
+        (None, _) | (_, true) if second == "done" => return Offered::Done(Ok(())),
+        (None, _) | (_, true) if second.starts_with("failed ") => {
+            return Offered::Done(Err(anyhow!("{}", &second["failed ".len()..])))
+        }
+        _ => {}
+    }
+    Offered::Done(Err(anyhow!(
+        "the daemon at {} took the hook and ended without an answer ({}); what it set up is left for `macvlan gc`",
+        path.display(),
+        match &end {
+            Some(e) if !complete => e.to_string(),
+            _ => "connection closed".to_string(),
+        }
+    )))
+}
+
+/// The answer the hook's early path relayed in [`ANSWER_ENV`], judged as
+/// if read here; `None` when there is none.
+pub fn relayed(config: &Config, logger: &Logger) -> Option<Offered> {
+    use std::os::unix::ffi::OsStrExt;
+    let value = std::env::var_os(ANSWER_ENV)?;
+    let (errno, answer) = relay_parts(value.as_bytes());
+    let end = (errno != 0).then(|| std::io::Error::from_raw_os_error(errno));
+    Some(judge(&socket_path(config), answer, end, logger))
+}
+
+/// `ERRNO ANSWER` as the early path writes it; anything else reads as a
+/// stream that ended with nothing (the full hook offers the hook again).
+fn relay_parts(value: &[u8]) -> (i32, &[u8]) {
+    value
+        .iter()
+        .position(|b| *b == b' ')
+        .and_then(|space| {
+            let errno: i32 = std::str::from_utf8(&value[..space]).ok()?.parse().ok()?;
+            Some((errno, &value[space + 1..]))
+        })
+        .unwrap_or((0, b""))
 }
 
 /// The daemon's socket.
@@ -403,7 +482,11 @@ impl<'a> Server<'a> {
             return Err("the hook runs in another mount namespace".into());
         }
         let state = State::parse(&request.state).map_err(|e| e.to_string())?;
-        Ok((Stage::from_name(&request.stage), state, request.bundle))
+        let stage = match &request.stage {
+            Some(name) => Stage::from_name(name),
+            None => Stage::from_status(&state.status),
+        };
+        Ok((stage, state, request.bundle))
     }
 }
 
@@ -437,4 +520,75 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(credentials.uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judged(answer: &str, errno: i32) -> Result<Option<()>, String> {
+        let logger = Logger::new(crate::config::LogTarget::Stderr, false);
+        let end = (errno != 0).then(|| std::io::Error::from_raw_os_error(errno));
+        match judge(
+            Path::new("/run/x/hooks.sock"),
+            answer.as_bytes(),
+            end,
+            &logger,
+        ) {
+            Offered::NotServed => Ok(None),
+            Offered::Done(Ok(())) => Ok(Some(())),
+            Offered::Done(Err(e)) => Err(format!("{e:#}")),
+        }
+    }
+
+    /// Every way an answer can end, as the hook reads it itself and as the
+    /// early path relays it.
+    #[test]
+    fn answers_come_to_what_the_exchange_says() {
+        assert_eq!(judged("", 0), Ok(None));
+        assert_eq!(judged("", libc::ECONNRESET), Ok(None));
+        assert_eq!(judged("declined busy\n", 0), Ok(None));
+        assert_eq!(judged("taken\ndone\n", 0), Ok(Some(())));
+        assert_eq!(judged("taken\ndone", 0), Ok(Some(())));
+        assert_eq!(
+            judged("taken\nfailed no address left\n", 0),
+            Err("no address left".into())
+        );
+        let cases = [
+            ("", libc::EAGAIN, "did not take the hook within 5s"),
+            ("tak", libc::EAGAIN, "did not take the hook within 5s"),
+            (
+                "",
+                libc::EIO,
+                "read the daemon's answer from /run/x/hooks.sock: Input/output error",
+            ),
+            ("taken\n", 0, "ended without an answer (connection closed)"),
+            (
+                "taken\ndo",
+                libc::ECONNRESET,
+                "ended without an answer (Connection reset by peer",
+            ),
+            (
+                "taken\nwhat\n",
+                0,
+                "ended without an answer (connection closed)",
+            ),
+            ("hello\n", 0, "answered \"hello\", expected"),
+        ];
+        for (answer, errno, want) in cases {
+            let got = judged(answer, errno).unwrap_err();
+            assert!(got.contains(want), "{answer:?} {errno}: {got}");
+        }
+    }
+
+    #[test]
+    fn relayed_answers_split_into_errno_and_answer() {
+        assert_eq!(
+            relay_parts(b"0 taken\nfailed x y\n"),
+            (0, &b"taken\nfailed x y\n"[..])
+        );
+        assert_eq!(relay_parts(b"11 "), (11, &b""[..]));
+        assert_eq!(relay_parts(b"x taken"), (0, &b""[..]));
+        assert_eq!(relay_parts(b""), (0, &b""[..]));
+    }
 }

@@ -93,6 +93,10 @@ pub fn run_state(
     config: Config,
     logger: &Logger,
 ) -> (DoneBy, Result<()>) {
+    // The hook's early path had the daemon take it: its answer, judged here.
+    if let Some(Offered::Done(result)) = handoff::relayed(&config, logger) {
+        return (DoneBy::Daemon, result);
+    }
     let stage = match stage_name {
         Some(name) => Stage::from_name(name),
         None => Stage::from_status(&state.status),
@@ -148,8 +152,12 @@ pub fn serve(stage: Stage, state: &State, bundle_text: Option<&str>, ctx: &Conte
                 .bundle
                 .as_deref()
                 .context("the OCI state has no bundle path")?;
-            let text = bundle_text.context("the hook handed over no config.json")?;
-            let bundle = BundleConfig::from_text(bundle_path, text)?;
+            // The hook's early path sends no config.json: read here, in the
+            // hook's mount namespace (the daemon checked it shares it).
+            let bundle = match bundle_text {
+                Some(text) => BundleConfig::from_text(bundle_path, text)?,
+                None => BundleConfig::load(bundle_path)?.1,
+            };
             match work_to_do(state, &bundle, &ctx.config, &ctx.logger)? {
                 Some(work) => execute(ctx, work),
                 None => Ok(()),

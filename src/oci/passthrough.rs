@@ -70,6 +70,21 @@ fn split_flag(arg: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
 /// the wrapper look runc up with it).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The default config file as a C string, for the early paths to open.
+pub const DEFAULT_CONFIG_NUL: &[u8] = b"/etc/macvlan-runc/config.toml\0";
+const _: () = {
+    let (with_nul, path) = (
+        DEFAULT_CONFIG_NUL,
+        crate::config::DEFAULT_CONFIG_PATH.as_bytes(),
+    );
+    assert!(with_nul.len() == path.len() + 1);
+    let mut i = 0;
+    while i < path.len() {
+        assert!(with_nul[i] == path[i]);
+        i += 1;
+    }
+};
+
 /// The wrapper's own option, `--macvlan-config PATH`, removed before runc
 /// sees the command line.
 pub fn is_own_option(name: &[u8]) -> bool {
@@ -159,14 +174,16 @@ pub fn own_value<'a>(args: &[&'a [u8]], own: OwnOption) -> &'a [u8] {
     skip(arg, i + 1)
 }
 
-/// What a config file says about `runtime`, read without a TOML parser.
+/// A config file's value for one key, read without a TOML parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Toml<'a> {
-    /// A top-level `runtime = "…"` (or `'…'`).
-    Found(&'a [u8]),
-    /// No top-level `runtime` key: the default, `runc` on PATH.
+    /// A string without escapes (`"…"` or `'…'`): its contents.
+    Str(&'a [u8]),
+    /// A bare value (boolean, number).
+    Token(&'a [u8]),
+    /// The key is not there: the default applies.
     Absent,
-    /// Something this reader does not follow: leave it to the full wrapper.
+    /// Something this reader does not follow: leave it to the full parser.
     Unsure,
 }
 
@@ -186,92 +203,264 @@ fn is_bare_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'_' | b'.' | b':')
+}
+
 /// The rest of a line after a value: blank or a comment.
 fn nothing_after(rest: &[u8]) -> bool {
     let rest = trim_start(rest);
     rest.is_empty() || rest.first() == Some(&b'#')
 }
 
-/// A simple one-line value: a string without escapes, or a bare token
-/// (boolean, number). Returns the string's contents, or an empty slice for
-/// a token; `None` for anything else (arrays, inline tables, escapes).
-fn simple_value(value: &[u8]) -> Option<(&[u8], bool)> {
-    match value.first() {
-        Some(&quote) if quote == b'"' || quote == b'\'' => {
-            let body = skip(value, 1);
-            let mut i = 0;
-            while i < body.len() {
-                let b = *body.get(i)?;
-                if b == quote {
-                    return nothing_after(skip(body, i + 1))
-                        .then(|| (body.get(..i).unwrap_or(&[]), true));
-                }
-                // Escapes, control and non-ASCII bytes: the full parser's.
-                if b == b'\\' || !(0x20..0x7f).contains(&b) {
-                    return None;
-                }
-                i += 1;
-            }
-            None
+/// Where the line that `at` is on ends (its `\n`, or the end of `text`).
+fn line_end(text: &[u8], mut at: usize) -> usize {
+    while text.get(at).is_some_and(|b| *b != b'\n') {
+        at += 1;
+    }
+    at
+}
+
+/// A string without escapes, control or non-ASCII bytes at the start of
+/// `value`: its contents and the length it takes. A `\"\"\"` string is
+/// the empty string followed by a quote, which no caller accepts.
+fn plain_string(value: &[u8]) -> Option<(&[u8], usize)> {
+    let quote = *value.first()?;
+    if quote != b'"' && quote != b'\'' {
+        return None;
+    }
+    let body = skip(value, 1);
+    let mut i = 0;
+    loop {
+        let b = *body.get(i)?;
+        if b == quote {
+            return Some((body.get(..i)?, i + 2));
         }
-        Some(_) => {
-            let mut i = 0;
-            while value.get(i).is_some_and(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'_' | b'.' | b':')
-            }) {
-                i += 1;
-            }
-            (i > 0 && nothing_after(skip(value, i))).then_some((&[][..], false))
+        if b == b'\\' || !(0x20..0x7f).contains(&b) {
+            return None;
         }
-        None => None,
+        i += 1;
     }
 }
 
-/// Finds the top-level `runtime` of a config file. Only a file whose
-/// top-level lines (those before the first `[table]`) are all blank,
-/// comments or `bare_key = simple value` is read; anything else is
-/// [`Toml::Unsure`].
-pub fn runtime(text: &[u8]) -> Toml<'_> {
-    let mut found = None;
-    let mut rest = text;
+/// A string or a bare token at the start of `value`, and its length.
+fn scalar(value: &[u8]) -> Option<(Toml<'_>, usize)> {
+    if let Some((body, len)) = plain_string(value) {
+        return Some((Toml::Str(body), len));
+    }
+    let mut i = 0;
+    while value.get(i).is_some_and(|b| is_token_byte(*b)) {
+        i += 1;
+    }
+    (i > 0).then(|| (Toml::Token(value.get(..i).unwrap_or(&[])), i))
+}
+
+/// Spaces, line ends and comments from `at` on (inside an array).
+fn skip_blank(text: &[u8], mut at: usize) -> usize {
     loop {
-        let mut end = 0;
-        while rest.get(end).is_some_and(|b| *b != b'\n') {
-            end += 1;
+        match text.get(at) {
+            Some(b) if is_space(*b) || *b == b'\n' => at += 1,
+            Some(b'#') => at = line_end(text, at),
+            _ => return at,
         }
-        let line = trim_start(rest.get(..end).unwrap_or(&[]));
+    }
+}
+
+/// An array of strings and tokens from its `[` at `at`, over any number
+/// of lines: where it ends (after its `]`).
+fn skip_array(text: &[u8], at: usize) -> Option<usize> {
+    let mut at = at + 1;
+    loop {
+        at = skip_blank(text, at);
+        if text.get(at)? == &b']' {
+            return Some(at + 1);
+        }
+        let (_, len) = scalar(skip(text, at))?;
+        at = skip_blank(text, at + len);
+        match text.get(at)? {
+            b',' => at += 1,
+            b']' => return Some(at + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// Finds `key` in `[table]` (`b""`: the top level) of a config file. Only
+/// a file made of blank lines, comments, `[bare_name]` headers and
+/// `bare_key = value` lines is read, a value being a string without
+/// escapes, a bare token, or an array of those over any number of lines;
+/// anything else is [`Toml::Unsure`], as is an array for `key`.
+pub fn lookup<'a>(text: &'a [u8], table: &[u8], key: &[u8]) -> Toml<'a> {
+    let mut found = Toml::Absent;
+    let mut current: &[u8] = &[];
+    let mut at = 0;
+    loop {
+        while text.get(at).is_some_and(|b| is_space(*b)) {
+            at += 1;
+        }
+        let end = line_end(text, at);
+        let line = text.get(at..end).unwrap_or(&[]);
         match line.first() {
             None | Some(b'#') => {}
-            Some(b'[') => break,
+            Some(b'[') => {
+                let mut k = 1;
+                while line.get(k).is_some_and(|b| is_bare_key_byte(*b)) {
+                    k += 1;
+                }
+                if k == 1 || line.get(k) != Some(&b']') || !nothing_after(skip(line, k + 1)) {
+                    return Toml::Unsure;
+                }
+                current = line.get(1..k).unwrap_or(&[]);
+            }
             Some(_) => {
                 let mut k = 0;
                 while line.get(k).is_some_and(|b| is_bare_key_byte(*b)) {
                     k += 1;
                 }
-                let key = line.get(..k).unwrap_or(&[]);
+                let name = line.get(..k).unwrap_or(&[]);
                 let after = trim_start(skip(line, k));
                 if k == 0 || after.first() != Some(&b'=') {
                     return Toml::Unsure;
                 }
-                let Some((value, quoted)) = simple_value(trim_start(skip(after, 1))) else {
-                    return Toml::Unsure;
-                };
-                if same(key, b"runtime") {
-                    if !quoted || found.is_some() || value.is_empty() {
+                let value = trim_start(skip(after, 1));
+                let wanted = same(current, table) && same(name, key);
+                if value.first() == Some(&b'[') {
+                    // The array may span lines: go on after its `]`.
+                    let start = at + (line.len() - value.len());
+                    let Some(close) = skip_array(text, start) else {
+                        return Toml::Unsure;
+                    };
+                    let end = line_end(text, close);
+                    if wanted || !nothing_after(text.get(close..end).unwrap_or(&[])) {
                         return Toml::Unsure;
                     }
-                    found = Some(value);
+                    at = end;
+                } else {
+                    let Some((scalar, len)) = scalar(value) else {
+                        return Toml::Unsure;
+                    };
+                    if !nothing_after(skip(value, len))
+                        || (wanted && !matches!(found, Toml::Absent))
+                    {
+                        return Toml::Unsure;
+                    }
+                    if wanted {
+                        found = scalar;
+                    }
+                    at = end;
                 }
             }
         }
-        if end >= rest.len() {
-            break;
+        let end = line_end(text, at);
+        if end >= text.len() {
+            return found;
         }
-        rest = skip(rest, end + 1);
+        at = end + 1;
     }
-    match found {
-        Some(value) => Toml::Found(value),
-        None => Toml::Absent,
+}
+
+/// The top-level `runtime` of a config file (the wrapper's runc): a
+/// non-empty string, absent, or [`Toml::Unsure`].
+pub fn runtime(text: &[u8]) -> Toml<'_> {
+    match lookup(text, b"", b"runtime") {
+        Toml::Str(value) if !value.is_empty() => Toml::Str(value),
+        Toml::Absent => Toml::Absent,
+        _ => Toml::Unsure,
+    }
+}
+
+/// What the hook's early path needs from `macvlan`'s command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookCall<'a> {
+    /// `--config PATH` or `--config=PATH`.
+    pub config: Option<&'a [u8]>,
+    /// The stage argument, if given.
+    pub stage: Option<&'a [u8]>,
+}
+
+/// `[--config PATH] hook [STAGE]`, the option in any place, as the full
+/// command line's `hook_only` reads it; `None` for anything else, and for
+/// `--debug` (its timing line is the full path's) and non-ASCII bytes.
+pub fn hook_call<'a>(args: &[&'a [u8]]) -> Option<HookCall<'a>> {
+    let mut config = None;
+    let mut verb: Option<&[u8]> = None;
+    let mut stage = None;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = *args.get(i)?;
+        let mut j = 0;
+        while j < arg.len() {
+            if !arg.get(j)?.is_ascii() {
+                return None;
+            }
+            j += 1;
+        }
+        if same(arg, b"--config") && config.is_none() {
+            config = Some(*args.get(i + 1)?);
+            i += 1;
+        } else if begins(arg, b"--config=") && config.is_none() {
+            config = Some(skip(arg, b"--config=".len()));
+        } else if begins(arg, b"-") {
+            return None;
+        } else if verb.is_none() {
+            verb = Some(arg);
+        } else if stage.is_none() {
+            stage = Some(arg);
+        } else {
+            return None;
+        }
+        i += 1;
+    }
+    if !same(verb?, b"hook") || config.is_some_and(|c| c.is_empty()) {
+        return None;
+    }
+    Some(HookCall { config, stage })
+}
+
+/// Writes `bytes` as the body of a JSON string (without the quotes) in
+/// pieces to `out`: quote, backslash and control bytes escaped, the rest
+/// as it is (a daemon's JSON parser refuses what is not UTF-8).
+pub fn json_escaped(bytes: &[u8], out: &mut impl FnMut(&[u8])) {
+    let mut from = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(0);
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            out(bytes.get(from..i).unwrap_or(&[]));
+            let hex = b"0123456789abcdef";
+            let escaped = match b {
+                b'"' => [b'\\', b'"', 0, 0, 0, 0],
+                b'\\' => [b'\\', b'\\', 0, 0, 0, 0],
+                _ => [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    hex.get(usize::from(b >> 4)).copied().unwrap_or(b'0'),
+                    hex.get(usize::from(b & 15)).copied().unwrap_or(b'0'),
+                ],
+            };
+            let len = if b < 0x20 { 6 } else { 2 };
+            out(escaped.get(..len).unwrap_or(&[]));
+            from = i + 1;
+        }
+        i += 1;
+    }
+    out(bytes.get(from..).unwrap_or(&[]));
+}
+
+/// `n` in decimal into `buf`: the digits.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(slot) = buf.get_mut(at) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            return buf.get(at..).unwrap_or(&[]);
+        }
     }
 }
 
@@ -354,10 +543,10 @@ mod tests {
         let cases: [(&str, Toml); 9] = [
             ("", Toml::Absent),
             ("# only a comment\n\n", Toml::Absent),
-            ("runtime = \"/usr/sbin/runc\"\n", Toml::Found(b"/usr/sbin/runc")),
+            ("runtime = \"/usr/sbin/runc\"\n", Toml::Str(b"/usr/sbin/runc")),
             (
                 "store = '/var/lib/x.db'\ndebug = true # c\r\nruntime='crun' # real one\n[policy]\nruntime = \"no\"\n",
-                Toml::Found(b"crun"),
+                Toml::Str(b"crun"),
             ),
             ("[daemon]\nruntime_dir = \"/run/x\"\n", Toml::Absent),
             ("host_id = 7\nlog = \"stderr\"\n", Toml::Absent),
@@ -384,6 +573,100 @@ mod tests {
     }
 
     #[test]
+    fn escapes_json_strings_as_a_json_parser_reads_them() {
+        let cases: [&[u8]; 5] = [
+            b"",
+            b"plain",
+            b"{\"id\":\"a\\b\"}\n\t\r\x01\x1f\x7f end",
+            "caf\u{e9} \u{1F600}".as_bytes(),
+            b"\"\"\\\\",
+        ];
+        for bytes in cases {
+            let mut out = b"\"".to_vec();
+            json_escaped(bytes, &mut |piece| out.extend_from_slice(piece));
+            out.push(b'"');
+            let back: String = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(&out)));
+            assert_eq!(back.as_bytes(), bytes);
+        }
+        let mut digits = [0u8; 20];
+        for n in [0, 7, 10, 4026531840, u64::MAX] {
+            assert_eq!(decimal(n, &mut digits), n.to_string().as_bytes());
+        }
+    }
+
+    /// Where the reader is sure, a TOML parser reads the same value; it
+    /// reads the shipped config file.
+    #[test]
+    fn lookups_agree_with_a_toml_parser() {
+        let shipped = include_str!("../../config/config.toml");
+        let texts = [
+            shipped,
+            "a = [\n  \"x\", # c\n  'y',\n]\n[daemon]\nruntime_dir = \"/r\" # c\nidle_exit = \"1s\"\n[gc]\nx = []\n",
+            "[daemon]\n[policy]\nruntime_dir = \"/not\"\n",
+            "debug = true\n[daemon]\nruntime_dir='/run/q'\n",
+        ];
+        let keys = [
+            ("", "debug"),
+            ("daemon", "runtime_dir"),
+            ("", "runtime"),
+            ("gc", "stopped_retention"),
+        ];
+        for text in texts {
+            let parsed: toml::Table = text.parse().unwrap();
+            for (table, key) in keys {
+                let place = if table.is_empty() {
+                    Some(&parsed)
+                } else {
+                    parsed.get(table).and_then(|t| t.as_table())
+                };
+                let want = place.and_then(|t| t.get(key));
+                match lookup(text.as_bytes(), table.as_bytes(), key.as_bytes()) {
+                    Toml::Str(v) => {
+                        let want = want.and_then(|w| w.as_str()).map(str::as_bytes);
+                        assert_eq!(want, Some(v), "{text:?} {key}");
+                    }
+                    Toml::Token(v) => {
+                        let want = want.map(|w| w.to_string().into_bytes());
+                        assert_eq!(want, Some(v.to_vec()), "{text:?} {key}");
+                    }
+                    Toml::Absent => assert!(want.is_none(), "{text:?} {key}"),
+                    Toml::Unsure => panic!("{text:?} {key}"),
+                }
+            }
+        }
+        for text in [
+            "[daemon.x]\nruntime_dir = \"/r\"\n",
+            "[[daemon]]\n",
+            "[ daemon ]\n",
+            "a = [[1], [2]]\n",
+            "a = [\"x\"\n",
+            "a = { b = 1 }\n",
+            "a = [\"x\"] y\n",
+            "[daemon]\nruntime_dir = [\"/r\"]\n",
+            "[daemon]\nruntime_dir = \"/r\"\nruntime_dir = \"/s\"\n",
+            "x = '''\n[daemon]\nruntime_dir = \"/r\"\n'''\n",
+        ] {
+            let found = lookup(text.as_bytes(), b"daemon", b"runtime_dir");
+            assert_eq!(found, Toml::Unsure, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn looks_keys_up_in_tables() {
+        let text = "log = \"stderr\"\ndebug = false\n[daemon]\nruntime_dir = \"/tmp/eh/run\"\n";
+        assert_eq!(
+            lookup(text.as_bytes(), b"", b"debug"),
+            Toml::Token(b"false")
+        );
+        assert_eq!(
+            lookup(text.as_bytes(), b"daemon", b"runtime_dir"),
+            Toml::Str(b"/tmp/eh/run")
+        );
+        assert_eq!(lookup(text.as_bytes(), b"daemon", b"debug"), Toml::Absent);
+    }
+
+    #[test]
     fn agrees_with_the_config_parser_where_it_is_sure() {
         for text in [
             "runtime = \"/opt/runc\"\n[policy]\nallow_env = true\n",
@@ -392,9 +675,9 @@ mod tests {
         ] {
             let config = crate::config::Config::parse(text).unwrap();
             match runtime(text.as_bytes()) {
-                Toml::Found(value) => assert_eq!(value, config.runtime.as_bytes()),
+                Toml::Str(value) => assert_eq!(value, config.runtime.as_bytes()),
                 Toml::Absent => assert_eq!(config.runtime, "runc"),
-                Toml::Unsure => panic!("{text:?}"),
+                Toml::Unsure | Toml::Token(_) => panic!("{text:?}"),
             }
         }
     }
