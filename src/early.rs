@@ -104,6 +104,23 @@ impl Startup {
         c_bytes(*self.argv.add(i))
     }
 
+    /// The command line without the program's name, in `store`; `None`
+    /// when it is empty or longer than `N`.
+    pub fn args<'s, const N: usize>(
+        &self,
+        store: &'s mut [MaybeUninit<&'static [u8]>; N],
+    ) -> Option<&'s [&'static [u8]]> {
+        if !(2..=N + 1).contains(&self.argc) {
+            return None;
+        }
+        for i in 1..self.argc {
+            // SAFETY: `i < argc`.
+            store[i - 1].write(unsafe { self.arg(i) });
+        }
+        // SAFETY: the first `argc - 1` entries were written.
+        Some(unsafe { core::slice::from_raw_parts(store.as_ptr() as *const &[u8], self.argc - 1) })
+    }
+
     /// The `i`th environment entry, `None` past the last.
     ///
     /// # Safety

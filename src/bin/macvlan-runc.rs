@@ -156,16 +156,10 @@ mod fast {
 
     pub unsafe extern "C" fn exec_runc(sp: *const usize) {
         let process = Startup::from_stack(sp);
-        let argc = process.argc;
-        if !(2..=MAX_ARGS).contains(&argc) {
-            return;
-        }
-        // The command line without the program name.
         let mut arg_store = [const { MaybeUninit::<&[u8]>::uninit() }; MAX_ARGS];
-        for i in 1..argc {
-            arg_store[i - 1].write(process.arg(i));
-        }
-        let args = core::slice::from_raw_parts(arg_store.as_ptr() as *const &[u8], argc - 1);
+        let Some(args) = process.args(&mut arg_store) else {
+            return;
+        };
         let Some(call) = pass_through(args) else {
             return;
         };
@@ -232,7 +226,7 @@ mod fast {
         let mut new_argv = [const { MaybeUninit::<*const u8>::uninit() }; MAX_ARGS + 2];
         new_argv[0].write(program);
         let mut n = 1;
-        for i in 0..argc - 1 {
+        for i in 0..args.len() {
             if call.own.is_some_and(|own| own.args().contains(&i)) {
                 continue;
             }

@@ -203,15 +203,10 @@ mod early_hook {
 
     pub unsafe extern "C" fn offer(sp: *const usize) {
         let process = Startup::from_stack(sp);
-        let argc = process.argc;
-        if !(2..=MAX_ARGS).contains(&argc) {
-            return;
-        }
         let mut arg_store = [const { MaybeUninit::<&[u8]>::uninit() }; MAX_ARGS];
-        for i in 1..argc {
-            arg_store[i - 1].write(process.arg(i));
-        }
-        let args = core::slice::from_raw_parts(arg_store.as_ptr() as *const &[u8], argc - 1);
+        let Some(args) = process.args(&mut arg_store) else {
+            return;
+        };
         let Some(call) = hook_call(args) else {
             return;
         };

@@ -1,16 +1,19 @@
-//! The runtime wrapper's fast path (issue 17): for runtime calls other than
-//! `create`/`run`, find the real runc from the command line and the config
-//! file before the C library has started.
+//! The parsing of the programs' early paths (issue 17): the wrapper's
+//! runtime calls other than `create`/`run` (find the real runc from the
+//! command line and the config file), and the hook handed to the daemon
+//! (its command line, the config file's `debug` and `runtime_dir`, the
+//! request's JSON strings), before the C library has started.
 //!
-//! `macvlan-runc`'s entry point runs this ahead of glibc's `_start`, where a
-//! static glibc spends half a millisecond per process on this VM probing the
-//! CPU (`init_cacheinfo`: trapping `cpuid` loops) — paid three times per
-//! `docker run` for calls that only exec runc. So nothing here may call the
-//! C library (not even `memcpy`/`memcmp`, which are resolved at its start),
-//! read a pointer stored in static data (not relocated yet in a static-pie),
-//! allocate or panic: byte loops, `get` instead of indexing, no `==` on
-//! slices. Anything it is not sure of is [`Toml::Unsure`] or `None`, and the
-//! full wrapper (after `_start`) handles the call as before.
+//! The entry points of `macvlan-runc` and `macvlan` run this ahead of
+//! glibc's `_start`, where a static glibc spends half a millisecond per
+//! process on this VM probing the CPU (`init_cacheinfo`: trapping `cpuid`
+//! loops) — paid by every call that only execs runc or hands a hook to the
+//! daemon. So nothing here may call the C library (not even
+//! `memcpy`/`memcmp`, which are resolved at its start), read a pointer
+//! stored in static data (not relocated yet in a static-pie), allocate or
+//! panic: byte loops, `get` instead of indexing, no `==` on slices.
+//! Anything it is not sure of is [`Toml::Unsure`] or `None`, and the full
+//! program (after `_start`) handles the call as before.
 
 /// Byte-wise equality without `memcmp`.
 #[inline]
