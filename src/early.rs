@@ -135,6 +135,9 @@ impl Startup {
     ///
     /// # Safety
     /// `program` is a C string, `argv` a NULL-terminated array of them.
+    // Not inlined: its 8 KiB array would grow the caller's frame, whose
+    // pages the stack probe touches whether it execs or not.
+    #[inline(never)]
     pub unsafe fn exec_adding(&self, program: *const u8, argv: *const *const u8, extra: *const u8) {
         let mut env = [const { MaybeUninit::<*const u8>::uninit() }; MAX_ENV + 2];
         let mut n = 0;
@@ -240,17 +243,28 @@ pub unsafe fn read_file(
     if fd < 0 {
         return None;
     }
-    let len = read_all(fd as i32, buf);
+    let (len, stop) = read_all(fd as i32, buf);
     close(fd as i32);
-    len.filter(|len| *len < buf.len())
+    (stop == Stop::End).then_some(len)
 }
 
-/// Reads `fd` until its end or until `buf` is full: the length read, or
-/// `None` on an error.
+/// Why [`read_all`] stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The end of the stream.
+    End,
+    /// The buffer is full; the stream may go on.
+    Full,
+    /// A read failed.
+    Failed,
+}
+
+/// Reads `fd` into `buf` until its end, a full buffer or an error: the
+/// length read and why it stopped.
 ///
 /// # Safety
 /// `fd` is open.
-pub unsafe fn read_all(fd: i32, buf: &mut [MaybeUninit<u8>]) -> Option<usize> {
+pub unsafe fn read_all(fd: i32, buf: &mut [MaybeUninit<u8>]) -> (usize, Stop) {
     let mut len = 0;
     while len < buf.len() {
         let n = syscall(
@@ -264,14 +278,14 @@ pub unsafe fn read_all(fd: i32, buf: &mut [MaybeUninit<u8>]) -> Option<usize> {
             continue;
         }
         if n < 0 {
-            return None;
+            return (len, Stop::Failed);
         }
         if n == 0 {
-            break;
+            return (len, Stop::End);
         }
         len += n as usize;
     }
-    Some(len)
+    (len, Stop::Full)
 }
 
 /// Writes all of `bytes` to `fd`; `send` with MSG_NOSIGNAL for a socket

@@ -33,10 +33,10 @@ macvlan_runc::early_entry!(macvlan_entry, early_hook::offer);
 /// `macvlan hook`, handed to a running daemon before the C library has
 /// started (issue 17; the exchange is `macvlan_runc::oci::handoff`'s, the
 /// rules for code here `macvlan_runc::oci::passthrough`'s). Returns — for
-/// `main` to do or report the same — when the call is not a plain hook, no
-/// daemon serves it or it declines (the state put back on stdin); the
-/// daemon's answer to a hook it took other than `done` goes to the full
-/// hook in `MACVLAN_HOOK_ANSWER`, so that it is reported and logged there.
+/// `main` to do or report the same — when the call is not a plain hook or
+/// no daemon listens; any answer of the daemon's other than `taken` and
+/// `done` goes to the full hook, started again with the state back on
+/// stdin and the answer in `MACVLAN_HOOK_ANSWER`, which judges it there.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod early_hook {
     use core::mem::MaybeUninit;
@@ -44,7 +44,7 @@ mod early_hook {
 
     use macvlan_runc::config::{DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR};
     use macvlan_runc::dhcp::external::SCRIPT_ENV;
-    use macvlan_runc::early::{self, join, read_file, syscall, syscall6, Mapped, Startup};
+    use macvlan_runc::early::{self, join, read_file, syscall, syscall6, Mapped, Startup, Stop};
     use macvlan_runc::oci::handoff::{ANSWER_ENV, VERSION};
     use macvlan_runc::oci::passthrough::{
         begins_env, decimal, hook_call, json_escaped, lookup, same, Toml, DEFAULT_CONFIG_NUL,
@@ -54,6 +54,8 @@ mod early_hook {
     const MAX_CONFIG: usize = 64 * 1024;
     const MAX_STATE: usize = 64 * 1024;
     const MAX_ANSWER: usize = 16 * 1024;
+    /// `MACVLAN_HOOK_ANSWER=ERRNO ANSWER`.
+    const MAX_ENTRY: usize = MAX_ANSWER + 64;
     /// `sun_path`'s size.
     const MAX_SOCKET_PATH: usize = 108;
 
@@ -111,23 +113,12 @@ mod early_hook {
         );
         let mut ok = fd >= 0 && early::write_all(fd as i32, state, false);
         let mut chunk = [MaybeUninit::<u8>::uninit(); 4096];
-        while ok && !at_end {
-            let n = syscall(
-                libc::SYS_read,
-                0,
-                chunk.as_mut_ptr() as usize,
-                chunk.len(),
-                0,
-            );
-            if n == -(libc::EINTR as isize) {
-                continue;
-            }
-            if n <= 0 {
-                ok = n == 0;
-                break;
-            }
-            let read = core::slice::from_raw_parts(chunk.as_ptr() as *const u8, n as usize);
-            ok = early::write_all(fd as i32, read, false);
+        let mut stop = if at_end { Stop::End } else { Stop::Full };
+        while ok && stop == Stop::Full {
+            let n;
+            (n, stop) = early::read_all(0, &mut chunk);
+            let read = core::slice::from_raw_parts(chunk.as_ptr() as *const u8, n);
+            ok = early::write_all(fd as i32, read, false) && stop != Stop::Failed;
         }
         ok = ok
             && syscall(libc::SYS_lseek, fd as usize, 0, libc::SEEK_SET as usize, 0) == 0
@@ -216,7 +207,6 @@ mod early_hook {
         // hook's environment, not the daemon's), or the full hook this path
         // started.
         let mut config_var: Option<&[u8]> = None;
-        let mut config_seen = false;
         let mut i = 0;
         while let Some(entry) = process.env(i) {
             if begins_env(entry, b"CNI_COMMAND").is_some()
@@ -227,9 +217,8 @@ mod early_hook {
                 return;
             }
             // The first entry of a name is getenv's.
-            if let Some(value) = begins_env(entry, b"MACVLAN_CONFIG").filter(|_| !config_seen) {
-                config_seen = true;
-                config_var = Some(value).filter(|v| !v.is_empty());
+            if config_var.is_none() {
+                config_var = begins_env(entry, b"MACVLAN_CONFIG");
             }
             i += 1;
         }
@@ -237,9 +226,10 @@ mod early_hook {
         // The daemon's socket; none, or nobody behind it: the full hook,
         // stdin untouched.
         let mut address = [0u8; 2 + MAX_SOCKET_PATH];
-        let Some((config_path, address_len)) =
-            socket_address(call.config.or(config_var), &mut address)
-        else {
+        let Some((config_path, address_len)) = socket_address(
+            call.config.or(config_var.filter(|v| !v.is_empty())),
+            &mut address,
+        ) else {
             return;
         };
         let fd = syscall(
@@ -285,34 +275,15 @@ mod early_hook {
         net: early::Stat,
         mnt: early::Stat,
     ) {
-        let Some(mut buffer) = Mapped::new(MAX_STATE + MAX_ANSWER) else {
+        let Some(mut buffer) = Mapped::new(MAX_STATE + MAX_ANSWER + MAX_ENTRY) else {
             early::close(fd);
             return;
         };
         // The state, as the runtime wrote it.
         let state = buffer.part(0, MAX_STATE);
-        let mut len = 0;
-        let at_end = loop {
-            if len == MAX_STATE {
-                break false;
-            }
-            let n = syscall(
-                libc::SYS_read,
-                0,
-                state.as_mut_ptr().add(len) as usize,
-                MAX_STATE - len,
-                0,
-            );
-            if n == -(libc::EINTR as isize) {
-                continue;
-            }
-            if n <= 0 {
-                break n == 0;
-            }
-            len += n as usize;
-        };
+        let (len, stop) = early::read_all(0, state);
         let state = core::slice::from_raw_parts(state.as_ptr() as *const u8, len);
-        if !at_end {
+        if stop != Stop::End {
             early::close(fd);
             restore_stdin(state, false);
             return;
@@ -366,7 +337,7 @@ mod early_hook {
         read_timeout(fd, 5);
         let answer = buffer.part(MAX_STATE, MAX_ANSWER);
         let mut len = 0;
-        let mut taken = false;
+        let mut first_line = false;
         let errno = loop {
             if len == MAX_ANSWER {
                 break 0;
@@ -385,10 +356,10 @@ mod early_hook {
                 break -n;
             }
             len += n as usize;
-            if !taken {
+            if !first_line {
                 let read = core::slice::from_raw_parts(answer.as_ptr() as *const u8, len);
                 if read.contains(&b'\n') {
-                    taken = true;
+                    first_line = true;
                     read_timeout(fd, 0);
                 }
             }
@@ -398,17 +369,14 @@ mod early_hook {
         if errno == 0 && same(answer, b"taken\ndone\n") {
             early::exit(0);
         }
-        // Nothing done: the full hook offers it again (and logs a decline)
-        // or works alone.
-        let declined = answer.len() > 9 && same(answer.get(..9).unwrap_or(&[]), b"declined ");
-        if declined || (len == 0 && (errno == 0 || errno == libc::ECONNRESET as isize)) {
-            restore_stdin(state, true);
-            return;
-        }
-
-        // Taken, or not answered in time: the full hook reports it.
+        // Any other answer — a decline, a failure, a daemon that ended or
+        // did not answer in time — is the full hook's to judge
+        // (`handoff::relayed`): it reports what the daemon did, or, when
+        // nothing was done, offers the hook again or works alone.
         restore_stdin(state, true);
-        let mut entry = [const { MaybeUninit::<u8>::uninit() }; MAX_ANSWER + 64];
+        // In the mapping: on the stack, its pages would be touched by the
+        // stack probe at every hook, relayed or not.
+        let entry = buffer.part(MAX_STATE + MAX_ANSWER, MAX_ENTRY);
         let mut at = 0;
         let mut push = |bytes: &[u8]| {
             for b in bytes {
@@ -434,7 +402,7 @@ mod early_hook {
             process.argv(),
             entry.as_ptr() as *const u8,
         );
-        let message = b"macvlan: hook: the daemon took the hook, and its answer cannot be reported (exec /proc/self/exe failed); see the daemon's log\n";
+        let message = b"macvlan: hook: cannot start the full hook to judge the daemon's answer (exec /proc/self/exe failed); see the daemon's log\n";
         early::write_all(2, message, false);
         early::exit(1);
     }

@@ -15,9 +15,10 @@
 //! starts (`src/bin/macvlan.rs`): it sends the state as read and no
 //! config.json (the daemon reads it, sharing the hook's mount namespace),
 //! exits when the answer is `taken` and `done`, and otherwise starts the
-//! full hook with the state back on stdin — with [`ANSWER_ENV`] set to the
-//! answer once the daemon took the hook, so that it is reported here
-//! ([`relayed`]) and never done twice.
+//! full hook again with the state back on stdin and [`ANSWER_ENV`] set to
+//! the answer, judged here ([`relayed`]) as one read here would be: a
+//! failure is reported, the work is never done twice, and a decline lets
+//! the full hook go on as before.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -39,9 +40,9 @@ use crate::net::Context;
 
 /// The exchange's version; a daemon declines any other.
 pub const VERSION: u32 = 2;
-/// Set by the hook's early path for the full hook when the daemon took
-/// the hook: `ERRNO ANSWER`, how reading the answer ended (0: the end of
-/// the stream) and the daemon's answer as read.
+/// Set by the hook's early path for the full hook: `ERRNO ANSWER`, how
+/// reading the daemon's answer ended (0: the end of the stream) and the
+/// answer as read.
 pub const ANSWER_ENV: &str = "MACVLAN_HOOK_ANSWER";
 /// A state and a config.json are a few KiB; anything near this is not one.
 const LIMIT: u64 = 8 << 20;

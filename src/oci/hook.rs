@@ -93,7 +93,8 @@ pub fn run_state(
     config: Config,
     logger: &Logger,
 ) -> (DoneBy, Result<()>) {
-    // The hook's early path had the daemon take it: its answer, judged here.
+    // The daemon's answer to the hook's early path, judged here; when
+    // nothing was done, the hook goes on as if there had been no early path.
     if let Some(Offered::Done(result)) = handoff::relayed(&config, logger) {
         return (DoneBy::Daemon, result);
     }
